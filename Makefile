@@ -1,0 +1,47 @@
+# Two entry points for a fresh Debian machine (Python 3.11, root, no GPU):
+#   make demo   — set everything up, then run the main job (the benchmark on the embedded default task)
+#   make test   — set everything up, then run the test suite
+# Both install into .venv/ only what is missing, so repeated runs start at once.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+DEMO_OUT ?= outputs/demo
+
+.PHONY: setup demo test test-conformance dataset clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the build this machine kind carries on disk (a newer one downloads gigabytes).
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# The Fashion-MNIST IDX files of the embedded default task (Debian package; needs root).
+dataset:
+	@if [ ! -f $(FMNIST) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); \
+	  else echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' or set FASHION_MNIST_DIR"; fi; \
+	fi
+
+setup: $(STAMP) dataset
+
+demo: setup
+	$(VENV)/bin/gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 \
+	  --agents random,center,raster,saliency,oracle,paper-ppo,sb3-ppo --out $(DEMO_OUT)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-conformance: setup
+	$(PY) -m pytest -q -k conformance
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""GFNet agents: the paper's PPO and its training loop."""

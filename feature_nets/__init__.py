@@ -1,0 +1,1 @@
+"""GFNet networks: encoders, classifiers, the patch proposal policy."""

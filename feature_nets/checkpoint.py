@@ -1,0 +1,342 @@
+"""Load and save GFNet checkpoints in the released format (reference §3).
+
+A released ``*.pth.tar`` is a torch pickle of a dict with ``model_name``, ``patch_size``, the four state
+dicts (``model_prime_state_dict`` = global encoder, ``model_state_dict`` = local encoder, ``fc`` =
+classifier, ``policy``), the multiply-add counts and, optionally, published results. Encoder keys may carry
+the ``module.`` prefix of ``nn.DataParallel``; both spellings load. Checkpoints we write use the same
+layout (encoder keys without the prefix, as the original training stages wrote them) plus a ``gfnet_spec``
+entry so that non-released architectures (the small CNN) can be rebuilt.
+
+Every failure raises a :class:`CheckpointError` subclass whose message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .configs import BACKBONE_CONFIGS, get_config
+from .gfnet import GFNet, GFNetSpec, build_gfnet_from_spec
+
+#: Checkpoint entries holding state dicts, and the module of a GFNet each one fills.
+STATE_DICT_FIELDS = {
+    "model_prime_state_dict": "global_encoder",
+    "model_state_dict": "local_encoder",
+    "fc": "classifier",
+    "policy": "policy",
+}
+_ENCODER_FIELDS = ("model_prime_state_dict", "model_state_dict")
+
+
+class CheckpointError(Exception):
+    """Base class of every checkpoint problem."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The path does not exist."""
+
+
+class NotACheckpointError(CheckpointError):
+    """The file is not a GFNet checkpoint (not a torch file, truncated, or lacks the GFNet entries)."""
+
+
+class UntrustedPickleError(CheckpointError):
+    """The file needs full unpickling, which runs code from the file; the caller must opt in."""
+
+
+class UnknownArchitectureError(CheckpointError):
+    """``model_name`` is not an architecture this project can build."""
+
+
+class StateDictMismatchError(CheckpointError):
+    """Missing or unexpected keys in a state dict."""
+
+
+class ShapeMismatchError(CheckpointError):
+    """Keys match but tensor shapes do not."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A loaded checkpoint: the model and what the file says about it.
+
+    Attributes:
+        model: the GFNet, in eval mode, with every key of the file loaded.
+        model_name, patch_size, T: as stored (T = len(flops)).
+        flops: cumulative multiply-adds per number of steps 1..T, as stored (None when absent).
+        model_flops, policy_flops, fc_flops: stored per-component multiply-adds (None when absent).
+        anytime_classification: stored top-1 (%) per step (None when absent).
+        budgeted_batch_classification: stored [madds, top1] curve (None when absent).
+        dynamic_threshold: stored thresholds (None when absent).
+        extra: every other entry of the file.
+    """
+
+    model: GFNet
+    model_name: str
+    patch_size: int
+    T: int
+    flops: list[float] | None = None
+    model_flops: float | None = None
+    policy_flops: float | None = None
+    fc_flops: float | None = None
+    anytime_classification: list[float] | None = None
+    budgeted_batch_classification: list | None = None
+    dynamic_threshold: list | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+def read_checkpoint_dict(path: str | os.PathLike, trusted_pickle: bool = False) -> dict:
+    """Read the raw dict of a checkpoint file, with the errors of this module.
+
+    Args:
+        path: the ``*.pth.tar`` file.
+        trusted_pickle: allow full unpickling (``weights_only=False``). Only for files you trust: a pickle
+            can run arbitrary code. Needed for some legacy files that store non-tensor Python objects.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(
+            f"checkpoint file not found: {path}. Download a released GFNet checkpoint (links in the official "
+            "GFNet README) or train one with `gfnet train-features`, then pass its path."
+        )
+    if path.is_dir():
+        raise NotACheckpointError(f"{path} is a directory; pass the *.pth.tar file inside it")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trusted_pickle)
+    except pickle.UnpicklingError as e:
+        if not trusted_pickle and "weights_only" in str(e):
+            raise UntrustedPickleError(
+                f"{path} contains Python objects that torch.load(weights_only=True) refuses "
+                f"({str(e).splitlines()[0]}). If you trust the file, load it with trusted_pickle=True "
+                "(CLI: --trusted-pickle); this runs code stored in the file."
+            ) from e
+        raise NotACheckpointError(f"{path} is not a readable torch checkpoint: {e}") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise NotACheckpointError(
+            f"{path} is not a readable torch checkpoint (truncated download or another file type?): {e}"
+        ) from e
+    if not isinstance(obj, dict):
+        raise NotACheckpointError(f"{path} holds a {type(obj).__name__}, not a GFNet checkpoint dict")
+    missing = [k for k in ("model_name", "patch_size", "model_prime_state_dict", "model_state_dict", "fc")
+               if k not in obj]
+    if missing:
+        raise NotACheckpointError(
+            f"{path} is a torch file but not a GFNet checkpoint: it lacks {missing} "
+            f"(it has {sorted(obj)[:12]}). GFNet checkpoints come from the official release or "
+            "`gfnet train-features`."
+        )
+    return obj
+
+
+def _strip_module(state_dict: dict) -> dict:
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+
+
+def _spec_from_checkpoint(ckpt: dict, path) -> GFNetSpec:
+    if "gfnet_spec" in ckpt:
+        spec = GFNetSpec.from_dict(ckpt["gfnet_spec"])
+        if "flops" in ckpt and ckpt["flops"] is not None:
+            spec.T = len(ckpt["flops"])
+        return spec
+    name = ckpt["model_name"]
+    if name not in BACKBONE_CONFIGS:
+        raise UnknownArchitectureError(
+            f"{path}: model_name {name!r} is not a released GFNet architecture "
+            f"(known: {', '.join(sorted(BACKBONE_CONFIGS))}) and the file has no 'gfnet_spec' entry "
+            "to rebuild it from. Was it written by another project?"
+        )
+    if "flops" not in ckpt or not ckpt["flops"]:
+        raise NotACheckpointError(
+            f"{path}: no 'flops' list, so the number of steps T is unknown (T = len(flops) in released files)"
+        )
+    fc = ckpt["fc"]
+    num_classes = int(fc["fc.weight"].shape[0]) if "fc.weight" in fc else (
+        int(fc["fc_2.weight"].shape[0]) if "fc_2.weight" in fc else 1000)
+    return GFNetSpec(get_config(name), patch_size=int(ckpt["patch_size"]), T=len(ckpt["flops"]),
+                     num_classes=num_classes)
+
+
+_KEYSET_CACHE: dict[str, set[str]] = {}
+
+
+def _known_keysets() -> dict[str, set[str]]:
+    """Encoder key sets of every released architecture (built once on the meta device)."""
+    if not _KEYSET_CACHE:
+        from .backbones import build_encoder
+
+        for name in BACKBONE_CONFIGS:
+            try:
+                with torch.device("meta"):
+                    enc = build_encoder(name)
+                _KEYSET_CACHE[name] = set(enc.official_state_dict())
+            except Exception:  # an architecture that cannot be built on meta is just not suggested
+                continue
+    return _KEYSET_CACHE
+
+
+def guess_architecture(keys) -> str | None:
+    """The released architecture whose encoder keys overlap ``keys`` most (Jaccard), or None."""
+    keys = set(keys)
+    best, best_score = None, 0.0
+    for name, ref in _known_keysets().items():
+        score = len(keys & ref) / max(1, len(keys | ref))
+        if score > best_score:
+            best, best_score = name, score
+    return best if best_score > 0.5 else None
+
+
+def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool) -> None:
+    own = module.official_state_dict() if is_encoder else module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing or unexpected:
+        hint = ""
+        if is_encoder:
+            guess = guess_architecture(state_dict.keys())
+            if guess:
+                hint = f" The file's keys look like a {guess} encoder."
+        raise StateDictMismatchError(
+            f"{path}: '{field_name}' does not fit the {module.__class__.__name__} the checkpoint's model_name "
+            f"asks for: {len(missing)} missing keys {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}.{hint} "
+            "Check that model_name/patch_size match the weights, or that the file is not truncated."
+        )
+    bad = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
+           if tuple(state_dict[k].shape) != tuple(v.shape)]
+    if bad:
+        k, got, want = bad[0]
+        raise ShapeMismatchError(
+            f"{path}: '{field_name}' has {len(bad)} tensors of the wrong shape, e.g. {k}: file {got}, "
+            f"model {want}. The weights were made for another configuration (patch size, class count or "
+            "width) than model_name/patch_size say."
+        )
+    if is_encoder:
+        module.load_official_state_dict(state_dict)
+    else:
+        module.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    trusted_pickle: bool = False,
+    with_policy: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> LoadedCheckpoint:
+    """Load a GFNet checkpoint (released or ours) into a fresh model.
+
+    Args:
+        path: ``*.pth.tar`` file.
+        trusted_pickle: opt in to full unpickling for legacy files you trust (see :func:`read_checkpoint_dict`).
+        with_policy: also build and load the patch policy (needs a ``policy`` entry).
+        map_location: device for the model.
+
+    Returns:
+        :class:`LoadedCheckpoint` with the model in eval mode.
+    """
+    ckpt = read_checkpoint_dict(path, trusted_pickle=trusted_pickle)
+    spec = _spec_from_checkpoint(ckpt, path)
+    if with_policy and "policy" not in ckpt:
+        raise StateDictMismatchError(f"{path}: no 'policy' entry; load it with with_policy=False")
+    model = build_gfnet_from_spec(spec, with_policy=with_policy)
+    for field_name, attr in STATE_DICT_FIELDS.items():
+        if attr == "policy" and not with_policy:
+            continue
+        sd = ckpt[field_name]
+        if not isinstance(sd, dict):
+            raise NotACheckpointError(f"{path}: '{field_name}' is a {type(sd).__name__}, not a state dict")
+        is_encoder = field_name in _ENCODER_FIELDS
+        if is_encoder:
+            sd = _strip_module(sd)
+        _check_and_load(getattr(model, attr), sd, field_name, path, is_encoder)
+    model.eval().to(map_location)
+    known = {"model_name", "patch_size", "flops", "model_flops", "policy_flops", "fc_flops",
+             "anytime_classification", "budgeted_batch_classification", "dynamic_threshold", "gfnet_spec",
+             *STATE_DICT_FIELDS}
+    return LoadedCheckpoint(
+        model=model,
+        model_name=str(ckpt["model_name"]),
+        patch_size=int(ckpt["patch_size"]),
+        T=spec.T,
+        flops=_as_list(ckpt.get("flops")),
+        model_flops=_as_float(ckpt.get("model_flops")),
+        policy_flops=_as_float(ckpt.get("policy_flops")),
+        fc_flops=_as_float(ckpt.get("fc_flops")),
+        anytime_classification=_as_list(ckpt.get("anytime_classification")),
+        budgeted_batch_classification=ckpt.get("budgeted_batch_classification"),
+        dynamic_threshold=_as_list(ckpt.get("dynamic_threshold")),
+        extra={k: v for k, v in ckpt.items() if k not in known},
+    )
+
+
+def _as_list(x):
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return [float(v) if not isinstance(v, (list, tuple)) else v for v in x]
+
+
+def _as_float(x):
+    if x is None:
+        return None
+    return float(x.item() if isinstance(x, torch.Tensor) else x)
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def checkpoint_dict(model: GFNet, madds: dict | None = None, module_prefix: bool = False, **extra) -> dict:
+    """The released-format dict for a model.
+
+    Args:
+        model: the GFNet to store.
+        madds: multiply-adds as :func:`feature_nets.madds.count_madds` returns them; counted when None.
+        module_prefix: spell encoder keys with ``module.`` as released files do (default: without, as the
+            original training stages wrote them).
+        **extra: further entries (``anytime_classification``, ``dynamic_threshold``, optimizer state, …).
+    """
+    from .madds import count_madds
+
+    if madds is None:
+        madds = count_madds(model)
+    pre = "module." if module_prefix else ""
+
+    def enc(e):
+        return {pre + k: v.detach().cpu().clone() for k, v in e.official_state_dict().items()}
+
+    out = {
+        "model_name": model.spec.config.model_name,
+        "patch_size": model.patch_size,
+        "model_prime_state_dict": enc(model.global_encoder),
+        "model_state_dict": enc(model.local_encoder),
+        "fc": {k: v.detach().cpu().clone() for k, v in model.classifier.state_dict().items()},
+        "model_flops": float(madds["focus"]),
+        "fc_flops": float(madds["classifier_step"]),
+        "policy_flops": float(madds["policy_step"]),
+        "flops": [float(x) for x in madds["cumulative"]],
+        "gfnet_spec": model.spec.to_dict(),
+    }
+    if model.policy is not None:
+        out["policy"] = {k: v.detach().cpu().clone() for k, v in model.policy.state_dict().items()}
+    out.update(extra)
+    return out
+
+
+def save_checkpoint(model: GFNet, path: str | os.PathLike, madds: dict | None = None,
+                    module_prefix: bool = False, **extra) -> Path:
+    """Write a checkpoint in the released format, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint_dict(model, madds=madds, module_prefix=module_prefix, **extra), tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,318 @@
+"""The composed GFNet model: glance, then focus steps, on a batch (reference §4).
+
+Usage::
+
+    model = build_gfnet("resnet50", patch_size=96, T=5)          # or load_checkpoint(path).model
+    out = model.glance(images)                                    # step 0 on (B, 3, S, S) images
+    for t in range(1, model.T):
+        actions = ...                                             # (B, 2) in [0, 1], rows then columns
+        out = model.focus(images, actions, out)                   # step t
+    # out.logits, out.state, out.feature_map, out.boxes at every step
+
+``model.run(images)`` does the whole loop with the stored policy's mean actions, as the original
+inference code does. Nothing here knows about RL: the policy is only called to choose actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .classifiers import CascadeClassifier, build_classifier
+from .configs import BackboneConfig, get_config
+from .crop import crop_corners, crop_patches
+from .encoder import Encoder
+from .policy import PatchPolicy
+
+
+@dataclass
+class GFNetSpec:
+    """Everything needed to rebuild a GFNet's modules (stored in checkpoints we write).
+
+    Attributes:
+        config: the backbone's GFNet settings.
+        patch_size: side P of glance and patches, pixels.
+        T: number of steps (glance + T−1 focus steps) the model was trained for.
+        num_classes: classifier outputs.
+        image_size: side S of full-resolution inputs, pixels (defaults to the config's).
+        encoder_kwargs: constructor arguments of a non-released encoder (the small CNN), else empty.
+    """
+
+    config: BackboneConfig
+    patch_size: int
+    T: int
+    num_classes: int = 1000
+    image_size: int | None = None
+    encoder_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image_size is None:
+            self.image_size = self.config.image_size
+        if self.patch_size > self.image_size:
+            raise ValueError(f"patch_size {self.patch_size} exceeds image_size {self.image_size}")
+        if self.T < 1:
+            raise ValueError(f"T must be at least 1 (the glance), got {self.T}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["config"] = asdict(self.config)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GFNetSpec":
+        d = dict(d)
+        d["config"] = BackboneConfig(**d["config"])
+        return cls(**d)
+
+
+@dataclass
+class StepOutput:
+    """What one GFNet step produces, for a batch of B images.
+
+    Attributes:
+        logits: (B, num_classes) prediction after this step.
+        state: (B, state_dim) classifier state after this step (GRU hidden vector, or the zero-padded
+            concatenation of pooled vectors for the cascade).
+        feature_map: (B, C, h, w) encoder map of this step; the policy reads it before the next step.
+        pooled: (B, F) encoder vector of this step.
+        boxes: (B, 4) int64 (row, col, height, width) of the image region seen, in full-resolution pixels
+            (the whole image for the glance).
+        step: index t of this step (0 = glance).
+    """
+
+    logits: torch.Tensor
+    state: torch.Tensor
+    feature_map: torch.Tensor
+    pooled: torch.Tensor
+    boxes: torch.Tensor
+    step: int
+
+
+class GFNet(nn.Module):
+    """Global encoder + local encoder + classifier (+ optional patch policy), batched.
+
+    Args:
+        spec: architecture description (see :class:`GFNetSpec`).
+        global_encoder: encoder of the P×P glance.
+        local_encoder: encoder of the P×P full-resolution patches.
+        classifier: :class:`~feature_nets.classifiers.GRUClassifier` or ``CascadeClassifier``.
+        policy: the paper's patch proposal network, or None.
+    """
+
+    def __init__(
+        self,
+        spec: GFNetSpec,
+        global_encoder: Encoder,
+        local_encoder: Encoder,
+        classifier: nn.Module,
+        policy: PatchPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.global_encoder = global_encoder
+        self.local_encoder = local_encoder
+        self.classifier = classifier
+        self.policy = policy
+        #: Interpolation of the glance; training switches it to bicubic (reference §5).
+        self.glance_interpolation = spec.config.glance_interpolation
+
+    # --- shape facts ------------------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return self.spec.T
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def state_dim(self) -> int:
+        return self.classifier.state_dim
+
+    @property
+    def feature_map_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the map the policy reads."""
+        h = self.local_encoder.feature_map_size(self.patch_size)
+        return (self.local_encoder.feature_map_channels, h, h)
+
+    # --- the two kinds of look --------------------------------------------------------------------
+    def glance_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 3, P, P) downsampled copy, align_corners=True as the original."""
+        p = self.patch_size
+        return F.interpolate(images, size=(p, p), mode=self.glance_interpolation, align_corners=True)
+
+    def glance(self, images: torch.Tensor) -> StepOutput:
+        """Step 0 on a batch of full-resolution images (B, 3, S, S)."""
+        self._check_images(images)
+        pooled, fmap = self.global_encoder(self.glance_input(images))
+        state = self.classifier.initial_state(images.shape[0], device=images.device, dtype=pooled.dtype)
+        logits, state = self.classifier.step(pooled, state, 0)
+        if self.spec.config.step0_head == "encoder" or logits is None:
+            logits = self.global_encoder.head(pooled)
+        b = images.shape[0]
+        boxes = torch.tensor([0, 0, self.image_size, self.image_size], device=images.device).expand(b, 4)
+        return StepOutput(logits, state, fmap, pooled, boxes, 0)
+
+    def focus_patches(self, images: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop the patches that ``actions`` (B, 2) in [0, 1] select: -> ((B, 3, P, P) patches, (B, 2) corners)."""
+        corners = crop_corners(actions, self.image_size, self.patch_size)
+        return crop_patches(images, corners, self.patch_size), corners
+
+    def focus(self, images: torch.Tensor, actions: torch.Tensor, previous: StepOutput) -> StepOutput:
+        """Focus step t = previous.step + 1 at the patches chosen by ``actions`` (B, 2) in [0, 1]."""
+        patches, corners = self.focus_patches(images, actions)
+        pooled, fmap = self.local_encoder(patches)
+        return self.focus_from_features(pooled, fmap, corners, previous)
+
+    def focus_from_features(
+        self, pooled: torch.Tensor, fmap: torch.Tensor, corners: torch.Tensor, previous: StepOutput
+    ) -> StepOutput:
+        """Finish a focus step whose local-encoder output is already known (e.g. from a feature cache)."""
+        t = previous.step + 1
+        if t >= self.classifier_max_looks:
+            raise ValueError(
+                f"step {t} is beyond what this classifier supports ({self.classifier_max_looks} looks)"
+            )
+        logits, state = self.classifier.step(pooled, previous.state, t)
+        p = self.patch_size
+        boxes = torch.cat([corners, torch.full_like(corners, p)], dim=1)
+        return StepOutput(logits, state, fmap, pooled, boxes, t)
+
+    @property
+    def classifier_max_looks(self) -> int:
+        if isinstance(self.classifier, CascadeClassifier):
+            return self.classifier.max_steps
+        return 1 << 30
+
+    # --- the whole original inference loop --------------------------------------------------------
+    @torch.no_grad()
+    def run(
+        self,
+        images: torch.Tensor,
+        T: int | None = None,
+        choose: Callable[[StepOutput, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+    ) -> tuple[list[StepOutput], list[torch.Tensor]]:
+        """Glance then T−1 focus steps.
+
+        Args:
+            images: (B, 3, S, S).
+            T: number of steps (default: the model's).
+            choose: ``(previous_output, memory) -> (actions (B, 2), memory)``; default: the stored policy's
+                mean (test-time behaviour of the original code).
+
+        Returns:
+            (outputs, actions): one :class:`StepOutput` per step and the (B, 2) actions of each focus step.
+        """
+        T = self.T if T is None else T
+        if choose is None:
+            choose = self.policy_mean_chooser()
+        outputs = [self.glance(images)]
+        actions_taken: list[torch.Tensor] = []
+        memory = None
+        for _ in range(1, T):
+            actions, memory = choose(outputs[-1], memory)
+            actions_taken.append(actions)
+            outputs.append(self.focus(images, actions, outputs[-1]))
+        return outputs, actions_taken
+
+    def policy_mean_chooser(self):
+        """A ``choose`` function for :meth:`run` that takes the stored policy's mean action."""
+        if self.policy is None:
+            raise ValueError("this GFNet has no policy; pass choose= to run() or load a checkpoint with one")
+
+        def choose(prev: StepOutput, hidden):
+            if hidden is None:
+                hidden = self.policy.initial_state(prev.feature_map.shape[0], device=prev.feature_map.device)
+            mean, _value, hidden = self.policy.step(prev.feature_map, hidden)
+            return mean, hidden
+
+        return choose
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        s = self.image_size
+        if images.dim() != 4 or images.shape[2] != s or images.shape[3] != s:
+            raise ValueError(
+                f"expected images of shape (B, C, {s}, {s}), got {tuple(images.shape)}; "
+                f"resize/crop inputs to {s}×{s} (the dataset transform does this)"
+            )
+
+
+def build_encoder_for(spec: GFNetSpec) -> Encoder:
+    """A fresh encoder for a spec (random weights, no download)."""
+    if spec.config.family == "small_cnn":
+        from .small_cnn import build_small_cnn
+
+        return build_small_cnn(**spec.encoder_kwargs)
+    from .backbones import build_encoder
+
+    return build_encoder(spec.config.model_name, num_classes=spec.num_classes)
+
+
+def build_gfnet_from_spec(spec: GFNetSpec, with_policy: bool = True) -> GFNet:
+    """Construct all modules of a GFNet from a spec (random weights)."""
+    cfg = spec.config
+    global_encoder = build_encoder_for(spec)
+    local_encoder = build_encoder_for(spec)
+    classifier = build_classifier(cfg.fc_rnn, cfg.feature_num, spec.num_classes, cfg.fc_hidden_dim)
+    policy = None
+    if with_policy:
+        policy = PatchPolicy(
+            feature_map_channels=cfg.feature_map_channels,
+            feature_map_size=local_encoder.feature_map_size(spec.patch_size),
+            hidden_dim=cfg.policy_hidden_dim,
+            conv=cfg.policy_conv,
+        )
+    return GFNet(spec, global_encoder, local_encoder, classifier, policy)
+
+
+def build_gfnet(model_name: str, patch_size: int, T: int, num_classes: int = 1000, with_policy: bool = True) -> GFNet:
+    """A GFNet of a released architecture (random weights; load a checkpoint for trained ones)."""
+    spec = GFNetSpec(get_config(model_name), patch_size=patch_size, T=T, num_classes=num_classes)
+    return build_gfnet_from_spec(spec, with_policy=with_policy)
+
+
+def build_small_gfnet(
+    patch_size: int = 28,
+    T: int = 5,
+    image_size: int = 112,
+    num_classes: int = 10,
+    gru_hidden: int = 256,
+    policy_hidden: int = 128,
+    **encoder_kwargs,
+) -> GFNet:
+    """A CPU-sized GFNet on the small CNN encoder family (the embedded default task uses this)."""
+    from .small_cnn import build_small_cnn
+
+    encoder_kwargs = {"num_classes": num_classes, **encoder_kwargs}
+    probe = build_small_cnn(**encoder_kwargs)
+    cfg = BackboneConfig(
+        model_name="small_cnn",
+        feature_num=probe.feature_num,
+        feature_map_channels=probe.feature_map_channels,
+        policy_conv=True,
+        policy_hidden_dim=policy_hidden,
+        fc_rnn=True,
+        fc_hidden_dim=gru_hidden,
+        image_size=image_size,
+        crop_pct=1.0,
+        dataset_interpolation="bilinear",
+        glance_interpolation="bilinear",
+        step0_head="classifier",
+        head_name="fc",
+        family="small_cnn",
+    )
+    spec = GFNetSpec(cfg, patch_size=patch_size, T=T, num_classes=num_classes, image_size=image_size,
+                     encoder_kwargs=dict(probe.arch_kwargs))
+    return build_gfnet_from_spec(spec)

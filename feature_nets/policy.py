@@ -1,0 +1,180 @@
+"""GFNet's patch proposal network (the paper's ActorCritic), gfnet-reference §4.6.
+
+The policy reads the previous step's encoder feature map and proposes where the next P×P crop goes:
+an action a ∈ [0, 1]², a[:, 0] the row (height) fraction and a[:, 1] the column (width) fraction of the
+crop's top-left corner inside the S×S image (corner = floor(a · (S − P)) pixels).
+
+Layout (state-dict keys exactly as in released checkpoints):
+
+- ``conv=True``:  ``state_encoder`` = Conv2d 1×1 (C → 32, no bias) [0] → ReLU [1] → Flatten [2] →
+  Linear(32·h·w → hidden) [3] → ReLU [4].
+- ``conv=False``: the (B, C, h, w) map is flattened first, then ``state_encoder`` =
+  Linear(C·h·w → 2048) [0] → ReLU [1] → Linear(2048 → hidden) [2] → ReLU [3].
+- ``gru``: GRU(hidden → hidden), one layer, sequence-first, its own state (zero before the first focus step).
+- ``actor``: Linear(hidden → 2) [0] → Sigmoid [1]: the mean of the action Gaussian.
+- ``critic``: Linear(hidden → 1) [0]: the state value.
+
+The action distribution is MultivariateNormal(mean, scale_tril = diag(action_std, action_std)): a standard
+deviation of ``action_std`` (0.1) per coordinate. The original code calls this number a "variance", but it
+is used as the scale (Cholesky factor), so it is a standard deviation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import MultivariateNormal
+
+#: Width of the intermediate layer of the non-conv state encoder (fixed in the original code).
+FLAT_ENCODER_WIDTH = 2048
+#: Channels of the 1×1 conv of the conv state encoder (fixed in the original code).
+CONV_ENCODER_CHANNELS = 32
+
+
+class PatchPolicy(nn.Module):
+    """Patch proposal network: feature map → Gaussian over the next crop's location, and a value.
+
+    Args:
+        feature_map_channels: C, channels of the encoder feature map the policy reads.
+        feature_map_size: h = w, spatial side of that map (ceil(P / 32) for a P×P patch).
+        hidden_dim: H, width of the state encoder's output and of the GRU.
+        conv: state encoder starts with a 1×1 conv (True) or flattens the map (False).
+        action_std: standard deviation of each action coordinate (0.1 in the paper).
+    """
+
+    def __init__(
+        self,
+        feature_map_channels: int,
+        feature_map_size: int,
+        hidden_dim: int,
+        conv: bool,
+        action_std: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.feature_map_channels = feature_map_channels
+        self.feature_map_size = feature_map_size
+        self.hidden_dim = hidden_dim
+        self.conv = conv
+        self.action_std = float(action_std)
+        area = feature_map_size * feature_map_size
+
+        if conv:
+            self.state_encoder = nn.Sequential(
+                nn.Conv2d(feature_map_channels, CONV_ENCODER_CHANNELS, kernel_size=1, bias=False),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(CONV_ENCODER_CHANNELS * area, hidden_dim),
+                nn.ReLU(),
+            )
+        else:
+            self.state_encoder = nn.Sequential(
+                nn.Linear(feature_map_channels * area, FLAT_ENCODER_WIDTH),
+                nn.ReLU(),
+                nn.Linear(FLAT_ENCODER_WIDTH, hidden_dim),
+                nn.ReLU(),
+            )
+        self.gru = nn.GRU(hidden_dim, hidden_dim, num_layers=1, batch_first=False)
+        self.actor = nn.Sequential(nn.Linear(hidden_dim, 2), nn.Sigmoid())
+        self.critic = nn.Sequential(nn.Linear(hidden_dim, 1))
+        # Not a parameter and not in the state dict (released checkpoints have no such key).
+        self._std = torch.full((2,), self.action_std)
+
+    # ------------------------------------------------------------------ building blocks
+
+    def encode(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """State encoder: (N, C, h, w) feature maps → (N, H) embeddings."""
+        if not self.conv:
+            feature_map = feature_map.flatten(1)
+        return self.state_encoder(feature_map)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Zero GRU state, (1, B, H), used before the first focus step."""
+        if device is None:
+            device = self.actor[0].weight.device
+        dtype = self.actor[0].weight.dtype
+        return torch.zeros(1, batch_size, self.hidden_dim, device=device, dtype=dtype)
+
+    def scale_tril(self, like: torch.Tensor) -> torch.Tensor:
+        """(2, 2) Cholesky factor diag(action_std, action_std) on ``like``'s device and dtype."""
+        return torch.diag(self._std.to(device=like.device, dtype=like.dtype))
+
+    # ------------------------------------------------------------------ acting
+
+    def step(
+        self, feature_map: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One act step.
+
+        Args:
+            feature_map: (B, C, h, w) the previous step's encoder feature map.
+            hidden: (1, B, H) GRU state (``initial_state`` before the first focus step).
+
+        Returns:
+            mean: (B, 2) action mean in [0, 1] (row, column fractions).
+            value: (B, 1) critic's state value.
+            new_hidden: (1, B, H) updated GRU state.
+        """
+        x = self.encode(feature_map).unsqueeze(0)  # (1, B, H): a sequence of length one
+        out, new_hidden = self.gru(x, hidden)
+        out = out.squeeze(0)
+        return self.actor(out), self.critic(out), new_hidden
+
+    def distribution(self, mean: torch.Tensor) -> MultivariateNormal:
+        """The action distribution N(mean, diag(action_std)²) for means (..., 2)."""
+        return MultivariateNormal(mean, scale_tril=self.scale_tril(mean))
+
+    def sample(
+        self, mean: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample an action, clamp it to [0, 1], and return it with its log-probability.
+
+        As in the original, the log-probability is that of the *clamped* action under the Gaussian.
+
+        Args:
+            mean: (B, 2) action means.
+            generator: optional RNG for the Gaussian noise (for reproducible rollouts).
+
+        Returns:
+            action: (B, 2) in [0, 1].
+            logprob: (B,) log-density of the clamped action.
+        """
+        with torch.no_grad():
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            # mean + L ε with L = scale_tril: the same as MultivariateNormal.sample, but with a generator.
+            action = mean + noise @ self.scale_tril(mean).T
+            # original: relu(x), then 1 - relu(1 - x)
+            action = action.clamp(0.0, 1.0)
+            logprob = self.distribution(mean).log_prob(action)
+        return action, logprob
+
+    # ------------------------------------------------------------------ learning
+
+    def evaluate(
+        self, states: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Re-run the policy over whole rollouts, as the original PPO update does.
+
+        The state encoder and the GRU are run from a zero state over the L stored steps.
+
+        Args:
+            states: (L, B, C, h, w) feature maps that were handed to the policy at each focus step.
+            actions: (L, B, 2) actions that were taken.
+
+        Returns:
+            logprobs: (L, B) log-density of each action under the current policy.
+            values: (L, B) state values.
+            entropy: (L, B) entropy of each step's distribution (constant for a fixed std).
+        """
+        seq_len, batch = states.shape[:2]
+        x = self.encode(states.flatten(0, 1)).view(seq_len, batch, -1)
+        out, _ = self.gru(x, self.initial_state(batch, device=x.device))
+        out = out.reshape(seq_len * batch, -1)
+        dist = self.distribution(self.actor(out))
+        logprobs = dist.log_prob(actions.reshape(seq_len * batch, 2))
+        entropy = dist.entropy()
+        values = self.critic(out)
+        return (
+            logprobs.view(seq_len, batch),
+            values.view(seq_len, batch),
+            entropy.view(seq_len, batch),
+        )
