@@ -162,16 +162,25 @@ def _mobilenetv3(name: str, multiplier: float, num_classes: int) -> MobileNetV3E
     if name in timm.list_models(name):
         net = timm.create_model(name, pretrained=False, num_classes=num_classes)
     else:
-        # timm does not register every multiplier (1.25 is missing): build through its generator, with the
-        # pretrained config of the registered x1.0 model so that no "unknown model" default is looked up.
+        # timm does not register every multiplier (x1.25 is missing): build through its MobileNet-V3 generator
+        # with the multiplier, and an explicit (weight-less) pretrained config so timm looks nothing up.
         from timm.models.mobilenetv3 import _gen_mobilenet_v3
 
+        cfg = get_config(name)
         net = _gen_mobilenet_v3(
             name,
             multiplier,
             pretrained=False,
             num_classes=num_classes,
-            pretrained_cfg="mobilenetv3_large_100.ra_in1k",
+            pretrained_cfg=dict(
+                architecture=name,
+                num_classes=num_classes,
+                input_size=(3, cfg.image_size, cfg.image_size),
+                crop_pct=cfg.crop_pct,
+                interpolation=cfg.dataset_interpolation,
+                first_conv="conv_stem",
+                classifier="classifier",
+            ),
         )
     enc = MobileNetV3Encoder(name, net, num_classes)
     if net.conv_head.in_channels != enc.feature_map_channels or net.conv_head.out_channels != enc.feature_num:
@@ -380,9 +389,9 @@ def _check_pycls_structure(name: str, net: nn.Module) -> None:
                 (conv2.in_channels // conv2.groups, g, "group width"),
                 (conv2.stride[0], stride, "stride"),
                 (blk.se.fc1.out_channels, int(round(0.25 * w_in)), "SE width"),
-                (type(blk.se.act), nn.ReLU, "SE activation"),
-                (type(blk.act3), nn.ReLU, "block activation"),
-                (type(blk.se.gate), nn.Sigmoid, "SE gate"),
+                (type(blk.se.act).__name__, "ReLU", "SE activation"),
+                (type(blk.act3).__name__, "ReLU", "block activation"),
+                (type(blk.se.gate).__name__, "Sigmoid", "SE gate"),
             ]
             for got, want, what in checks:
                 if got != want:

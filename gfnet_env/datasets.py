@@ -1,0 +1,446 @@
+"""Image datasets for the GFNet environment: ImageNet in ImageFolder layout and user datasets.
+
+* :func:`eval_transform` / :func:`train_transform`: the per-backbone transforms of gfnet-reference §4.1
+  (evaluation: Resize(int(S / crop_pct)) → CenterCrop(S) → ToTensor → Normalize with the ImageNet
+  constants; training: RandomResizedCrop(S) → RandomHorizontalFlip → ToTensor → Normalize).
+* :class:`ImageFolderDataset`: ``root/<class>/<image files>``, class indices in sorted folder order exactly as
+  ``torchvision.datasets.ImageFolder`` assigns them (so ImageNet wnids map to the usual 0..999). An image
+  that cannot be decoded raises :class:`CorruptImageError` naming the file; the dataset never skips
+  silently — the environment's core catches the error, warns, counts it and moves on to the next image.
+* :func:`imagenet_split`: ``data_root/train`` or ``data_root/val`` with the right transform.
+* :func:`check_image_dataset`: a cheap sanity check of a user dataset passed to the environment.
+* :func:`denormalizer_for`: normalised tensor → uint8 RGB array, for rendering.
+* :func:`make_loader`: a seeded ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterable, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+from feature_nets.configs import BackboneConfig
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "IMAGENET_LAYOUT",
+    "CorruptImageError",
+    "ImageFolderDataset",
+    "eval_transform",
+    "train_transform",
+    "imagenet_split",
+    "check_image_dataset",
+    "denormalizer_for",
+    "make_loader",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: File name endings :class:`ImageFolderDataset` accepts by default (compared case-insensitively).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+#: The layout :func:`imagenet_split` expects, quoted in its errors.
+IMAGENET_LAYOUT = "<root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG"
+
+PathLike = Union[str, os.PathLike]
+
+_INTERPOLATIONS = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    try:
+        return _INTERPOLATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset interpolation {name!r}; expected one of {sorted(_INTERPOLATIONS)}"
+        ) from None
+
+
+def _normalize() -> transforms.Normalize:
+    return transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+# --------------------------------------------------------------------------------------------- transforms
+
+
+def eval_transform(config: BackboneConfig) -> transforms.Compose:
+    """The evaluation transform of gfnet-reference §4.1 for one backbone.
+
+    Resize the shorter side to ``int(image_size / crop_pct)`` with the backbone's dataset interpolation,
+    centre-crop ``image_size`` × ``image_size``, convert to a float tensor in [0, 1] and normalise with the
+    ImageNet mean and standard deviation. Input: a PIL RGB image; output: float32 (3, S, S).
+    """
+    size = config.image_size
+    return transforms.Compose(
+        [
+            transforms.Resize(int(size / config.crop_pct), interpolation=_interpolation(config.dataset_interpolation)),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            _normalize(),
+        ]
+    )
+
+
+def train_transform(config: BackboneConfig) -> transforms.Compose:
+    """The training transform: RandomResizedCrop(S) (dataset interpolation), horizontal flip, ToTensor,
+    ImageNet normalisation. Input: a PIL RGB image; output: float32 (3, S, S)."""
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(config.image_size, interpolation=_interpolation(config.dataset_interpolation)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            _normalize(),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------- ImageFolder
+
+
+class CorruptImageError(OSError):
+    """An image file could not be opened or decoded. The message names the file; ``.path`` holds it too
+    (``None`` when torch's DataLoader re-raises the error from a worker process with only a message)."""
+
+    def __init__(self, message: str, path: PathLike | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+    @classmethod
+    def for_file(cls, path: PathLike, reason: str = "") -> "CorruptImageError":
+        """The error for ``path``, with the decoder's ``reason`` appended."""
+        msg = f"cannot read or decode image file {path}" + (f": {reason}" if reason else "")
+        return cls(msg, path)
+
+    def __reduce__(self):  # keep .path when pickled (e.g. across processes)
+        return (type(self), (str(self.args[0]) if self.args else "", self.path))
+
+
+def _layout_hint() -> str:
+    return "expected an ImageFolder layout: root/<class>/<image files>"
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+class ImageFolderDataset(Dataset):
+    """Images in ``root/<class>/<image files>`` (class folders may hold sub-folders; files are found recursively).
+
+    Class indices follow the sorted class-folder names, as in ``torchvision.datasets.ImageFolder``. Hidden
+    entries (names starting with ``.``, e.g. ``.ipynb_checkpoints``) are ignored. Files are matched by
+    ``extensions``, case-insensitively, and listed in sorted order within each class.
+
+    Attributes:
+        root: the dataset folder.
+        classes: sorted class-folder names.
+        class_to_idx: class name → label.
+        samples: list of ``(path, label)``.
+        targets: the labels, in sample order.
+        mean, std: the normalisation constants of the transforms built here (ImageNet's), used by
+            :func:`denormalizer_for`. Change them if you pass a transform with other constants.
+
+    ``dataset[i]`` is ``(transform(image), label)``; the image is opened with PIL and converted to RGB. An
+    image that cannot be decoded raises :class:`CorruptImageError` naming the file.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing, has no class folders, a class folder holds no image, or no image
+            was found at all. The message names the path and the expected layout.
+        NotADirectoryError: ``root`` is a file.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        transform: Callable[[Image.Image], Any] | None = None,
+        extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.transform = transform
+        self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+        if not self.extensions:
+            raise ValueError("extensions must not be empty")
+        self.mean: tuple[float, ...] = IMAGENET_MEAN
+        self.std: tuple[float, ...] = IMAGENET_STD
+
+        if not self.root.exists():
+            raise FileNotFoundError(f"dataset folder {self.root} does not exist; {_layout_hint()}")
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"dataset path {self.root} is not a folder; {_layout_hint()}")
+
+        self.classes = sorted(
+            e.name for e in os.scandir(self.root) if e.is_dir() and not _is_hidden(e.name)
+        )
+        if not self.classes:
+            loose = self._image_files(self.root, recursive=False)
+            extra = (
+                f" (it holds {len(loose)} image files directly: move them into one sub-folder per class)"
+                if loose
+                else ""
+            )
+            raise FileNotFoundError(f"dataset folder {self.root} has no class sub-folders{extra}; {_layout_hint()}")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+        self.samples: list[tuple[str, int]] = []
+        empty: list[str] = []
+        for c in self.classes:
+            files = self._image_files(self.root / c, recursive=True)
+            if not files:
+                empty.append(c)
+            self.samples.extend((f, self.class_to_idx[c]) for f in files)
+        exts = ", ".join(self.extensions)
+        if not self.samples:
+            raise FileNotFoundError(
+                f"no image files ({exts}) found in any class folder of {self.root}; {_layout_hint()}"
+            )
+        if empty:
+            shown = ", ".join(repr(c) for c in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            raise FileNotFoundError(
+                f"class folder(s) {shown} of {self.root} hold no image files ({exts}); every class needs at least "
+                f"one image ({_layout_hint()})"
+            )
+        self.targets = [label for _, label in self.samples]
+
+    def _image_files(self, folder: Path, recursive: bool) -> list[str]:
+        out: list[str] = []
+        if recursive:
+            for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+                out.extend(
+                    os.path.join(dirpath, f)
+                    for f in sorted(filenames)
+                    if not _is_hidden(f) and f.lower().endswith(self.extensions)
+                )
+        else:
+            out = sorted(
+                e.path
+                for e in os.scandir(folder)
+                if e.is_file() and not _is_hidden(e.name) and e.name.lower().endswith(self.extensions)
+            )
+        return out
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_image(self, index: int) -> Image.Image:
+        """The decoded RGB image of sample ``index`` (no transform); :class:`CorruptImageError` if unreadable."""
+        path = self.samples[index][0]
+        try:
+            with open(path, "rb") as f:
+                img = Image.open(f)
+                return img.convert("RGB")  # forces the full decode while the file is open
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            if isinstance(err, CorruptImageError):
+                raise
+            raise CorruptImageError.for_file(path, f"{type(err).__name__}: {err}") from err
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        label = self.samples[index][1]
+        img = self.load_image(index)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, label
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, classes={len(self.classes)}, "
+            f"samples={len(self.samples)}, transform={self.transform!r})"
+        )
+
+
+# --------------------------------------------------------------------------------------------- ImageNet
+
+
+def imagenet_split(data_root: PathLike, split: str, config: BackboneConfig) -> ImageFolderDataset:
+    """ImageNet's ``train`` or ``val`` split from ``data_root`` in ImageFolder layout.
+
+    ``train`` gets :func:`train_transform`, ``val`` gets :func:`eval_transform` (both for ``config``).
+
+    Raises:
+        ValueError: ``split`` is not ``"train"`` or ``"val"``.
+        FileNotFoundError: ``data_root`` or ``data_root/split`` is missing or not in the expected layout
+            (:data:`IMAGENET_LAYOUT`).
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    root = Path(data_root).expanduser()
+    folder = root / split
+    if not folder.is_dir():
+        what = f"ImageNet folder {root} does not exist" if not root.is_dir() else f"{folder} does not exist"
+        raise FileNotFoundError(f"{what}; expected ImageNet in ImageFolder layout: {IMAGENET_LAYOUT.replace('<root>', str(root))}")
+    transform = train_transform(config) if split == "train" else eval_transform(config)
+    try:
+        return ImageFolderDataset(folder, transform=transform)
+    except FileNotFoundError as err:
+        hint = ""
+        if split == "val" and "no class sub-folders" in str(err):
+            hint = (
+                " The validation images must be sorted into one folder per wnid (e.g. with the widely used "
+                "valprep.sh script)."
+            )
+        raise FileNotFoundError(
+            f"{err}. Expected ImageNet in ImageFolder layout: {IMAGENET_LAYOUT.replace('<root>', str(root))}.{hint}"
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _is_int_label(label: Any) -> bool:
+    if isinstance(label, bool):
+        return False
+    if isinstance(label, (int, np.integer)):
+        return True
+    if isinstance(label, torch.Tensor) and label.ndim == 0 and not label.is_floating_point() and label.dtype != torch.bool:
+        return not label.is_complex()
+    return False
+
+
+def check_image_dataset(dataset: Any, image_size: int) -> None:
+    """Check that ``dataset[0]`` is ``(float tensor (3, S, S), int label)`` with ``S = image_size``.
+
+    Used for user datasets passed to the environment as ``dataset=``. Integer labels may be Python ints,
+    numpy integers or 0-d integer tensors.
+
+    Raises:
+        ValueError: the dataset is empty, or its first sample has the wrong structure, type, dtype or shape;
+            the message says what was found and what is expected.
+    """
+    expected = f"each sample must be (image, label) with image a float tensor of shape (3, {image_size}, {image_size}) and label an int"
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise ValueError(f"dataset {type(dataset).__name__} has no len(); {expected}") from None
+    if n == 0:
+        raise ValueError(f"dataset {type(dataset).__name__} is empty")
+    sample = dataset[0]
+    if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+        kind = f"a {type(sample).__name__}" + (f" of length {len(sample)}" if isinstance(sample, (tuple, list)) else "")
+        raise ValueError(f"dataset[0] is {kind}; {expected}")
+    image, label = sample
+    if not isinstance(image, torch.Tensor):
+        raise ValueError(f"dataset[0][0] is a {type(image).__name__}, not a torch.Tensor; {expected} (add a transform ending in ToTensor/Normalize)")
+    if not image.is_floating_point():
+        raise ValueError(f"dataset[0][0] has dtype {image.dtype}; {expected}")
+    if tuple(image.shape) != (3, image_size, image_size):
+        raise ValueError(f"dataset[0][0] has shape {tuple(image.shape)}; {expected}")
+    if not _is_int_label(label):
+        desc = f"a {type(label).__name__}" + (f" {tuple(label.shape)} {label.dtype}" if isinstance(label, torch.Tensor) else "")
+        raise ValueError(f"dataset[0][1] (the label) is {desc}; {expected}")
+
+
+# --------------------------------------------------------------------------------------------- rendering helper
+
+
+def _stats(dataset: Any) -> tuple[Any, Any] | None:
+    """(mean, std) of a dataset, looking through wrappers such as ``torch.utils.data.Subset``."""
+    seen = 0
+    while dataset is not None and seen < 8:
+        mean, std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
+        if mean is not None and std is not None and not callable(mean) and not callable(std):
+            return mean, std
+        if isinstance(dataset, ImageFolderDataset):
+            return IMAGENET_MEAN, IMAGENET_STD
+        dataset = getattr(dataset, "dataset", None)
+        seen += 1
+    return None
+
+
+def _per_channel(values: Any, channels: int, name: str) -> np.ndarray:
+    arr = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float32).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, channels)
+    if arr.size != channels:
+        raise ValueError(f"dataset {name} has {arr.size} values for an image with {channels} channels")
+    return arr.reshape(channels, 1, 1)
+
+
+def denormalizer_for(dataset: Any) -> Callable[[Any], np.ndarray]:
+    """A function mapping a normalised image tensor (C, S, S) to an (S, S, 3) uint8 RGB array for rendering.
+
+    Normalisation constants come from the dataset's ``mean`` / ``std`` attributes (scalars or per-channel;
+    wrappers with a ``.dataset`` attribute, such as ``Subset``, are looked through), else the ImageNet
+    constants for an :class:`ImageFolderDataset`; otherwise each image is min–max scaled to [0, 255].
+    One-channel images are repeated to RGB. Tensors on any device, and numpy arrays, are accepted.
+    """
+    stats = _stats(dataset)
+
+    def denormalize(image: Any) -> np.ndarray:
+        x = image.detach().to("cpu", torch.float32).numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
+        if x.ndim != 3:
+            raise ValueError(f"expected one image (C, H, W), got shape {x.shape}")
+        c = x.shape[0]
+        if c not in (1, 3):
+            raise ValueError(f"expected 1 or 3 channels, got shape {x.shape}")
+        if stats is not None:
+            x = x * _per_channel(stats[1], c, "std") + _per_channel(stats[0], c, "mean")
+        else:
+            lo, hi = float(np.min(x)), float(np.max(x))
+            x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+        x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        if c == 1:
+            x = np.repeat(x, 3, axis=0)
+        return np.ascontiguousarray(x.transpose(1, 2, 0))
+
+    return denormalize
+
+
+# --------------------------------------------------------------------------------------------- loaders
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and ``random`` in a DataLoader worker from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+    collate_fn: Callable | None = None,
+) -> DataLoader:
+    """A ``DataLoader`` whose shuffling and worker seeds come from ``seed``.
+
+    With ``num_workers > 0`` the workers are persistent (kept between epochs) and prefetch 2 batches each;
+    numpy and ``random`` are seeded in every worker (torch seeds its own RNG per worker).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=2, worker_init_fn=_seed_worker)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        generator=generator,
+        collate_fn=collate_fn,
+        **kwargs,
+    )

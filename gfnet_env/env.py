@@ -1,0 +1,135 @@
+"""``GFNetEnv``: one image per episode, GFNet's frozen networks as the dynamics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from .core import CoreSettings, GFNetCore, slice_obs
+from .tasks import TASKS
+
+#: kwargs that select images and networks (the rest are CoreSettings / device).
+_TASK_KWARGS = ("checkpoint", "data_root", "dataset", "split", "trusted_pickle", "num_samples", "seed")
+
+
+def make_core(task: str, num_envs: int, device: str = "auto", feature_cache: bool | Any = False,
+              **kwargs) -> GFNetCore:
+    """Build the batched core of a task from env kwargs (shared by the env, the vector env and the SB3 adapter)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    task_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _TASK_KWARGS}
+    unknown = set(kwargs) - set(CoreSettings.__dataclass_fields__)
+    if unknown:
+        raise TypeError(
+            f"unknown env arguments {sorted(unknown)}; valid: {sorted(set(CoreSettings.__dataclass_fields__) | set(_TASK_KWARGS) | {'device', 'feature_cache'})}"
+        )
+    settings = CoreSettings(**kwargs)
+    model, dataset = TASKS[task](**task_kwargs)
+    cache = None
+    if feature_cache:
+        from .cache import GridFeatureCache
+
+        cache = feature_cache if not isinstance(feature_cache, bool) else GridFeatureCache()
+        if settings.action_mode != "grid":
+            raise ValueError("feature_cache needs action_mode='grid' (features are cached per grid cell)")
+    return GFNetCore(model, dataset, num_envs, settings, device=device, feature_cache=cache)
+
+
+class GFNetEnv(gym.Env):
+    """GFNet as a reinforcement-learning environment: choose where to look, one patch per step.
+
+    An episode classifies one image. ``reset`` draws an image and runs GFNet's *glance* (the whole image
+    downsampled to P×P through the global encoder). Each ``step`` crops the P×P full-resolution patch at the
+    chosen location, runs it through the local encoder and updates the classifier's memory. The networks
+    are frozen; only the choice of locations is learned.
+
+    | | |
+    |---|---|
+    | Observation (``obs_mode="gru"``, default) | ``Box(-1, 1, (D,), float32)``: the classifier state — the GRU hidden vector (D = 1024 for released GRU checkpoints), or for cascade classifiers ``Box(-inf, inf, (5·F,))``, the pooled vectors so far, zero-padded |
+    | Observation (``"feature_map"``) | ``Box(-inf, inf, (C, h, w), float32)``: the encoder map of the last look, what the paper's policy reads |
+    | Observation (``"dict"``) | ``Dict(state, feature_map, step: Discrete(max_steps+1), locations: Box(-1, 1, (max_steps, 2)))``; unused locations are −1 |
+    | Action (``action_mode="continuous"``, default) | ``Box(0, 1, (2,), float32)``: the patch's top-left corner as fractions (row, col); corner = floor(a·(S−P)) pixels. Values outside [0, 1] are clipped; NaN or a wrong shape raises ``ValueError`` |
+    | Action (``"grid"``) | ``Discrete(G·G)``: cell r·G + c of a G×G grid of corners spread evenly over the image |
+    | Reward (``"confidence_gain"``, default) | p_t(y) − p_{t−1}(y), the gain in softmax probability of the true class (the paper's). Also ``"log_confidence_gain"`` (log p_t(y) − log p_{t−1}(y)) and ``"correct_gain"`` (1[correct now] − 1[correct before]); minus ``step_cost`` × the step's multiply-adds |
+    | Start | a random image of the split (``self.np_random``), or ``options={"index": i}``; the glance has been run |
+    | Termination | after ``max_steps`` focus steps (default T−1), or as soon as the top-1 confidence reaches ``early_exit`` |
+    | Truncation | never (the horizon is part of the task) |
+    | Info | ``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box`` (row, col, h, w in pixels), ``madds`` (cumulative multiply-adds), ``image_index``; ``is_success`` (= correct) on the last step |
+
+    Arguments:
+
+    | argument | default | meaning |
+    |---|---|---|
+    | ``checkpoint`` | ``$GFNET_CHECKPOINT`` | released ``*.pth.tar`` path, or a GFNet model |
+    | ``data_root`` | ``$GFNET_IMAGENET`` | ImageNet root with ``train/`` and ``val/`` in ImageFolder layout |
+    | ``dataset`` | None | any torch Dataset of (3×S×S normalised tensor, label), used as is instead of ``data_root`` |
+    | ``split`` | ``"val"`` | ``"val"`` (evaluation transform) or ``"train"`` (RandomResizedCrop + flip) |
+    | ``obs_mode`` | ``"gru"`` | ``"gru"`` / ``"feature_map"`` / ``"dict"`` |
+    | ``action_mode`` | ``"continuous"`` | ``"continuous"`` / ``"grid"`` |
+    | ``grid_size`` | 7 | G for grid actions |
+    | ``reward`` | ``"confidence_gain"`` | see Reward |
+    | ``step_cost`` | 0.0 | reward cost per multiply-add of each step |
+    | ``max_steps`` | T−1 | focus steps per episode (at most T−1) |
+    | ``early_exit`` | None | confidence in (0, 1] that ends the episode early |
+    | ``device`` | ``"auto"`` | torch device (CUDA when available) |
+    | ``feature_cache`` | False | grid mode: compute each image's cell features once and reuse them |
+    | ``render_mode`` | None | ``"rgb_array"``: the image with the glance frame and each patch in order |
+    | ``trusted_pickle`` | False | allow full unpickling of legacy checkpoints you trust |
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(self, task: str = "imagenet", render_mode: str | None = None, device: str = "auto",
+                 core: GFNetCore | None = None, **kwargs) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; choose one of {self.metadata['render_modes']}")
+        self.core = core if core is not None else make_core(task, 1, device=device, **kwargs)
+        if self.core.num_envs != 1:
+            raise ValueError("GFNetEnv runs one episode; use GFNetVectorEnv for a batch")
+        self.observation_space = self.core.observation_space
+        self.action_space = self.core.action_space
+        self.render_mode = render_mode
+        self._confidences: list[float] = []
+
+    @property
+    def model(self):
+        return self.core.model
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.core.rngs[0] = self.np_random
+        index = None if not options else options.get("index")
+        self.core.reset_slots(np.array([0]), [index])
+        info = _first(self.core.reset_info(np.array([0])))
+        self._confidences = [float(info["confidence"])]
+        return slice_obs(self.core.observe(), 0), info
+
+    def step(self, action):
+        if self.core.settings.action_mode == "continuous":
+            batch = np.asarray(action, dtype=np.float32)
+            if batch.shape != (2,):
+                raise ValueError(f"expected an action of shape (2,) — (row, col) fractions in [0, 1] — got {batch.shape}")
+            batch = batch[None]
+        else:
+            batch = np.asarray(action).reshape(-1)
+            if batch.shape != (1,):
+                raise ValueError(f"expected one grid cell index, got an array of shape {np.shape(action)}")
+        rewards, terminated, info = self.core.step(batch)
+        info = _first(info)
+        self._confidences.append(float(info["confidence"]))
+        if terminated[0]:
+            info["is_success"] = bool(info["correct"])
+        return slice_obs(self.core.observe(), 0), float(rewards[0]), bool(terminated[0]), False, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        from .render import render_slot
+
+        return render_slot(self.core, 0, self._confidences)
+
+
+def _first(info: dict) -> dict:
+    return {k: (v[0].item() if np.ndim(v[0]) == 0 else v[0]) for k, v in info.items()}

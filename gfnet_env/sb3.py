@@ -1,0 +1,107 @@
+"""Stable-Baselines3 ``VecEnv`` over the batched GFNet core.
+
+SB3 does not accept Gymnasium vector envs, so this adapter speaks SB3's own contract: ``reset()`` returns
+only observations, ``step_wait`` auto-resets finished envs and stores the last observation in
+``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]`` is set, observations are numpy,
+and ``seed(s)`` seeds env i with s + i at the next reset. One batched step serves all N envs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
+
+from .core import GFNetCore, slice_obs
+
+
+class GFNetSB3VecEnv(VecEnv):
+    """SB3 VecEnv whose N envs are the N slots of one :class:`~gfnet_env.core.GFNetCore`."""
+
+    def __init__(self, core: GFNetCore) -> None:
+        self.core = core
+        super().__init__(core.num_envs, core.observation_space, core.action_space)
+        self._actions = None
+        self.render_mode = None
+
+    # --- SB3 contract -------------------------------------------------------------------------------
+    def reset(self) -> VecEnvObs:
+        n = self.num_envs
+        for i, s in enumerate(self._seeds):
+            if s is not None:
+                self.core.seed_slot(i, int(s))
+        self._reset_seeds()
+        indices = self._reset_options[0].get("indices") if self._reset_options and self._reset_options[0] else None
+        self._reset_options = [{} for _ in range(n)]
+        self.core.reset_slots(np.arange(n), indices)
+        return self.core.observe()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        core = self.core
+        rewards, terminated, info = core.step(self._actions)
+        obs = core.observe()
+        n = self.num_envs
+        infos: list[dict[str, Any]] = [{k: (v[i].item() if np.ndim(v[i]) == 0 else v[i]) for k, v in info.items()}
+                                       for i in range(n)]
+        done = np.flatnonzero(terminated)
+        if done.size:
+            for i in done:
+                infos[i]["terminal_observation"] = slice_obs(obs, i)
+                infos[i]["TimeLimit.truncated"] = False
+                infos[i]["is_success"] = bool(infos[i]["correct"])
+            core.reset_slots(done)
+            new_obs = core.observe(done)
+            if isinstance(obs, dict):
+                for k in obs:
+                    obs[k][done] = new_obs[k]
+            else:
+                obs[done] = new_obs
+        return obs, rewards, terminated.copy(), infos
+
+    def close(self) -> None:
+        pass
+
+    # --- attribute plumbing SB3 uses (all envs share one core) ---------------------------------------
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        target = self.core if hasattr(self.core, attr_name) else self
+        return [getattr(target, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self.core, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        fn = getattr(self.core, method_name)
+        return [fn(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        from .render import render_slot
+
+        return [render_slot(self.core, i, None) for i in range(self.num_envs)]
+
+
+def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None, **kwargs) -> GFNetSB3VecEnv:
+    """An SB3 VecEnv of ``n_envs`` GFNet episodes in one batch, for a registered GFNet env id.
+
+    Example::
+
+        vec_env = gfnet_env.make_sb3_vec_env("GFNet-ClutteredFashionMNIST-v0", n_envs=64)
+        PPO("MlpPolicy", vec_env).learn(10_000)
+    """
+    from . import ENV_TASKS
+    from .env import make_core
+
+    env_id = env_id.split(":")[-1]
+    if env_id not in ENV_TASKS:
+        raise ValueError(f"unknown GFNet env id {env_id!r}; registered: {sorted(ENV_TASKS)}")
+    device = kwargs.pop("device", "auto")
+    vec = GFNetSB3VecEnv(make_core(ENV_TASKS[env_id], n_envs, device=device, **kwargs))
+    if seed is not None:
+        vec.seed(seed)
+    return vec

@@ -1,0 +1,88 @@
+"""Tasks: which frozen networks and which images an env id stands for.
+
+``GFNet-ImageNet-v0`` = a released (or user-trained) checkpoint + ImageNet in ImageFolder layout.
+``GFNet-ClutteredFashionMNIST-v0`` = the project's shipped small GFNet + cluttered Fashion-MNIST canvases.
+Both accept ``checkpoint=`` (a path or an already built :class:`~feature_nets.gfnet.GFNet`) and
+``dataset=`` (any torch Dataset of (3×S×S tensor, label)) to override the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from feature_nets.checkpoint import load_checkpoint
+from feature_nets.gfnet import GFNet
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: The small GFNet shipped for the embedded default task.
+DEFAULT_FMNIST_CHECKPOINT = WEIGHTS_DIR / "cluttered_fmnist_gfnet.pth.tar"
+
+IMAGENET_HELP = (
+    "GFNet-ImageNet-v0 needs a released GFNet checkpoint and ImageNet. Download a checkpoint (*.pth.tar) from "
+    "the links in the official GFNet README and pass checkpoint=PATH (or set GFNET_CHECKPOINT=PATH); put "
+    "ImageNet in ImageFolder layout (ROOT/train/<wnid>/*.JPEG, ROOT/val/<wnid>/*.JPEG) and pass data_root=ROOT "
+    "(or set GFNET_IMAGENET=ROOT), or pass dataset= any torch Dataset of (3×S×S tensor, label). Without ImageNet, "
+    "try the embedded task: gym.make('GFNet-ClutteredFashionMNIST-v0')."
+)
+
+
+def load_model(checkpoint, trusted_pickle: bool = False) -> GFNet:
+    """A GFNet from a path or an existing model."""
+    if isinstance(checkpoint, GFNet):
+        return checkpoint
+    return load_checkpoint(checkpoint, trusted_pickle=trusted_pickle).model
+
+
+def imagenet_task(checkpoint=None, data_root=None, dataset: Dataset | None = None, split: str = "val",
+                  trusted_pickle: bool = False) -> tuple[GFNet, Dataset]:
+    """Model and images of ``GFNet-ImageNet-v0`` (kwargs first, then GFNET_CHECKPOINT / GFNET_IMAGENET)."""
+    checkpoint = checkpoint if checkpoint is not None else os.environ.get("GFNET_CHECKPOINT")
+    if checkpoint is None:
+        raise ValueError("no checkpoint given. " + IMAGENET_HELP)
+    if dataset is None:
+        data_root = data_root if data_root is not None else os.environ.get("GFNET_IMAGENET")
+        if data_root is None:
+            raise ValueError("no data_root or dataset given. " + IMAGENET_HELP)
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r} for ImageNet; choose 'train' or 'val'")
+    model = load_model(checkpoint, trusted_pickle)
+    if dataset is None:
+        from .datasets import imagenet_split
+
+        dataset = imagenet_split(data_root, split, model.spec.config)
+    return model, dataset
+
+
+def cluttered_fashion_mnist_task(checkpoint=None, data_root=None, dataset: Dataset | None = None,
+                                 split: str = "test", trusted_pickle: bool = False,
+                                 num_samples: int | None = None, seed: int = 0) -> tuple[GFNet, Dataset]:
+    """Model and images of ``GFNet-ClutteredFashionMNIST-v0``.
+
+    ``data_root`` is a folder with the four Fashion-MNIST IDX files (default: the Debian package's folder).
+    ``split`` is ``train`` / ``val`` / ``test``; ``seed`` fixes the canvases.
+    """
+    if checkpoint is None:
+        checkpoint = DEFAULT_FMNIST_CHECKPOINT
+        if not Path(checkpoint).exists():
+            raise FileNotFoundError(
+                f"the shipped weights {checkpoint} are missing from this install; reinstall the package or "
+                "train them with `gfnet train-default-task`"
+            )
+    model = load_model(checkpoint, trusted_pickle)
+    if dataset is None:
+        from .cluttered_fashion_mnist import ClutteredFashionMNIST
+
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; choose 'train', 'val' or 'test'")
+        dataset = ClutteredFashionMNIST(split=split, root=data_root, canvas_size=model.image_size,
+                                        seed=seed, num_samples=num_samples)
+    return model, dataset
+
+
+TASKS = {
+    "imagenet": imagenet_task,
+    "cluttered_fashion_mnist": cluttered_fashion_mnist_task,
+}
