@@ -238,7 +238,8 @@ def efficientnet_b3(num_classes: int = 1000) -> EfficientNetEncoder:
 # pycls RegNetY settings (configs/dds_baselines/regnety/RegNetY-*_dds_8gpu.yaml): depth, w0, wa, wm, group width,
 # SE ratio 0.25 of the block *input* width, ReLU everywhere, bottleneck ratio 1, 3x3 stride-2 stem of 32 ch.
 # timm's regnety_006 / _008 / _016 are the same networks (SE squeeze width round(in_chs * 0.25), ReLU in the
-# squeeze path, sigmoid gate, 1x1 strided conv + BN shortcut); widths are checked against the json key shapes.
+# squeeze path, sigmoid gate, 1x1 strided conv + BN shortcut). _check_pycls_structure verifies this on every
+# build against the pycls width/depth/group recipe below; the conformance tests pin the key shapes as well.
 _PYCLS_REGNETY = {
     "regnety_600m": dict(timm_name="regnety_006", depth=15, w0=48, wa=32.54, wm=2.32, group_size=16),
     "regnety_800m": dict(timm_name="regnety_008", depth=14, w0=56, wa=38.84, wm=2.4, group_size=16),

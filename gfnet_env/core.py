@@ -310,7 +310,7 @@ class GFNetCore:
             self._write(sl, out)
 
     def _info(self, conf, pred, target, t) -> dict:
-        boxes = self.boxes.cpu().numpy()
+        boxes = _to_numpy(self.boxes)
         return {
             "prediction": pred.astype(np.int64),
             "confidence": conf.astype(np.float32),
@@ -337,15 +337,20 @@ class GFNetCore:
         sl = slice(None) if slots is None else torch.as_tensor(np.asarray(slots), device=self.device)
         idx = slice(None) if slots is None else np.asarray(slots)
         if mode == "gru":
-            return self.state[sl].cpu().numpy()
+            return _to_numpy(self.state[sl])
         if mode == "feature_map":
-            return self.fmap[sl].cpu().numpy()
+            return _to_numpy(self.fmap[sl])
         return {
-            "state": self.state[sl].cpu().numpy(),
-            "feature_map": self.fmap[sl].cpu().numpy(),
+            "state": _to_numpy(self.state[sl]),
+            "feature_map": _to_numpy(self.fmap[sl]),
             "step": self.steps[idx].copy(),
             "locations": self.locations[idx].copy(),
         }
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A numpy copy (never a view of the core's buffers, which the next step overwrites)."""
+    return t.detach().to("cpu", copy=True).numpy()
 
 
 def grid_to_unit(cells: torch.Tensor, grid_size: int) -> torch.Tensor:

@@ -346,3 +346,30 @@ def save_gif(
         disposal=1,
     )
     return p
+
+
+def render_slot(core, slot: int, confidences: Sequence[float] | None = None) -> np.ndarray:
+    """Draw episode ``slot`` of a :class:`~gfnet_env.core.GFNetCore` so far: image, glance frame, patches in order.
+
+    Args:
+        core: the batched core.
+        slot: which of its episodes.
+        confidences: top-1 confidence after each step so far (glance first), colouring the boxes; None → by order.
+
+    Returns:
+        (k·S, k·S, 3) uint8 RGB frame.
+    """
+    import torch
+
+    from feature_nets.crop import crop_corners
+
+    from .datasets import denormalizer_for
+
+    image = denormalizer_for(core.dataset)(core.images[slot].detach().cpu())
+    n = int(core.steps[slot])
+    p, s = core.model.patch_size, core.model.image_size
+    boxes = []
+    if n:
+        corners = crop_corners(torch.as_tensor(core.locations[slot, :n]), s, p).tolist()
+        boxes = [(r, c, p, p) for r, c in corners]
+    return draw_episode(image, boxes, confidences=list(confidences) if confidences else None, glance=True)

@@ -32,8 +32,9 @@ class GFNetSB3VecEnv(VecEnv):
             if s is not None:
                 self.core.seed_slot(i, int(s))
         self._reset_seeds()
-        indices = self._reset_options[0].get("indices") if self._reset_options and self._reset_options[0] else None
-        self._reset_options = [{} for _ in range(n)]
+        # set_options({"indices": [...]}) fixes the next reset's images (one index per env).
+        indices = self._options[0].get("indices") if self._options and self._options[0] else None
+        self._reset_options()
         self.core.reset_slots(np.arange(n), indices)
         return self.core.observe()
 
