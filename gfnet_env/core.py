@@ -367,15 +367,11 @@ def grid_to_unit(cells: torch.Tensor, grid_size: int) -> torch.Tensor:
 
 
 def slice_obs(obs, i: int):
-    """Observation of env ``i`` from a batched observation (array or dict of arrays)."""
+    """Observation of env ``i`` from a batched observation (array or dict of arrays), as a copy."""
     if isinstance(obs, dict):
-        return {k: v[i] for k, v in obs.items()}
-    return obs[i]
+        return {k: v[i].copy() for k, v in obs.items()}
+    return obs[i].copy()
 
 
-def stack_obs(obs_list):
-    if isinstance(obs_list[0], dict):
-        return {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
-    return np.stack(obs_list)
 
 

@@ -21,9 +21,9 @@ class GFNetSB3VecEnv(VecEnv):
 
     def __init__(self, core: GFNetCore) -> None:
         self.core = core
+        self.render_mode = None  # read by VecEnv.__init__
         super().__init__(core.num_envs, core.observation_space, core.action_space)
         self._actions = None
-        self.render_mode = None
 
     # --- SB3 contract -------------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
