@@ -113,10 +113,11 @@ def read_checkpoint_dict(path: str | os.PathLike, trusted_pickle: bool = False) 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trusted_pickle)
     except pickle.UnpicklingError as e:
-        if not trusted_pickle and "weights_only" in str(e):
+        # weights_only refuses Python objects with "Unsupported global"; anything else is not a pickle at all.
+        if not trusted_pickle and "Unsupported global" in str(e):
             raise UntrustedPickleError(
                 f"{path} contains Python objects that torch.load(weights_only=True) refuses "
-                f"({str(e).splitlines()[0]}). If you trust the file, load it with trusted_pickle=True "
+                f"({_first_line_with(str(e), 'Unsupported global')}). If you trust the file, load it with trusted_pickle=True "
                 "(CLI: --trusted-pickle); this runs code stored in the file."
             ) from e
         raise NotACheckpointError(f"{path} is not a readable torch checkpoint: {e}") from e
@@ -135,6 +136,10 @@ def read_checkpoint_dict(path: str | os.PathLike, trusted_pickle: bool = False) 
             "`gfnet train-features`."
         )
     return obj
+
+
+def _first_line_with(text: str, needle: str) -> str:
+    return next((line.strip() for line in text.splitlines() if needle in line), text.splitlines()[0])
 
 
 def _strip_module(state_dict: dict) -> dict:
@@ -213,11 +218,11 @@ def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, 
     bad = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
            if tuple(state_dict[k].shape) != tuple(v.shape)]
     if bad:
-        k, got, want = bad[0]
+        listed = "; ".join(f"{k}: file {got}, model {want}" for k, got, want in bad[:5])
         raise ShapeMismatchError(
-            f"{path}: '{field_name}' has {len(bad)} tensors of the wrong shape, e.g. {k}: file {got}, "
-            f"model {want}. The weights were made for another configuration (patch size, class count or "
-            "width) than model_name/patch_size say."
+            f"{path}: '{field_name}' has {len(bad)} tensors of the wrong shape ({listed}"
+            f"{'; …' if len(bad) > 5 else ''}). The weights were made for another configuration (patch size, "
+            "class count or width) than model_name/patch_size say."
         )
     if is_encoder:
         module.load_official_state_dict(state_dict)
