@@ -81,6 +81,7 @@ __all__ = [
     "TrainConfig",
     "FAMILY_DEFAULTS",
     "TrainResult",
+    "StageLoss",
     "EvalResult",
     "DistContext",
     "init_distributed",
