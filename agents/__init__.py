@@ -1,1 +1,22 @@
-"""GFNet agents: the paper's PPO and its training loop."""
+"""GFNet agents: the agent protocol and registry, baselines, the paper's PPO, SB3 agents and the benchmark.
+
+    import agents
+    agents.available()                         # names of every registered agent
+    agent = agents.make("center")
+    agent = agents.load_agent("paper-ppo", "runs/ppo")   # a trained agent's folder or file
+    results = agents.run_benchmark("GFNet-ClutteredFashionMNIST-v0", ["random", "center", "paper-ppo"], "out/")
+"""
+
+from __future__ import annotations
+
+from .base import Agent, available, factory_of, is_trainable, load_agent, make, register
+
+
+def run_benchmark(*args, **kwargs):
+    """:func:`agents.benchmark.run_benchmark` (imported on first use)."""
+    from .benchmark import run_benchmark as _run
+
+    return _run(*args, **kwargs)
+
+
+__all__ = ["Agent", "available", "factory_of", "is_trainable", "load_agent", "make", "register", "run_benchmark"]

@@ -259,12 +259,30 @@ def _finish_distributed(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce (sum): the gradient of a sum over ranks is the all-reduced gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        y = x.clone()
+        dist.all_reduce(y, group=group)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        g = grad.contiguous().clone()
+        dist.all_reduce(g, group=ctx.group)
+        return g, None
+
+
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the whole distributed batch, on any device/backend.
 
     torch's ``SyncBatchNorm`` only runs on accelerators; this one uses two differentiable all-reduces
-    (``torch.distributed.nn.functional.all_reduce``) per call — the channel sums, then the centred squares —
-    so it works with gloo on CPU. The gradient flows through the reductions exactly as for torch's version.
+    (a differentiable all-reduce) per call — the channel sums, then the centred squares —
+    so it works with gloo on CPU. The gradient flows through the reductions (their backward is again an
+    all-reduce), as in torch's version.
     Without an initialised process group (or in eval mode) it is a plain BatchNorm2d; keys and buffers are the
     same, so checkpoints do not change.
     """
@@ -275,18 +293,16 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size(self.process_group) > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         self._check_input_dim(x)
         group = self.process_group or dist.group.WORLD
         c = x.shape[1]
         n_local = x.numel() // c
         count = torch.tensor([float(n_local)], device=x.device, dtype=x.dtype)
-        sums = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]), group=group)
+        sums = _AllReduceSum.apply(torch.cat([x.sum(dim=(0, 2, 3)), count]), group)
         n = sums[c]
         mean = sums[:c] / n
         xc = x - mean.view(1, c, 1, 1)
-        var = all_reduce(xc.pow(2).sum(dim=(0, 2, 3)), group=group) / n
+        var = _AllReduceSum.apply(xc.pow(2).sum(dim=(0, 2, 3)), group) / n
         y = xc * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)

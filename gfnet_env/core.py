@@ -41,6 +41,8 @@ class CoreSettings:
     step_cost: float = 0.0
     max_steps: int | None = None
     early_exit: float | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def validate(self, T: int) -> None:
         if self.obs_mode not in OBS_MODES:
@@ -59,6 +61,8 @@ class CoreSettings:
             )
         if self.early_exit is not None and not 0.0 < self.early_exit <= 1.0:
             raise ValueError(f"early_exit is a confidence threshold in (0, 1], got {self.early_exit}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
         if self.step_cost < 0:
             raise ValueError(f"step_cost must be >= 0 (a cost per multiply-add), got {self.step_cost}")
 
@@ -99,6 +103,8 @@ class GFNetCore:
         self.settings = settings
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        if settings.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.dataset = dataset
@@ -199,7 +205,8 @@ class GFNetCore:
                 "transform them to the checkpoint's image_size (datasets.eval_transform does)"
             )
         sl = torch.as_tensor(slots, device=self.device)
-        out = self.model.glance(batch)
+        with self._autocast():
+            out = self.model.glance(batch)
         self.images[sl] = batch
         self.targets[sl] = torch.as_tensor(labels, device=self.device)
         self._write(sl, out)
@@ -215,6 +222,10 @@ class GFNetCore:
         self.state[sl] = out.state.float()
         self.fmap[sl] = out.feature_map.float()
         self.boxes[sl] = out.boxes
+
+    def _autocast(self):
+        """bf16 autocast when asked for (observations and rewards are still computed in fp32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
 
     # --- actions -------------------------------------------------------------------------------------
     def actions_to_unit(self, actions) -> torch.Tensor:
@@ -268,8 +279,9 @@ class GFNetCore:
         # Cascade heads depend on the look index, so slots at different steps (early exit) are grouped.
         groups = [np.arange(self.num_envs)] if not isinstance(self.model.classifier, CascadeClassifier) \
             else [np.flatnonzero(self.steps == s) for s in np.unique(self.steps)]
-        for g in groups:
-            self._focus_group(g, unit, cells)
+        with self._autocast():
+            for g in groups:
+                self._focus_group(g, unit, cells)
         t = self.steps + 1
         self.locations[np.arange(self.num_envs), self.steps] = unit.cpu().numpy()
         self.steps = t

@@ -25,15 +25,15 @@ from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST  # noqa: E40
 TINY = dict(widths=(8, 16, 16), feature_num=16, gru_hidden=32, policy_hidden=16)
 
 
-def main(out: str) -> None:
+def main(out: str, sync_bn: bool = True) -> None:
     torch.manual_seed(0)  # the same initial weights on every rank
     model = build_small_gfnet(**TINY)
     train = ClutteredFashionMNIST("train", num_samples=128, canvas_size=112)
-    cfg = TrainConfig.for_model(model, epochs=2, batch_size=32, progress=False, seed=3)
+    cfg = TrainConfig.for_model(model, epochs=2, batch_size=32, progress=False, seed=3, sync_batchnorm=sync_bn)
     train_stage1(model, train, None, cfg, out)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(out) / "final_state.pt")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sync_bn="--no-sync-bn" not in sys.argv)

@@ -1,0 +1,368 @@
+"""Stable-Baselines3 agents: PPO, SAC, A2C, TD3, DQN (grid actions) and sb3-contrib's RecurrentPPO.
+
+Training goes through :func:`gfnet_env.make_sb3_vec_env` (one batched core for all ``n_envs``), wrapped in
+``VecMonitor`` so SB3 logs episode returns and the success rate, with
+
+* TensorBoard logs under ``out_dir/tensorboard``;
+* an ``EvalCallback`` on a held-out split (``val`` by default) every ``eval_freq`` env steps, writing
+  ``out_dir/eval/evaluations.npz`` and the best model to ``out_dir/best/``;
+* a ``CheckpointCallback`` writing ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (plus the replay buffer of
+  off-policy algorithms) every ``checkpoint_freq`` env steps, at the end, and when a run crashes;
+* ``resume=True``: continue from the newest checkpoint (and its replay buffer) with
+  ``reset_num_timesteps=False`` until ``steps`` env steps in total.
+
+The final model is ``out_dir/<sb3_algo>.zip`` with a sidecar ``<sb3_algo>.json`` (the env kwargs it was
+trained on: ``obs_mode``, ``action_mode``, ``grid_size``, …) and ``out_dir/agent.json``. When the sidecar is
+missing (e.g. a shipped zip), the env settings are read off the model's spaces.
+
+Example::
+
+    agent = train_sb3("ppo", "GFNet-ClutteredFashionMNIST-v0", 200_000, "runs/ppo", split="train")
+    agent = agents.load_agent("sb3-ppo", "runs/ppo")
+    agent.reset(8); actions = agent.act(obs_batch)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Agent, PathLike, jsonable, register, write_agent_json
+
+#: registry name -> (module, class) of the SB3 algorithm.
+ALGORITHMS: dict[str, tuple[str, str]] = {
+    "ppo": ("stable_baselines3", "PPO"),
+    "sac": ("stable_baselines3", "SAC"),
+    "a2c": ("stable_baselines3", "A2C"),
+    "td3": ("stable_baselines3", "TD3"),
+    "dqn": ("stable_baselines3", "DQN"),
+    "recurrent-ppo": ("sb3_contrib", "RecurrentPPO"),
+}
+#: action modes each algorithm supports (the first is its default).
+ACTION_MODES = {"ppo": ("continuous", "grid"), "a2c": ("continuous", "grid"), "recurrent-ppo": ("continuous", "grid"),
+                "sac": ("continuous",), "td3": ("continuous",), "dqn": ("grid",)}
+OFF_POLICY = ("sac", "td3", "dqn")
+
+
+def algo_key(algo: str) -> str:
+    """``"sb3-ppo"`` / ``"ppo"`` / ``"PPO"`` → ``"ppo"``."""
+    key = algo.lower().removeprefix("sb3-").replace("_", "-")
+    if key not in ALGORITHMS:
+        raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {['sb3-' + k for k in ALGORITHMS]}")
+    return key
+
+
+def algorithm_class(algo: str):
+    module, cls = ALGORITHMS[algo_key(algo)]
+    return getattr(importlib.import_module(module), cls)
+
+
+def settings_from_spaces(observation_space, action_space) -> dict[str, Any]:
+    """Env settings (``obs_mode``, ``action_mode``, ``grid_size``) an SB3 model's spaces imply."""
+    from gymnasium import spaces
+
+    if isinstance(observation_space, spaces.Dict):
+        obs_mode = "dict"
+    elif len(observation_space.shape) == 3:
+        obs_mode = "feature_map"
+    else:
+        obs_mode = "gru"
+    out: dict[str, Any] = {"obs_mode": obs_mode}
+    if isinstance(action_space, spaces.Discrete):
+        g = math.isqrt(int(action_space.n))
+        if g * g != int(action_space.n):
+            raise ValueError(f"a Discrete({action_space.n}) action space is not a G×G grid")
+        out.update(action_mode="grid", grid_size=g)
+    else:
+        out["action_mode"] = "continuous"
+    return out
+
+
+class SB3Agent(Agent):
+    """A trained Stable-Baselines3 model as an agent.
+
+    Args:
+        model: the SB3 model (``PPO``, ``SAC``, … or ``RecurrentPPO``).
+        env_kwargs: env kwargs it was trained with (the sidecar json); ``obs_mode`` / ``action_mode`` /
+            ``grid_size`` are checked against the model's spaces.
+        path: load the model from this zip instead (``model`` must then be None).
+        device: torch device for loading.
+
+    RecurrentPPO keeps its LSTM state and episode-start flags per env between ``act`` calls; ``reset`` clears them.
+    """
+
+    algo: str = "ppo"
+    trainable = True
+
+    def __init__(self, model=None, env_kwargs: dict | None = None, path: PathLike | None = None,
+                 device: str = "auto") -> None:
+        if model is None:
+            if path is None:
+                raise ValueError(f"{self.name} needs a trained model: train one with "
+                                 f"`gfnet train-agent --agent {self.name} --env ID --out DIR`, then "
+                                 f"agents.load_agent({self.name!r}, DIR) or agents.make({self.name!r}, path=ZIP)")
+            loaded = type(self).load(path, device=device)
+            model, env_kwargs = loaded.model, loaded.env_kwargs
+        self.model = model
+        self.env_kwargs = dict(env_kwargs or {})
+        found = settings_from_spaces(model.observation_space, model.action_space)
+        self.obs_mode = found["obs_mode"]
+        self.action_mode = found["action_mode"]
+        self.grid_size = found.get("grid_size")
+        self.recurrent = algo_key(self.algo) == "recurrent-ppo"
+        self._state = None
+        self._episode_start: np.ndarray | None = None
+        self.metadata: dict[str, Any] = {}
+
+    def env_settings(self) -> dict[str, Any]:
+        return super().env_settings()
+
+    def reset(self, num_envs: int) -> None:
+        super().reset(num_envs)
+        self._state = None
+        self._episode_start = np.ones(int(num_envs), dtype=bool)
+
+    def act(self, obs, deterministic: bool = True) -> np.ndarray:
+        if self.recurrent:
+            n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+            if self._episode_start is None or len(self._episode_start) != n:
+                self.reset(n)
+            actions, self._state = self.model.predict(obs, state=self._state, episode_start=self._episode_start,
+                                                      deterministic=deterministic)
+            self._episode_start = np.zeros(n, dtype=bool)
+        else:
+            actions, _ = self.model.predict(obs, deterministic=deterministic)
+        if self.action_mode == "grid":
+            return np.asarray(actions).reshape(-1).astype(np.int64)
+        return np.clip(np.asarray(actions, dtype=np.float32).reshape(-1, 2), 0.0, 1.0)
+
+    # --- files --------------------------------------------------------------------------------------
+    def save(self, path: PathLike) -> Path:
+        """``path`` (.zip, SB3's format) plus ``path.with_suffix('.json')`` holding the env kwargs."""
+        path = Path(path)
+        if path.suffix != ".zip":
+            path = path.with_suffix(".zip")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save(str(path))
+        sidecar = {"agent": self.name, "algo": algo_key(self.algo), "num_timesteps": int(self.model.num_timesteps),
+                   "env_kwargs": jsonable({**self.env_kwargs, **self.env_settings()}), **jsonable(self.metadata)}
+        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, path: PathLike, device: str = "auto") -> "SB3Agent":
+        """Load an SB3 zip (and its sidecar json when present)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / f"{cls.name.replace('-', '_')}.zip"
+        if not path.exists():
+            raise FileNotFoundError(f"no {cls.name} model at {path}; train one with "
+                                    f"`gfnet train-agent --agent {cls.name} --env ID --out DIR`")
+        model = algorithm_class(cls.algo).load(str(path), device=device)
+        env_kwargs = {}
+        sidecar = path.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        agent = cls(model, env_kwargs=meta.pop("env_kwargs", {}))
+        agent.metadata = meta
+        return agent
+
+    @classmethod
+    def learn(cls, env_id: str, steps: int, seed: int, out_dir: PathLike, resume: bool = False,
+              **env_kwargs) -> "SB3Agent":
+        """:func:`train_sb3` with this agent's algorithm (``n_envs``, ``obs_mode``, … may be in ``env_kwargs``)."""
+        return train_sb3(cls.algo, env_id, steps, out_dir, seed=seed, resume=resume, **env_kwargs)
+
+
+def _agent_class(algo: str) -> type[SB3Agent]:
+    name = "sb3-" + algo
+    cls_name = "SB3" + "".join(part.upper() if part in ("ppo", "sac", "a2c", "td3", "dqn") else part.capitalize()
+                               for part in algo.split("-")) + "Agent"
+    return type(cls_name, (SB3Agent,), {"name": name, "algo": algo, "__doc__": f"``{name}``: {SB3Agent.__doc__}"})
+
+
+SB3PPOAgent = _agent_class("ppo")
+SB3SACAgent = _agent_class("sac")
+SB3A2CAgent = _agent_class("a2c")
+SB3TD3Agent = _agent_class("td3")
+SB3DQNAgent = _agent_class("dqn")
+SB3RecurrentPPOAgent = _agent_class("recurrent-ppo")
+AGENT_CLASSES: dict[str, type[SB3Agent]] = {c.algo: c for c in (SB3PPOAgent, SB3SACAgent, SB3A2CAgent, SB3TD3Agent,
+                                                                  SB3DQNAgent, SB3RecurrentPPOAgent)}
+for _cls in AGENT_CLASSES.values():
+    register(_cls.name, _cls)
+
+
+# =====================================================================================================
+# Training
+# =====================================================================================================
+
+def _default_algo_kwargs(algo: str, n_envs: int, obs_bytes: int) -> dict[str, Any]:
+    """Defaults sized for GFNet's short episodes (T − 1 steps) and large observations."""
+    if algo in ("ppo", "recurrent-ppo"):
+        return {"n_steps": 64, "batch_size": 64}
+    if algo in OFF_POLICY:
+        # cap the replay buffer at ~2 GB of observations (obs + next obs)
+        buffer = int(min(100_000, max(10_000, 2e9 // max(1, 2 * obs_bytes))))
+        return {"buffer_size": buffer, "learning_starts": 100}
+    return {}
+
+
+_CKPT = re.compile(r"_(\d+)_steps\.zip$")
+
+
+def latest_checkpoint(folder: PathLike, prefix: str) -> tuple[Path, int] | None:
+    """(path, timesteps) of the newest ``<prefix>_<N>_steps.zip`` in ``folder``, or None."""
+    folder = Path(folder)
+    best = None
+    for f in folder.glob(f"{prefix}_*_steps.zip"):
+        m = _CKPT.search(f.name)
+        if m and "replay_buffer" not in f.name and (best is None or int(m.group(1)) > best[1]):
+            best = (f, int(m.group(1)))
+    return best
+
+
+def _default_eval_split(env_id: str, env_kwargs: dict) -> str | None:
+    if "dataset" in env_kwargs:
+        return None  # a user dataset has no split; evaluate on it (pass eval_env_kwargs to hold out)
+    return "val"
+
+
+def train_sb3(
+    algo: str,
+    env_id: str,
+    steps: int,
+    out_dir: PathLike,
+    seed: int = 0,
+    n_envs: int = 16,
+    obs_mode: str = "gru",
+    action_mode: str | None = None,
+    grid_size: int | None = None,
+    device: str = "auto",
+    eval_split: str | None = None,
+    eval_env_kwargs: dict | None = None,
+    eval_episodes: int = 100,
+    eval_freq: int | None = None,
+    checkpoint_freq: int | None = None,
+    resume: bool = False,
+    progress_bar: bool = False,
+    algo_kwargs: dict | None = None,
+    verbose: int = 0,
+    **env_kwargs,
+) -> SB3Agent:
+    """Train an SB3 algorithm on a GFNet env.
+
+    Args:
+        algo: ``ppo``, ``sac``, ``a2c``, ``td3``, ``dqn``, ``recurrent-ppo`` (``sb3-`` prefix accepted).
+        env_id: a GFNet env id.
+        steps: total env steps (SB3 ``total_timesteps``; on resume, the total including earlier runs).
+        out_dir: logs, checkpoints and the final model (see the module docstring).
+        seed: seeds SB3 (weights, exploration) and the env's image draws.
+        n_envs: episodes stepped as one batch.
+        obs_mode: ``gru`` (MlpPolicy), ``feature_map`` (MlpPolicy on the flattened map) or ``dict``
+            (MultiInputPolicy); the Lstm variants for RecurrentPPO.
+        action_mode: ``continuous`` or ``grid`` (default: ``grid`` for DQN, else ``continuous``).
+        grid_size: G for grid actions (env default 7).
+        device: torch device of the env's networks and of the SB3 model.
+        eval_split: split of the EvalCallback's env (default ``val``; the training data itself when a
+            ``dataset`` is passed); ``eval_env_kwargs`` override any eval env kwarg.
+        eval_episodes, eval_freq: episodes per evaluation and env steps between evaluations.
+        checkpoint_freq: env steps between checkpoints (default steps / 10).
+        resume: continue from the newest checkpoint in ``out_dir/checkpoints``.
+        progress_bar: SB3's progress bar.
+        algo_kwargs: extra constructor arguments of the algorithm (override the defaults here).
+        **env_kwargs: env arguments (``split="train"``, ``checkpoint=``, ``dataset=``, ``reward=``, …).
+
+    Returns:
+        The trained :class:`SB3Agent`.
+    """
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from gfnet_env import make_sb3_vec_env
+
+    algo = algo_key(algo)
+    agent_cls = AGENT_CLASSES[algo]
+    if action_mode is None:
+        action_mode = ACTION_MODES[algo][0]
+    if action_mode not in ACTION_MODES[algo]:
+        raise ValueError(f"{agent_cls.name} supports action_mode {ACTION_MODES[algo]}, not {action_mode!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, Any] = {"obs_mode": obs_mode, "action_mode": action_mode}
+    if grid_size is not None:
+        settings["grid_size"] = int(grid_size)
+    env_kwargs = {**env_kwargs, **settings}
+
+    train_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, device=device, **env_kwargs))
+    eval_kwargs = dict(env_kwargs)
+    split = eval_split if eval_split is not None else _default_eval_split(env_id, env_kwargs)
+    if split is not None:
+        eval_kwargs["split"] = split
+    eval_kwargs.update(eval_env_kwargs or {})
+    eval_n = max(1, min(n_envs, eval_episodes))
+    eval_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=eval_n, seed=seed + 10_000, device=device, **eval_kwargs))
+
+    prefix = algo.replace("-", "_")
+    ckpt_dir = out_dir / "checkpoints"
+    tb_dir = str(out_dir / "tensorboard")
+    cls = algorithm_class(algo)
+    found = latest_checkpoint(ckpt_dir, prefix) if resume else None
+    if found is not None:
+        path, done = found
+        model = cls.load(str(path), env=train_env, device=device, tensorboard_log=tb_dir)
+        buffer = ckpt_dir / f"{prefix}_replay_buffer_{done}_steps.pkl"
+        if algo in OFF_POLICY and buffer.exists():
+            model.load_replay_buffer(str(buffer))
+        if verbose:
+            print(f"resuming {agent_cls.name} from {path} ({model.num_timesteps} steps done)")
+    else:
+        if resume:
+            print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch")
+        recurrent = algo == "recurrent-ppo"
+        policy = ("MultiInputLstmPolicy" if obs_mode == "dict" else "MlpLstmPolicy") if recurrent else \
+            ("MultiInputPolicy" if obs_mode == "dict" else "MlpPolicy")
+        obs_space = train_env.observation_space
+        obs_bytes = 4 * (sum(int(np.prod(s.shape or (1,))) for s in obs_space.spaces.values())
+                         if hasattr(obs_space, "spaces") else int(np.prod(obs_space.shape)))
+        kwargs = {**_default_algo_kwargs(algo, n_envs, obs_bytes), **(algo_kwargs or {})}
+        model = cls(policy, train_env, seed=seed, device=device, tensorboard_log=tb_dir, verbose=verbose, **kwargs)
+
+    remaining = steps - int(model.num_timesteps)
+    freq = max(1, (checkpoint_freq or max(steps // 10, n_envs)) // n_envs)
+    callbacks = CallbackList([
+        CheckpointCallback(freq, str(ckpt_dir), name_prefix=prefix, save_replay_buffer=True),
+        EvalCallback(eval_env, n_eval_episodes=eval_episodes,
+                     eval_freq=max(1, (eval_freq or max(steps // 10, n_envs)) // n_envs),
+                     log_path=str(out_dir / "eval"), best_model_save_path=str(out_dir / "best"),
+                     deterministic=True, verbose=verbose, warn=False),
+    ])
+
+    def checkpoint_now() -> None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        model.save(str(ckpt_dir / f"{prefix}_{model.num_timesteps}_steps.zip"))
+        if algo in OFF_POLICY and getattr(model, "replay_buffer", None) is not None:
+            model.save_replay_buffer(str(ckpt_dir / f"{prefix}_replay_buffer_{model.num_timesteps}_steps.pkl"))
+
+    if remaining > 0:
+        try:
+            model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=found is None,
+                        tb_log_name=prefix, progress_bar=progress_bar)
+        finally:
+            checkpoint_now()  # also on a crash or Ctrl-C: nothing done is lost
+
+    agent = agent_cls(model, env_kwargs=jsonable(env_kwargs))
+    agent.metadata = {"env_id": env_id, "seed": seed, "steps": steps}
+    file = f"sb3_{prefix}.zip"
+    agent.save(out_dir / file)
+    write_agent_json(out_dir, agent_cls.name, file, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
+    train_env.close()
+    eval_env.close()
+    return agent

@@ -1,0 +1,155 @@
+"""Steps per second of the batched GFNet env against the bare networks it runs, in one process.
+
+For one batch of B images the script times, on the same device and precision:
+
+- ``env``: ``GFNetCore.step`` with random continuous actions (crop + local encoder + classifier + reward
+  + info + the observation copy to host), episodes reset outside the timed region;
+- ``bare``: the local encoder + one classifier step on an already cropped batch (the ceiling);
+- ``original``: the original loop's per-sample Python crop followed by the same networks.
+
+Each step of the env processes B patches, so steps/s here counts env-steps (B per batched step).
+The last line is ``ratio=<env/bare>``.
+
+Example::
+
+    python benchmarks/env_throughput.py                                  # CPU setting: small CNN, batch 64
+    python benchmarks/env_throughput.py --model resnet50 --patch-size 96 --batch 256 --device cuda --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from feature_nets.crop import crop_corners, crop_patches, crop_patches_reference
+from feature_nets.gfnet import build_gfnet, build_small_gfnet
+from gfnet_env.core import CoreSettings, GFNetCore
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="small_cnn", help="small_cnn or a released architecture (e.g. resnet50)")
+    p.add_argument("--patch-size", type=int, default=None, help="P (default: 28 for small_cnn, 96 otherwise)")
+    p.add_argument("--T", type=int, default=5, help="steps per episode (glance + T-1 focus steps)")
+    p.add_argument("--batch", type=int, default=64, help="B, images stepped together")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return p.parse_args(argv)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, seconds: float) -> float:
+    """Calls per second of ``fn`` over about ``seconds`` (after warm-up)."""
+    for _ in range(3):
+        fn()
+    _sync(device)
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        if n % 5 == 0:
+            _sync(device)
+            if time.perf_counter() - start > seconds:
+                break
+    _sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def build(args):
+    if args.model == "small_cnn":
+        p = args.patch_size or 28
+        model = build_small_gfnet(patch_size=p, T=args.T, image_size=112)
+    else:
+        p = args.patch_size or 96
+        model = build_gfnet(args.model, p, args.T)
+    return model
+
+
+def main(argv=None) -> float:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = build(args)
+    s, b = model.image_size, args.batch
+    data = TensorDataset(torch.randn(b, 3, s, s), torch.randint(0, model.num_classes, (b,)))
+    settings = CoreSettings(precision=args.precision, channels_last=args.channels_last)
+    core = GFNetCore(model, data, b, settings, device=device)
+    rng = np.random.default_rng(0)
+    slots = np.arange(b)
+
+    def env_step():
+        if core.done.any():  # episode boundaries are not part of a step's cost
+            _sync(device)
+            paused = time.perf_counter()
+            core.reset_slots(slots, list(range(b)))
+            _sync(device)
+            env_step.paused += time.perf_counter() - paused
+        core.step(rng.random((b, 2), dtype=np.float32))
+
+    env_step.paused = 0.0
+    env_step()
+    start_pause = env_step.paused
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 - (env_step.paused - start_pause) < args.seconds or n < 5:
+        env_step()
+        n += 1
+    _sync(device)
+    env_rate = n / (time.perf_counter() - t0 - (env_step.paused - start_pause))
+
+    m = core.model
+    images = core.images
+    actions = torch.rand(b, 2, device=device)
+    corners = crop_corners(actions, s, m.patch_size)
+    patches = crop_patches(images, corners, m.patch_size)
+    if args.channels_last:
+        patches = patches.contiguous(memory_format=torch.channels_last)
+    state = core.state.clone()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+    @torch.inference_mode()
+    def bare():
+        with autocast:
+            pooled, _ = m.local_encoder(patches)
+            m.classifier.step(pooled, state, 1)
+
+    @torch.inference_mode()
+    def original():
+        with autocast:
+            crops = crop_patches_reference(images, corners, m.patch_size)
+            pooled, _ = m.local_encoder(crops)
+            m.classifier.step(pooled, state, 1)
+
+    bare_rate = timeit(bare, device, args.seconds)
+    orig_rate = timeit(original, device, args.seconds)
+    crop_ms = 1000 / timeit(lambda: crop_patches(images, corners, m.patch_size), device, 0.5)
+    loop_crop_ms = 1000 / timeit(lambda: crop_patches_reference(images, corners, m.patch_size), device, 0.5)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; model {args.model} P={m.patch_size} S={s} batch {b} {args.precision}"
+          f"{' channels_last' if args.channels_last else ''}")
+    print(f"batched crop: {crop_ms:.3f} ms/batch; original per-sample crop: {loop_crop_ms:.3f} ms/batch")
+    print(f"env:      {env_rate * b:10.1f} env-steps/s ({env_rate:.2f} batched steps/s)")
+    print(f"bare:     {bare_rate * b:10.1f} patches/s (local encoder + classifier)")
+    print(f"original: {orig_rate * b:10.1f} patches/s (per-sample crop + same networks)")
+    print(f"env/original={env_rate / orig_rate:.3f}")
+    ratio = env_rate / bare_rate
+    print(f"ratio={ratio:.3f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
