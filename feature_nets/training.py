@@ -255,6 +255,9 @@ def init_distributed(device: str | None = None) -> DistContext:
 
 def _finish_distributed(ctx: DistContext) -> None:
     if ctx.created_group and dist.is_initialized():
+        import gc
+
+        gc.collect()  # drop the DDP wrapper (its reducer holds the process group) before the group goes
         dist.barrier()
         dist.destroy_process_group()
 

@@ -56,20 +56,44 @@ class GridFeatureCache:
     def __init__(self, max_images: int = 4096, chunk: int = 1024) -> None:
         self.max_images = max_images
         self.chunk = chunk
-        self._store: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.fingerprint: str | None = None
+        #: image index -> row of the preallocated pools (LRU order).
+        self._rows: OrderedDict[int, int] = OrderedDict()
+        self._pooled: torch.Tensor | None = None   # (max_images, G², F)
+        self._fmaps: torch.Tensor | None = None    # (max_images, G², C, h, w)
+        self._free: list[int] = []
+        self._corners: torch.Tensor | None = None
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._store)
+        return len(self._rows)
+
+    def _allocate(self, pooled: torch.Tensor, fmaps: torch.Tensor) -> None:
+        """Preallocate the pools on first use, sized from the first features computed."""
+        n = self.max_images
+        self._pooled = torch.empty((n, *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
+        self._fmaps = torch.empty((n, *fmaps.shape[1:]), dtype=fmaps.dtype, device=fmaps.device)
+        self._free = list(range(n - 1, -1, -1))
+
+    def _insert(self, index: int, pooled: torch.Tensor, fmaps: torch.Tensor) -> None:
+        if self._pooled is None:
+            self._allocate(pooled[None], fmaps[None])
+        if not self._free:
+            _, row = self._rows.popitem(last=False)
+            self._free.append(row)
+        row = self._free.pop()
+        self._pooled[row] = pooled
+        self._fmaps[row] = fmaps
+        self._rows[index] = row
 
     def _cell_corners(self, core) -> torch.Tensor:
-        from .core import grid_to_unit
+        if self._corners is None:
+            from .core import grid_to_unit
 
-        g = core.settings.grid_size
-        unit = grid_to_unit(torch.arange(g * g, device=core.device), g)
-        return crop_corners(unit, core.model.image_size, core.model.patch_size)
+            g = core.settings.grid_size
+            unit = grid_to_unit(torch.arange(g * g, device=core.device), g)
+            self._corners = crop_corners(unit, core.model.image_size, core.model.patch_size)
+        return self._corners
 
     @torch.inference_mode()
     def prepare(self, core, slots: np.ndarray) -> None:
@@ -77,8 +101,8 @@ class GridFeatureCache:
         missing = []
         for s in slots:
             idx = int(core.image_index[s])
-            if idx in self._store:
-                self._store.move_to_end(idx)
+            if idx in self._rows:
+                self._rows.move_to_end(idx)
                 self.hits += 1
             elif idx not in [core.image_index[m] for m in missing]:
                 missing.append(int(s))
@@ -100,19 +124,13 @@ class GridFeatureCache:
         pooled = torch.cat(pooled).view(len(missing), g2, -1)
         fmaps = torch.cat(fmaps).view(len(missing), g2, *fmaps[0].shape[1:])
         for k, s in enumerate(missing):
-            self._store[int(core.image_index[s])] = (pooled[k], fmaps[k])
-        while len(self._store) > self.max_images:
-            self._store.popitem(last=False)
+            self._insert(int(core.image_index[s]), pooled[k], fmaps[k])
 
     def lookup(self, core, slots: np.ndarray, cells: np.ndarray):
         """(pooled (n, F), feature maps (n, C, h, w), corners (n, 2)) of ``cells`` for the images in ``slots``."""
-        entries = [self._store[int(core.image_index[s])] for s in slots]
-        cells_t = torch.as_tensor(np.asarray(cells), device=core.device)
-        pooled = torch.stack([e[0] for e in entries]).gather(
-            1, cells_t.view(-1, 1, 1).expand(-1, 1, entries[0][0].shape[-1]))[:, 0]
-        fm = torch.stack([e[1][int(c)] for e, c in zip(entries, cells)])
-        corners = self._cell_corners(core)[cells_t]
-        return pooled, fm, corners
+        rows = torch.as_tensor([self._rows[int(core.image_index[s])] for s in slots], device=self._pooled.device)
+        cells_t = torch.as_tensor(np.asarray(cells), device=self._pooled.device)
+        return self._pooled[rows, cells_t], self._fmaps[rows, cells_t], self._cell_corners(core)[cells_t]
 
     # --- disk ----------------------------------------------------------------------------------------
     def expected_fingerprint(self, core) -> str:
@@ -122,10 +140,11 @@ class GridFeatureCache:
         """Write the in-memory store with the fingerprint of ``core``'s weights, data and grid."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(self._store)
+        keys = list(self._rows)
+        rows = torch.as_tensor([self._rows[k] for k in keys], dtype=torch.long)
         torch.save({"fingerprint": self.expected_fingerprint(core), "indices": keys,
-                    "pooled": torch.stack([self._store[k][0].cpu() for k in keys]) if keys else None,
-                    "fmaps": torch.stack([self._store[k][1].cpu() for k in keys]) if keys else None}, path)
+                    "pooled": self._pooled[rows.to(self._pooled.device)].cpu() if keys else None,
+                    "fmaps": self._fmaps[rows.to(self._fmaps.device)].cpu() if keys else None}, path)
         return path
 
     def load(self, path: str | Path, core) -> "GridFeatureCache":
@@ -138,5 +157,5 @@ class GridFeatureCache:
                 f"expected {want}); delete it and let the env rebuild it"
             )
         for k, idx in enumerate(blob["indices"]):
-            self._store[int(idx)] = (blob["pooled"][k], blob["fmaps"][k])
+            self._insert(int(idx), blob["pooled"][k], blob["fmaps"][k])
         return self

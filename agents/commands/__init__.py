@@ -1,0 +1,1 @@
+"""Sub-commands of the ``gfnet`` console script, one module each (``add_arguments(parser)`` + ``run(args)``)."""

@@ -1,0 +1,155 @@
+"""Benchmark plots (matplotlib, Agg canvas; no pyplot state, safe in headless runs and threads).
+
+Each function takes the dict :func:`agents.benchmark.run_benchmark` returns and writes one PNG:
+
+* :func:`plot_anytime` — top-1 (%) after each step (0 = glance), 95 % band over runs;
+* :func:`plot_budgeted` — budgeted-batch curve: top-1 (%) vs mean multiply-adds per image;
+* :func:`plot_mean_return` — mean episode return, 95 % interval as error bars;
+* :func:`plot_madds_per_step` — multiply-adds of each step and their running total;
+* :func:`plot_seconds` — wall-clock seconds of each agent's evaluation pass.
+
+The upper-bound agent (oracle) is drawn dashed / hatched so it is not read as a contender.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["plot_anytime", "plot_budgeted", "plot_mean_return", "plot_madds_per_step", "plot_seconds", "make_plots",
+           "madds_unit"]
+
+
+def madds_unit(max_value: float) -> tuple[float, str]:
+    """(divisor, label) to show multiply-adds of this size: G, M, K or plain."""
+    for div, name in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if max_value >= div:
+            return div, name
+    return 1.0, ""
+
+
+def _figure(width: float = 6.4, height: float = 4.2):
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def _title(results: dict, what: str) -> str:
+    return f"{what} — {results.get('env_id', '')} ({results.get('episodes', '?')} images)"
+
+
+def _agents(results: dict):
+    """(name, entry, style) in table order, contenders first."""
+    items = list(results["agents"].items())
+    items.sort(key=lambda kv: bool(kv[1].get("upper_bound")))
+    return [(n, e, {"linestyle": "--", "color": "0.35"} if e.get("upper_bound") else {}) for n, e in items]
+
+
+def plot_anytime(results: dict, path) -> Path:
+    fig, ax = _figure()
+    for name, e, style in _agents(results):
+        y = np.asarray(e["anytime_top1"])
+        steps = np.arange(len(y))
+        label = name + (" (upper bound)" if e.get("upper_bound") else "")
+        line = ax.plot(steps, y, marker="o", label=label, **style)[0]
+        ci = np.asarray(e.get("anytime_top1_ci", []))
+        if ci.size and e.get("n_runs", 1) > 1:
+            ax.fill_between(steps, ci[:, 0], ci[:, 1], alpha=0.2, color=line.get_color())
+    ax.set_xlabel("step (0 = glance)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_xticks(range(int(results.get("T", 1))))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(results, "Anytime top-1"), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_budgeted(results: dict, path) -> Path:
+    fig, ax = _figure()
+    top = max((max(e["budgeted"]["madds"]) for _, e, _ in _agents(results) if e["budgeted"]["madds"]), default=1.0)
+    div, unit = madds_unit(top)
+    for name, e, style in _agents(results):
+        b = e["budgeted"]
+        order = np.argsort(b["madds"], kind="stable")
+        x = np.asarray(b["madds"])[order] / div
+        y = np.asarray(b["top1"])[order]
+        ax.plot(x, y, marker=".", label=name + (" (upper bound)" if e.get("upper_bound") else ""), **style)
+    ax.set_xlabel(f"mean multiply-adds per image ({unit}MAdds)" if unit else "mean multiply-adds per image")
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(results, "Budgeted batch classification"), fontsize=9)
+    return _save(fig, path)
+
+
+def _bars(results: dict, path, key: str, ci_key: str | None, ylabel: str, what: str) -> Path:
+    fig, ax = _figure()
+    rows = _agents(results)
+    names = [n for n, _, _ in rows]
+    vals = np.array([e[key] for _, e, _ in rows], dtype=float)
+    err = None
+    if ci_key is not None:
+        ci = np.array([e.get(ci_key, [v, v]) for (_, e, _), v in zip(rows, vals)], dtype=float)
+        err = np.stack([vals - ci[:, 0], ci[:, 1] - vals]).clip(min=0)
+    colors = ["0.6" if e.get("upper_bound") else f"C{i}" for i, (_, e, _) in enumerate(rows)]
+    bars = ax.bar(range(len(rows)), vals, yerr=err, capsize=4, color=colors)
+    for bar, (_, e, _) in zip(bars, rows):
+        if e.get("upper_bound"):
+            bar.set_hatch("//")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(_title(results, what), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_mean_return(results: dict, path) -> Path:
+    return _bars(results, path, "mean_return", "mean_return_ci", "mean episode return", "Mean return (95% CI)")
+
+
+def plot_seconds(results: dict, path) -> Path:
+    return _bars(results, path, "seconds", None, "seconds (evaluation pass)", "Wall-clock")
+
+
+def plot_madds_per_step(results: dict, path) -> Path:
+    fig, ax = _figure()
+    per = np.asarray(results["madds_per_step"], dtype=float)
+    cum = np.cumsum(per)
+    div, unit = madds_unit(cum.max() if cum.size else 1.0)
+    steps = np.arange(len(per))
+    ax.bar(steps, per / div, color="C0", label="this step")
+    ax.plot(steps, cum / div, color="C1", marker="o", label="cumulative")
+    ax.set_xticks(steps)
+    ax.set_xlabel("step (0 = glance)")
+    ax.set_ylabel(f"multiply-adds ({unit}MAdds)" if unit else "multiply-adds")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(results, "Multiply-adds per step (every agent; the oracle's search costs G² looks more)"),
+                 fontsize=8)
+    return _save(fig, path)
+
+
+def make_plots(results: dict, out_dir) -> list[Path]:
+    """All five plots into ``out_dir``: anytime_top1.png, budgeted.png, mean_return.png, madds_per_step.png,
+    seconds.png."""
+    out_dir = Path(out_dir)
+    return [
+        plot_anytime(results, out_dir / "anytime_top1.png"),
+        plot_budgeted(results, out_dir / "budgeted.png"),
+        plot_mean_return(results, out_dir / "mean_return.png"),
+        plot_madds_per_step(results, out_dir / "madds_per_step.png"),
+        plot_seconds(results, out_dir / "seconds.png"),
+    ]
