@@ -12,7 +12,7 @@ reset here; the faces decide when (Gymnasium's same-step autoreset, SB3's auto-r
 
 from __future__ import annotations
 
-import warnings
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from feature_nets.classifiers import CascadeClassifier
 from feature_nets.gfnet import GFNet, StepOutput
 from feature_nets.madds import count_madds
 
+from .loading import SlotImageLoader
 from .rewards import get_reward
 
 OBS_MODES = ("gru", "feature_map", "dict")
@@ -43,6 +44,7 @@ class CoreSettings:
     early_exit: float | None = None
     precision: str = "fp32"
     channels_last: bool = False
+    loader_threads: int | None = None
 
     def validate(self, T: int) -> None:
         if self.obs_mode not in OBS_MODES:
@@ -112,7 +114,6 @@ class GFNetCore:
         self.max_steps = int(settings.max_steps)
         self.reward_fn = get_reward(settings.reward)
         self.feature_cache = feature_cache
-        self.skipped_images = 0
 
         madds = count_madds(self.model)
         #: multiply-adds of step t (0 = glance), and cumulative.
@@ -121,7 +122,12 @@ class GFNetCore:
 
         self._build_spaces()
         n = num_envs
-        self.rngs = [np.random.default_rng() for _ in range(n)]
+        threads = settings.loader_threads
+        if threads is None:  # decoding files pays off in threads; in-memory tensors do not
+            from .datasets import ImageFolderDataset
+
+            threads = min(8, os.cpu_count() or 1) if isinstance(dataset, ImageFolderDataset) else 0
+        self.loader = SlotImageLoader(dataset, n, threads)
         self.steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode
         self.image_index = np.full(n, -1, dtype=np.int64)
         self.done = np.ones(n, dtype=bool)
@@ -160,27 +166,15 @@ class GFNetCore:
         else:
             self.action_space = spaces.Discrete(st.grid_size * st.grid_size)
 
-    # --- seeding and images --------------------------------------------------------------------------
+    # --- seeding and images ---------------------------------------------------------------------------
     def seed_slot(self, slot: int, seed: int | None) -> None:
-        self.rngs[slot] = np.random.default_rng(seed)
+        """Seed the image draws of one slot (env i of a vector env seeded with s gets s + i)."""
+        self.loader.set_rng(slot, np.random.default_rng(seed))
 
-    def draw_index(self, slot: int) -> int:
-        return int(self.rngs[slot].integers(len(self.dataset)))
-
-    def _load(self, index: int) -> tuple[torch.Tensor, int, int]:
-        """dataset[index], moving on to the next image past corrupt files (warned and counted)."""
-        from .datasets import CorruptImageError  # local: datasets imports PIL/torchvision
-
-        n = len(self.dataset)
-        for attempt in range(min(n, 1000)):
-            i = (index + attempt) % n
-            try:
-                image, label = self.dataset[i]
-                return image, int(label), i
-            except CorruptImageError as e:
-                self.skipped_images += 1
-                warnings.warn(f"skipping corrupt image ({self.skipped_images} so far): {e}", stacklevel=3)
-        raise RuntimeError(f"no readable image found after {min(n, 1000)} tries starting at index {index}")
+    @property
+    def skipped_images(self) -> int:
+        """Corrupt images skipped so far."""
+        return self.loader.skipped_images
 
     # --- reset ---------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -189,16 +183,13 @@ class GFNetCore:
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0:
             return
-        imgs, labels, used = [], [], []
-        for k, slot in enumerate(slots):
-            idx = indices[k] if indices is not None and indices[k] is not None else self.draw_index(int(slot))
-            if not 0 <= idx < len(self.dataset):
-                raise IndexError(f"image index {idx} is outside the dataset (size {len(self.dataset)})")
-            img, label, real = self._load(idx)
-            imgs.append(img)
-            labels.append(label)
-            used.append(real)
-        batch = torch.stack(imgs).to(self.device, non_blocking=True).float()
+        loaded = self.loader.load(slots, indices)
+        batch = torch.stack([img for img, _, _ in loaded])
+        labels = [label for _, label, _ in loaded]
+        used = [index for _, _, index in loaded]
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        batch = batch.to(self.device, non_blocking=True).float()
         if batch.shape[1:] != self.images.shape[1:]:
             raise ValueError(
                 f"dataset images have shape {tuple(batch.shape[1:])}, the model needs {tuple(self.images.shape[1:])}; "

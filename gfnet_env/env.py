@@ -99,7 +99,7 @@ class GFNetEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.core.rngs[0] = self.np_random
+        self.core.loader.set_rng(0, self.np_random)
         index = None if not options else options.get("index")
         self.core.reset_slots(np.array([0]), [index])
         info = _first(self.core.reset_info(np.array([0])))

@@ -292,3 +292,20 @@ def test_conformance_env_driven_by_checkpoint_policy(name, tmp_path):
             assert info["final_info"]["prediction"].tolist() == want.indices.tolist()
         else:
             torch.testing.assert_close(core.logits, data["logits"][t].float(), atol=1e-4, rtol=0)
+
+
+def test_threaded_prefetch_gives_the_same_episodes(model, dataset):
+    """Decoding in threads with next-image prefetch changes nothing about which images episodes get."""
+    def images_seen(threads):
+        venv = gfnet_env.GFNetVectorEnv(num_envs=3, checkpoint=model, dataset=dataset, device="cpu",
+                                        loader_threads=threads)
+        _, info = venv.reset(seed=3)
+        seen = [info["image_index"].tolist()]
+        for _ in range(3 * (model.T - 1)):
+            _, _, term, _, info = venv.step(np.full((3, 2), 0.5, np.float32))
+            if term.any():
+                seen.append(info["image_index"].tolist())
+        venv.core.loader.close()
+        return seen
+
+    assert images_seen(0) == images_seen(2)
