@@ -108,17 +108,17 @@ def evaluate_agent(agent: Agent, core: GFNetCore, indices: list[int], determinis
         idx = idx + [idx[-1]] * (b - keep)  # pad the last batch
         agent.reset(b)
         core.reset_slots(slots, idx)
-        steps = [torch.softmax(core.logits.float(), -1)[:keep].cpu()]
+        steps = [torch.softmax(core.logits.float(), -1)[:keep].to('cpu', copy=True)]
         ret = np.zeros(b)
         obs = core.observe()
         for _t in range(core.max_steps):
             actions = agent.act(obs, deterministic=deterministic)
             rewards, _terminated, _info = core.step(actions)
             ret += rewards
-            steps.append(torch.softmax(core.logits.float(), -1)[:keep].cpu())
+            steps.append(torch.softmax(core.logits.float(), -1)[:keep].to('cpu', copy=True))
             obs = core.observe()
         probs.append(torch.stack(steps))
-        targets.append(core.targets[:keep].cpu())
+        targets.append(core.targets[:keep].detach().to('cpu', copy=True))  # a copy: the core reuses its buffers
         returns.append(ret[:keep])
     seconds = time.perf_counter() - t0
     return Episodes(torch.cat(probs, 1), torch.cat(targets), np.concatenate(returns), seconds)

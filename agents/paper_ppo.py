@@ -366,8 +366,9 @@ def train_paper_ppo(
         resume: continue from ``out_dir/paper_ppo_latest.pt`` (exactly: weights, Adam state, image stream, noise).
         device: torch device of the networks and the policy.
         progress: show a tqdm progress bar.
-        **env_kwargs: env arguments (``split="train"``, ``checkpoint=``, ``dataset=``, ``max_steps=``, ``reward=``, …);
-            ``obs_mode`` / ``action_mode`` are fixed to ``feature_map`` / ``continuous``.
+        **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``max_steps=``, ``reward=``, …);
+            ``split`` defaults to ``"train"`` (not the env's evaluation split); ``obs_mode`` / ``action_mode`` are
+            fixed to ``feature_map`` / ``continuous``.
 
     Returns:
         The trained :class:`PaperPPOAgent` (``agent.policy`` is the network).
@@ -381,6 +382,7 @@ def train_paper_ppo(
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (returns are normalised over the batch), got {batch_size}")
     env_kwargs = dict(env_kwargs)
+    env_kwargs.setdefault("split", "train")
     for key, want in (("obs_mode", "feature_map"), ("action_mode", "continuous")):
         if env_kwargs.get(key, want) != want:
             raise ValueError(f"paper-ppo trains on {key}={want!r}, got {env_kwargs[key]!r}")

@@ -276,7 +276,8 @@ def train_sb3(
         resume: continue from the newest checkpoint in ``out_dir/checkpoints``.
         progress_bar: SB3's progress bar.
         algo_kwargs: extra constructor arguments of the algorithm (override the defaults here).
-        **env_kwargs: env arguments (``split="train"``, ``checkpoint=``, ``dataset=``, ``reward=``, …).
+        **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``reward=``, …); ``split``
+            defaults to ``"train"`` (not the env's evaluation split).
 
     Returns:
         The trained :class:`SB3Agent`.
@@ -299,7 +300,7 @@ def train_sb3(
     settings: dict[str, Any] = {"obs_mode": obs_mode, "action_mode": action_mode}
     if grid_size is not None:
         settings["grid_size"] = int(grid_size)
-    env_kwargs = {**env_kwargs, **settings}
+    env_kwargs = {"split": "train", **env_kwargs, **settings}
 
     train_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, device=device, **env_kwargs))
     eval_kwargs = dict(env_kwargs)

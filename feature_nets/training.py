@@ -909,15 +909,16 @@ def _train_inner(model: GFNet, train_dataset: Dataset, val_dataset: Dataset | No
                 save(paths, epoch + 1, 0, anytime)
                 if ctx.is_main:
                     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-                    if not cfg.progress:
-                        pass
-                    else:
-                        msg = f"epoch {epoch + 1}: loss {record['train_loss']:.4f}"
-                        if anytime is not None:
-                            msg += " val top-1 " + " ".join(f"{v:.2f}" for v in anytime)
+                    msg = (f"stage {cfg.stage} epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+                           f"({record['train_seconds']:.0f} s)")
+                    if anytime is not None:
+                        msg += ", val top-1 per step " + " ".join(f"{v:.2f}" for v in anytime)
+                    if cfg.progress:
                         from tqdm.auto import tqdm
 
                         tqdm.write(msg)
+                    else:
+                        print(msg, flush=True)
                 start_step = 0
     except KeyboardInterrupt:
         # Save what we have (the in-progress epoch is resumable at the batch where it stopped), then die.
@@ -989,7 +990,7 @@ def pretrain_encoder(
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * y.shape[0]
+            loss_sum += loss.item() * y.shape[0]
             correct += int((logits.argmax(1) == y).sum())
             n += y.shape[0]
         rec = {"epoch": epoch + 1, "loss": loss_sum / max(n, 1), "train_top1": 100.0 * correct / max(n, 1),

@@ -75,6 +75,9 @@ class GFNetEnv(gym.Env):
     | ``early_exit`` | None | confidence in (0, 1] that ends the episode early |
     | ``device`` | ``"auto"`` | torch device (CUDA when available) |
     | ``feature_cache`` | False | grid mode: compute each image's cell features once and reuse them |
+    | ``precision`` | ``"fp32"`` | ``"bf16"`` runs the networks under bf16 autocast (GPU; measure per backbone) |
+    | ``channels_last`` | False | channels-last memory format for the networks |
+    | ``loader_threads`` | auto | threads decoding images (and prefetching each env's next one); auto = up to 8 for image folders, 0 for in-memory datasets |
     | ``render_mode`` | None | ``"rgb_array"``: the image with the glance frame and each patch in order |
     | ``trusted_pickle`` | False | allow full unpickling of legacy checkpoints you trust |
     """

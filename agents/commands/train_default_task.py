@@ -67,11 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-samples", type=int, default=None, help="use only this many test canvases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (0 is best on 2 cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared 2-core machine more threads spin-wait "
+                             "against other processes and run many times slower; use 2 on an idle machine)")
     parser.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files (default: search)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--install", action="store_true",
                         help="copy the final checkpoint to gfnet_env/weights/ (the env's default weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--evaluate", metavar="CHECKPOINT", default=None,
+                        help="only evaluate CHECKPOINT on the test canvases (per-step top-1 per patch choice), "
+                             "write OUT/eval.json and exit")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also measure the greedy 7×7 label oracle (an upper bound; a few minutes)")
 
 
 def _check_later_stages(stop_after: str) -> None:
@@ -144,8 +152,14 @@ def greedy_oracle_top1(model, dataset, grid: int = 7, batch_size: int = 250, max
 
 
 def evaluate_default_task(model, dataset, modes=("random", "centre", "item"), batch_size: int = 500,
-                          seed: int = 0, oracle: bool = False) -> dict[str, Any]:
-    """Per-step test top-1 (%) for each way of choosing patches; ``glance`` is step 0 (the same for all)."""
+                          seed: int = 0, oracle: bool = False, fresh_clutter: bool = True) -> dict[str, Any]:
+    """Per-step test top-1 (%) for each way of choosing patches; ``glance`` is step 0 (the same for all).
+
+    ``fresh_clutter`` adds ``random_fresh_clutter``: random patches on the same test items with other clutter
+    and positions (the dataset at epoch 1), a check that the numbers do not hinge on one draw of canvases.
+    """
+    import copy
+
     from feature_nets.training import evaluate_anytime
 
     res: dict[str, Any] = {"n": len(dataset)}
@@ -156,6 +170,13 @@ def evaluate_default_task(model, dataset, modes=("random", "centre", "item"), ba
         res[mode] = [round(v, 2) for v in r.top1]
         res.setdefault("seconds", {})[mode] = round(time.time() - t0, 1)
     res["glance"] = res[modes[0]][0]
+    if fresh_clutter and hasattr(dataset, "set_epoch"):
+        t0 = time.time()
+        fresh = copy.copy(dataset)
+        fresh.set_epoch(1)
+        r = evaluate_anytime(model, fresh, actions="random", batch_size=batch_size, seed=seed)
+        res["random_fresh_clutter"] = [round(v, 2) for v in r.top1]
+        res["seconds"]["random_fresh_clutter"] = round(time.time() - t0, 1)
     if oracle:
         t0 = time.time()
         res["oracle_greedy_7x7"] = [round(v, 2) for v in greedy_oracle_top1(model, dataset)]
@@ -181,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
         train_stage1, train_stage3
     from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST, FashionMNISTItems
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.evaluate:
+        return _evaluate_only(args)
     _check_later_stages(args.stop_after)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,6 +337,27 @@ def _finish(args, final: Path, report: dict, save_report, log) -> int:
     save_report()
     log(f"done: {final} (stage times: " + ", ".join(f"{k} {v.get('seconds', 0) / 60:.1f} min"
                                                    for k, v in report["stages"].items()) + ")")
+    return 0
+
+
+def _evaluate_only(args) -> int:
+    from feature_nets.checkpoint import load_checkpoint
+    from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST
+
+    t0 = time.time()
+    ckpt = load_checkpoint(args.evaluate, with_policy=True)
+    model = ckpt.model
+    test = ClutteredFashionMNIST("test", seed=0, num_samples=args.eval_samples, root=args.data_root,
+                                 canvas_size=model.image_size, num_clutter=TASK["num_clutter"])
+    modes = ("random", "centre", "item") + (("policy",) if ckpt.extra.get("stage", 1) >= 2 else ())
+    ev = evaluate_default_task(model, test, modes=modes, oracle=args.oracle)
+    ev["checkpoint"] = str(args.evaluate)
+    ev["total_seconds"] = round(time.time() - t0, 1)
+    ev["threads"] = torch.get_num_threads()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(ev, indent=1))
+    print(json.dumps(ev, indent=1))
     return 0
 
 
