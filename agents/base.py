@@ -105,7 +105,8 @@ class Agent:
         raise NotImplementedError(f"agent {cls.name!r} cannot be loaded")
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(name={self.name!r}, obs_mode={self.obs_mode!r}, action_mode={self.action_mode!r})"
+        return (f"{self.__class__.__name__}(name={self.name!r}, obs_mode={self.obs_mode!r}, "
+                f"action_mode={self.action_mode!r})")
 
 
 def num_envs_of(obs) -> int:

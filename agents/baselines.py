@@ -8,7 +8,7 @@ None of them learns. All act on a batch; the ones that need more than the observ
 | ``random`` | any | continuous | a corner uniform in [0, 1]², from its own seeded generator |
 | ``center`` | any | continuous | the centre patch, (0.5, 0.5), every step |
 | ``raster`` | any | continuous | cell t of a g×g grid in snake order at step t (g = ⌈√(steps)⌉ by default) |
-| ``saliency`` | feature_map | continuous | the patch centred on the cell of the previous feature map with the largest channel-summed activation |
+| ``saliency`` | feature_map | continuous | the patch centred on the previous map's cell of largest channel sum |
 | ``oracle`` | any | grid | the cell whose focus step most raises p(true class) — uses the label: an upper bound |
 """
 

@@ -2,7 +2,7 @@
 
 Protocol (:func:`run_benchmark`):
 
-1. The evaluation images are indices 0..E−1 of the env's evaluation split (E = ``episodes``), run in
+1. The evaluation images are E indices spread evenly over the env's evaluation split (i·N // E, E = ``episodes``), run in
    batches of ``batch_size`` through one :class:`~gfnet_env.core.GFNetCore` per agent (built with the
    observation / action modes that agent needs; the networks, images, reward and ``max_steps`` are shared).
    A last, partial batch is padded with copies of its final image, whose results are dropped.
@@ -87,6 +87,13 @@ def _env_id(env_id: str) -> str:
 
 
 # --- evaluating one agent ----------------------------------------------------------------------------------
+
+def _spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:
+    """k indices spread evenly over range(n) (i·n // k), and the remaining indices."""
+    chosen = [(i * n) // k for i in range(k)]
+    taken = set(chosen)
+    return chosen, [i for i in range(n) if i not in taken]
+
 
 def evaluate_agent(agent: Agent, core: GFNetCore, indices: list[int], deterministic: bool = True) -> Episodes:
     """Run ``agent`` on dataset ``indices`` of ``core`` in batches of ``core.num_envs``, every episode to the end.
@@ -213,7 +220,7 @@ def run_benchmark(
         agents: registry names (``random``, ``center``, ``raster``, ``saliency``, ``oracle``, ``paper-ppo``,
             ``sb3-ppo``, …).
         out_dir: where results and plots go (None: write nothing, just return the dict).
-        episodes: E, evaluation images (indices 0..E−1 of the evaluation split; capped at its size).
+        episodes: E, evaluation images (i·N // E of the evaluation split's N; capped at N).
         seeds: K, seeds of the ``random`` agent.
         agent_dirs: name → trained agent folder(s)/file(s) (a folder of seed sub-folders counts as several runs).
             A trainable agent without an entry uses the weights shipped for the env (``paper-ppo``: the
@@ -264,21 +271,22 @@ def run_benchmark(
         raise TypeError(f"unknown env arguments {sorted(bad)}")
     torch.manual_seed(seed)
 
-    # images: evaluation indices 0..E−1; fit images held out
+    # images: E evaluation indices spread evenly over the split (an ImageFolder is sorted by class, so a
+    # prefix would cover few classes); fit images held out
     model, eval_ds = TASKS[task](**task_kwargs)
     E = min(int(episodes), len(eval_ds))
-    eval_indices = list(range(E))
     F_wanted = int(fit_episodes or E)
+    eval_indices, rest = _spread_indices(len(eval_ds), E)
     if fit_split is None and task == "cluttered_fashion_mnist" and "dataset" not in task_kwargs:
         fit_split = "val"
     if fit_split is not None:
         _, fit_ds = TASKS[task](**{**task_kwargs, "checkpoint": model, "split": fit_split})
-        fit_indices = list(range(min(F_wanted, len(fit_ds))))
-        fit_source = f"split {fit_split!r}, images 0..{len(fit_indices) - 1}"
-    elif len(eval_ds) > E:
+        fit_indices, _ = _spread_indices(len(fit_ds), min(F_wanted, len(fit_ds)))
+        fit_source = f"split {fit_split!r}, {len(fit_indices)} images spread evenly over it"
+    elif rest:
         fit_ds = eval_ds
-        fit_indices = list(range(E, min(len(eval_ds), E + F_wanted)))
-        fit_source = f"held-out images {fit_indices[0]}..{fit_indices[-1]} of the evaluation split"
+        fit_indices = rest[:: max(1, len(rest) // F_wanted)][:F_wanted]
+        fit_source = f"{len(fit_indices)} held-out images of the evaluation split (disjoint from the evaluated ones)"
     else:
         warnings.warn("no images left to hold out for fitting the budgeted thresholds: fitted on the evaluation "
                       "images themselves (pass fit_split or fewer episodes)", stacklevel=2)
@@ -306,7 +314,7 @@ def run_benchmark(
         "seeds": seeds,
         "seed": seed,
         "batch_size": batch_size,
-        "eval_images": f"indices 0..{E - 1} of the evaluation split",
+        "eval_images": f"{E} indices spread evenly over the evaluation split (index i*N//E)",
         "fit": {"images": fit_source, "episodes": len(fit_indices)},
         "agents": {},
     }
@@ -394,7 +402,8 @@ def markdown_table(results: dict) -> str:
     if contenders:
         lines += [head] + [row(n, e) for n, e in contenders] + [""]
     if bounds:
-        lines += ["### Upper bound (reads the label; not a contender)", "", head] + [row(n, e) for n, e in bounds] + [""]
+        lines += ["### Upper bound (reads the label; not a contender)", "", head]
+        lines += [row(n, e) for n, e in bounds] + [""]
     return "\n".join(lines)
 
 

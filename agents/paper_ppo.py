@@ -15,18 +15,30 @@ in the true class's softmax probability (a *reward*). After the rollout, one PPO
    gradient, only a value to the loss: 2·(½·(1 + ln 2π)) + ln(0.1²) ≈ −1.767 per element);
 6. backward of loss.mean(), one Adam step; repeated for ``epochs`` (1 in the paper).
 
-Nothing here knows about Gymnasium or encoders: the caller fills :class:`RolloutMemory`.
+The update (:class:`RolloutMemory` … :func:`ppo_update`) knows nothing about Gymnasium or encoders: the caller
+fills the memory. Below it, the same file holds the rest of stage 2: :class:`PaperPPOAgent` (the policy as an
+agent of the benchmark, ``paper-ppo``), :func:`train_paper_ppo` (the training loop over batches of images on the
+batched env core) and :func:`save_policy_into_checkpoint` (the learned policy back into an official checkpoint).
 """
 
 from __future__ import annotations
 
+import copy
+import csv
+import math
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from feature_nets.policy import PatchPolicy
+
+from .base import Agent, jsonable, register, write_agent_json
 
 #: Added to the standard deviation when normalising returns (as in the original).
 RETURN_NORM_EPS = 1e-5
@@ -170,17 +182,6 @@ def ppo_update(
 # The agent: the policy acting on feature-map observations, one GRU state per env.
 # =====================================================================================================
 
-import copy  # noqa: E402  (the agent and training below are an addition to the update above)
-import csv  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from .base import Agent, jsonable, register, write_agent_json  # noqa: E402
-
 #: ``format`` entry of the files :meth:`PaperPPOAgent.save` writes.
 AGENT_FORMAT = "gfnet-paper-ppo"
 #: File names inside a training run's folder.
@@ -230,7 +231,8 @@ class PaperPPOAgent(Agent):
         self.metadata: dict = {}
 
     @classmethod
-    def from_checkpoint(cls, model, device: str | torch.device = "auto", trusted_pickle: bool = False) -> "PaperPPOAgent":
+    def from_checkpoint(cls, model, device: str | torch.device = "auto",
+                        trusted_pickle: bool = False) -> "PaperPPOAgent":
         """The policy stored in a GFNet checkpoint (a path or a loaded :class:`~feature_nets.gfnet.GFNet`), copied."""
         if isinstance(model, (str, os.PathLike)):
             from feature_nets.checkpoint import load_checkpoint

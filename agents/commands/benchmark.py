@@ -1,0 +1,54 @@
+"""Compare patch-selection agents on the same images: anytime top-1, mean return, budgeted curve, multiply-adds, time.
+
+Every agent sees evaluation images 0..N-1 in the same order and acts deterministically; random is run over
+--seeds seeds, trained agents over their training seeds (several --agent-dir entries, or seed sub-folders of one).
+Budgeted-batch thresholds are fitted on held-out images. The oracle reads the label and is listed apart as an
+upper bound. Writes results.json, results.csv, results.md and PNG plots to --out and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_agent_dir, add_env_kwarg, parse_agent_dirs, parse_env_kwargs, raw_formatter
+
+EXAMPLE = """  gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 \\
+      --agents random,center,raster,saliency,oracle,paper-ppo,sb3-ppo \\
+      --episodes 500 --seeds 3 --out results/fmnist
+  gfnet benchmark --env GFNet-ImageNet-v0 --env-kwarg checkpoint=resnet50_patch_size_96_T5.pth.tar \\
+      --env-kwarg data_root=/data/imagenet --agents random,center,paper-ppo,sb3-ppo --agent-dir sb3-ppo=runs/sb3_ppo \\
+      --episodes 50000 --out results/imagenet"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    raw_formatter(parser, __doc__, EXAMPLE)
+    parser.add_argument("--env", required=True, help="env id")
+    parser.add_argument("--agents", required=True, help="comma-separated agent names")
+    add_agent_dir(parser)
+    parser.add_argument("--episodes", type=int, default=500, help="evaluation images (indices 0..N-1; default 500)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the random agent (default 3)")
+    parser.add_argument("--out", required=True, help="output folder")
+    add_env_kwarg(parser)
+    parser.add_argument("--fit-split", default=None,
+                        help="split on which budgeted thresholds are fitted (default: val for the cluttered task, "
+                             "else images N..2N-1 of the evaluation split)")
+    parser.add_argument("--fit-episodes", type=int, default=None, help="images used to fit thresholds (default N)")
+    parser.add_argument("--batch-size", type=int, default=64, help="episodes per batch (default 64)")
+    parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.benchmark import run_benchmark
+
+    names = [a.strip() for a in args.agents.split(",") if a.strip()]
+    try:
+        run_benchmark(args.env, names, args.out, episodes=args.episodes, seeds=args.seeds,
+                      agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
+                      fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
+                      device=args.device, seed=args.seed)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"gfnet benchmark: {e.args[0] if e.args else e}")
+        return 2
+    print(f"results in {args.out}: results.json, results.csv, results.md, *.png")
+    return 0

@@ -1,0 +1,77 @@
+"""Train an agent (the paper's PPO or a Stable-Baselines3 algorithm) on a GFNet env.
+
+Writes to --out: TensorBoard logs (tensorboard/), resumable checkpoints, the final agent and agent.json, which
+`gfnet benchmark --agent-dir NAME=DIR` and `gfnet show` read. Images come from the env's train split unless
+--env-kwarg split=... says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_env_kwarg, parse_env_kwargs, raw_formatter
+
+EXAMPLE = """  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNIST-v0 --steps 200000 --seed 0 \\
+      --out runs/sb3_ppo/seed_0
+  gfnet train-agent --agent paper-ppo --env GFNet-ImageNet-v0 \\
+      --env-kwarg checkpoint=resnet50_patch_size_96_T5.pth.tar \\
+      --env-kwarg data_root=/data/imagenet --steps 1000000 --out runs/paper_ppo --resume
+  tensorboard --logdir runs/"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    raw_formatter(parser, __doc__, EXAMPLE)
+    parser.add_argument("--agent", required=True, help="paper-ppo, sb3-ppo, sb3-sac, sb3-a2c, sb3-td3, sb3-dqn, "
+                                                      "sb3-recurrent-ppo (or any registered trainable agent)")
+    parser.add_argument("--env", required=True, help="env id, e.g. GFNet-ClutteredFashionMNIST-v0 or GFNet-ImageNet-v0")
+    add_env_kwarg(parser)
+    parser.add_argument("--steps", type=int, required=True, help="env steps to train for (in total, when resuming)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, image order and exploration")
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
+    sb3 = parser.add_argument_group("SB3 agents")
+    sb3.add_argument("--n-envs", type=int, default=16, help="episodes stepped as one batch (default 16)")
+    sb3.add_argument("--obs-mode", default="gru", choices=["gru", "feature_map", "dict"],
+                     help="observation (default gru)")
+    sb3.add_argument("--action-mode", default=None, choices=["continuous", "grid"],
+                     help="action (default: grid for sb3-dqn, else continuous)")
+    sb3.add_argument("--grid-size", type=int, default=None, help="G of grid actions (env default 7)")
+    sb3.add_argument("--eval-episodes", type=int, default=100, help="episodes per held-out evaluation")
+    ppo = parser.add_argument_group("paper-ppo")
+    ppo.add_argument("--batch-size", type=int, default=64, help="images per PPO update (default 64)")
+    ppo.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import agents
+    from agents.base import factory_of
+
+    env_kwargs = parse_env_kwargs(args.env_kwarg)
+    try:
+        factory = factory_of(args.agent)
+    except KeyError as e:
+        print(f"gfnet train-agent: {e.args[0]}")
+        return 2
+    if not getattr(factory, "trainable", False):
+        trainable = [n for n in agents.available() if agents.is_trainable(n)]
+        print(f"gfnet train-agent: {args.agent!r} does not learn; trainable agents: {', '.join(trainable)}")
+        return 2
+    progress = not args.no_progress
+    if args.agent == "paper-ppo":
+        from agents.paper_ppo import train_paper_ppo
+
+        agent = train_paper_ppo(args.env, args.steps, args.out, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                                resume=args.resume, device=args.device, progress=progress, **env_kwargs)
+    elif args.agent.startswith("sb3-"):
+        from agents.sb3_agents import train_sb3
+
+        agent = train_sb3(args.agent, args.env, args.steps, args.out, seed=args.seed, n_envs=args.n_envs,
+                          obs_mode=args.obs_mode, action_mode=args.action_mode, grid_size=args.grid_size,
+                          device=args.device, eval_episodes=args.eval_episodes, resume=args.resume,
+                          progress_bar=progress, **env_kwargs)
+    else:
+        agent = factory.learn(args.env, args.steps, args.seed, args.out, resume=args.resume, **env_kwargs)
+    print(f"trained {agent.name} saved in {args.out} (TensorBoard: tensorboard --logdir {args.out})")
+    return 0

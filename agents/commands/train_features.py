@@ -1,0 +1,269 @@
+"""Stages 1 and 3 of GFNet training: the encoders and the classifier (gfnet-reference §5).
+
+Stage 1 trains with uniformly random patch locations; stage 3 fine-tunes with locations sampled from a
+learned policy (from stage 2, `gfnet train-policy`). Data: ImageNet or any ImageFolder (--data-root with
+train/ and val/, transforms of the backbone), or the embedded task (--task cluttered-fashion-mnist, with
+--model small_cnn). Defaults per backbone family follow the paper (learning rates, weight decay, dsn ratio,
+epochs, frozen global encoder for MobileNet-V3 / EfficientNet); every option below overrides them.
+Writes OUT/last.pth.tar every epoch, OUT/best.pth.tar (best last-step val top-1), OUT/history.json and
+TensorBoard logs in OUT/tensorboard; --resume continues exactly where a run stopped (Ctrl-C saves first).
+Under torchrun the same command trains on N processes (--batch-size is the global batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXAMPLE = """  gfnet train-features --model small_cnn --task cluttered-fashion-mnist --stage 1 --epochs 10 --out runs/fmnist_s1
+  gfnet train-features --model resnet50 --patch-size 96 --T 5 --data-root /data/imagenet --stage 1 \\
+      --backbone-weights resnet50_imagenet.pth --out runs/r50_s1
+  torchrun --nproc_per_node=8 -m agents.commands.train_features --model resnet50 --patch-size 96 --T 5 \\
+      --data-root /data/imagenet --stage 1 --backbone-weights resnet50_imagenet.pth --workers 8 --out runs/r50_s1
+  gfnet train-features --stage 3 --init runs/r50_s1/best.pth.tar --policy-checkpoint runs/r50_s2/best_stage2.pth.tar \\
+      --data-root /data/imagenet --out runs/r50_s3"""
+
+TASKS = ("cluttered-fashion-mnist",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``gfnet train-features``."""
+    parser.description = __doc__.strip().split("\n\n")[0] + "\n\n" + __doc__.strip().split("\n\n")[1]
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "Example:\n" + EXAMPLE
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="a released architecture (resnet50, densenet121, regnety_600m, mobilenetv3_large_100, "
+                        "efficientnet_b2, ...) or small_cnn; not needed with --init")
+    g.add_argument("--patch-size", type=int, default=None, help="patch side P (default 96; 28 for small_cnn)")
+    g.add_argument("--T", type=int, default=None, help="steps: glance + T-1 focus steps (default 5)")
+    g.add_argument("--init", default=None,
+                   help="start from this GFNet checkpoint (architecture, P and T are taken from it), e.g. the "
+                        "stage-1 result for stage 3")
+    g.add_argument("--backbone-weights", default=None,
+                   help="state dict of a pretrained plain backbone (torchvision/timm key names; pycls for RegNet) "
+                        "loaded into both encoders, as the paper starts stage 1 from ImageNet-pretrained backbones")
+    g.add_argument("--policy-checkpoint", default=None,
+                   help="stage 3: GFNet checkpoint (or policy state dict) whose policy chooses the patches")
+    g.add_argument("--small-widths", default="32,64,128", help="small_cnn: channels of each stride-2 stage")
+    g.add_argument("--small-feature-num", type=int, default=128, help="small_cnn: pooled vector length")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="small_cnn on an ImageFolder: side S of the images (default 112)")
+    g = parser.add_argument_group("data")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--data-root", default=None, help="ImageFolder root with train/ and val/ (e.g. ImageNet)")
+    src.add_argument("--task", choices=TASKS, default=None,
+                     help="the embedded task instead of an ImageFolder (default with --model small_cnn)")
+    g.add_argument("--fmnist-root", default=None, help="folder with the Fashion-MNIST IDX files (default: search)")
+    g.add_argument("--train-samples", type=int, default=None, help="use only the first N training samples")
+    g.add_argument("--val-samples", type=int, default=None, help="use only the first N validation samples")
+    g = parser.add_argument_group("training (defaults: the paper's recipe for the backbone family)")
+    g.add_argument("--stage", type=int, choices=[1, 3], default=1, help="1: random patches; 3: the policy's patches")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None, help="global batch size (default 256; 64 for small_cnn)")
+    g.add_argument("--lr-backbone", type=float, default=None, help="encoder learning rate")
+    g.add_argument("--lr-classifier", type=float, default=None, help="classifier learning rate")
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--dsn-ratio", type=float, default=None, help="weight of the encoders' own-head loss")
+    g.add_argument("--freeze-global", choices=["yes", "no"], default=None,
+                   help="keep the global encoder fixed (default: yes for MobileNet-V3/EfficientNet)")
+    g.add_argument("--glance-interpolation", choices=["bicubic", "bilinear", "model"], default=None,
+                   help="glance resize while training (default bicubic as the paper; small_cnn: its own mode)")
+    g.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="small_cnn on the default task, stage 1 from scratch: pretrain the encoder on clean items "
+                        "for this many epochs first (default 2; 0 to skip)")
+    g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap optimiser steps per epoch (quick runs)")
+    g.add_argument("--workers", type=int, default=None, help="DataLoader workers per process (default 0 on the "
+                                                             "default task, 8 on an ImageFolder)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU if there is one)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per process (on a shared CPU machine 1 avoids spin-wait slowdowns)")
+    g.add_argument("--keep-epoch-checkpoints", action="store_true", help="also keep OUT/epoch_XXX.pth.tar")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pth.tar")
+    g.add_argument("--trusted-pickle", action="store_true", help="allow full unpickling of --init files you trust")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _fail(msg: str) -> int:
+    print(f"gfnet train-features: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _build_model(args):
+    """(model, task) from --init / --model."""
+    from feature_nets.checkpoint import load_checkpoint
+    from feature_nets.gfnet import build_gfnet, build_small_gfnet
+
+    if args.init:
+        model = load_checkpoint(args.init, trusted_pickle=args.trusted_pickle,
+                                with_policy=_has_policy(args.init, args.trusted_pickle)).model
+        for name, val, have in (("--patch-size", args.patch_size, model.patch_size), ("--T", args.T, model.T)):
+            if val is not None and val != have:
+                print(f"note: {name} {val} ignored; {args.init} has {have}", file=sys.stderr)
+        if args.model and args.model != model.spec.config.model_name:
+            raise ValueError(f"--model {args.model} but --init {args.init} holds a {model.spec.config.model_name}")
+        return model
+    if not args.model:
+        raise ValueError("give --model NAME (or --init CHECKPOINT)")
+    T = args.T or 5
+    if args.model == "small_cnn":
+        widths = [int(w) for w in args.small_widths.split(",") if w.strip()]
+        if args.data_root:
+            from gfnet_env.datasets import ImageFolderDataset
+
+            n_classes = len(ImageFolderDataset(Path(args.data_root) / "train").classes)
+            return build_small_gfnet(patch_size=args.patch_size or 28, T=T, image_size=args.image_size or 112,
+                                     num_classes=n_classes, widths=widths, feature_num=args.small_feature_num)
+        return build_small_gfnet(patch_size=args.patch_size or 28, T=T, image_size=112, num_classes=10,
+                                 widths=widths, feature_num=args.small_feature_num)
+    if not args.data_root:
+        raise ValueError(f"--model {args.model} trains on an ImageFolder: give --data-root (the embedded task "
+                         "is for --model small_cnn)")
+    from gfnet_env.datasets import ImageFolderDataset
+
+    n_classes = len(ImageFolderDataset(Path(args.data_root) / "train").classes)
+    return build_gfnet(args.model, patch_size=args.patch_size or 96, T=T, num_classes=n_classes)
+
+
+def _has_policy(path, trusted) -> bool:
+    from feature_nets.checkpoint import read_checkpoint_dict
+
+    return "policy" in read_checkpoint_dict(path, trusted_pickle=trusted)
+
+
+def _load_policy(model, path: str, trusted: bool) -> None:
+    import torch
+
+    from feature_nets.checkpoint import read_checkpoint_dict
+    from feature_nets.policy import PatchPolicy
+
+    try:
+        blob = read_checkpoint_dict(path, trusted_pickle=trusted)
+        sd = blob.get("policy")
+    except Exception:
+        blob = torch.load(path, map_location="cpu", weights_only=not trusted)
+        sd = blob.get("policy_state_dict", blob.get("policy", blob)) if isinstance(blob, dict) else None
+    if not isinstance(sd, dict) or not any(k.startswith("actor.") for k in sd):
+        raise ValueError(f"{path} holds no policy weights (expected a GFNet checkpoint with a 'policy' entry, "
+                         "e.g. from `gfnet train-policy`)")
+    if model.policy is None:
+        cfg = model.spec.config
+        c, h, _ = model.feature_map_shape
+        model.policy = PatchPolicy(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
+    model.policy.load_state_dict(sd)
+
+
+def _datasets(args, model):
+    task = args.task or ("cluttered-fashion-mnist" if not args.data_root else None)
+    if task == "cluttered-fashion-mnist":
+        from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST
+
+        if model.spec.config.family != "small_cnn":
+            raise ValueError("--task cluttered-fashion-mnist needs --model small_cnn (112×112 canvases, 10 classes)")
+        geo = dict(canvas_size=model.image_size, root=args.fmnist_root, seed=args.seed)
+        train = ClutteredFashionMNIST("train", num_samples=args.train_samples, **geo)
+        val = ClutteredFashionMNIST("val", num_samples=args.val_samples, **geo)
+        return train, val, task
+    from torch.utils.data import Subset
+
+    from gfnet_env.datasets import ImageFolderDataset, eval_transform, train_transform
+
+    cfg = model.spec.config
+    if cfg.family == "small_cnn":
+        cfg = cfg.with_overrides(image_size=model.image_size)
+    root = Path(args.data_root)
+    train = ImageFolderDataset(root / "train", transform=train_transform(cfg))
+    val = ImageFolderDataset(root / "val", transform=eval_transform(cfg))
+    if args.train_samples:
+        train = Subset(train, range(min(args.train_samples, len(train))))
+    if args.val_samples:
+        val = Subset(val, range(min(args.val_samples, len(val))))
+    return train, val, "imagefolder"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from feature_nets.training import TrainConfig, copy_encoder_into, pretrain_encoder, train_stage1, train_stage3
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = _build_model(args)
+        train, val, task = _datasets(args, model)
+        if args.stage == 3:
+            if not args.policy_checkpoint and model.policy is None:
+                raise ValueError("stage 3 needs --policy-checkpoint (the stage-2 result, e.g. from gfnet train-policy)")
+            if args.policy_checkpoint:
+                _load_policy(model, args.policy_checkpoint, args.trusted_pickle)
+        if args.backbone_weights:
+            sd = torch.load(args.backbone_weights, map_location="cpu", weights_only=not args.trusted_pickle)
+            sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+            sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+            model.global_encoder.load_official_state_dict(sd)
+            model.local_encoder.load_official_state_dict(sd)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        return _fail(str(e))
+
+    overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
+                     lr_classifier=args.lr_classifier, weight_decay=args.weight_decay, dsn_ratio=args.dsn_ratio,
+                     seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch, device=args.device,
+                     keep_epoch_checkpoints=args.keep_epoch_checkpoints, progress=not args.no_progress,
+                     workers=args.workers if args.workers is not None else (8 if task == "imagefolder" else 0))
+    if args.freeze_global is not None:
+        overrides["freeze_global"] = args.freeze_global == "yes"
+    cfg = TrainConfig.for_model(model, stage=args.stage, **overrides)
+    if args.glance_interpolation is not None:
+        cfg.glance_interpolation = None if args.glance_interpolation == "model" else args.glance_interpolation
+
+    fresh = not args.init and not args.resume and not args.backbone_weights
+    if fresh and args.stage == 1 and task != "cluttered-fashion-mnist" and _rank() == 0:
+        print("warning: stage 1 from randomly initialised encoders; the paper starts from pretrained backbones "
+              "(--backbone-weights FILE)", file=sys.stderr)
+    pre_epochs = args.pretrain_epochs if args.pretrain_epochs is not None else 2
+    if fresh and args.stage == 1 and task == "cluttered-fashion-mnist" and pre_epochs > 0:
+        from feature_nets.small_cnn import build_small_cnn
+        from gfnet_env.cluttered_fashion_mnist import FashionMNISTItems
+
+        torch.manual_seed(args.seed)
+        enc = build_small_cnn(**model.spec.encoder_kwargs)
+        pretrain_encoder(enc, FashionMNISTItems("train", root=args.fmnist_root), epochs=pre_epochs, seed=args.seed,
+                         device=cfg.device or "cpu", progress=cfg.progress and _rank() == 0,
+                         log=(lambda m: print(m, flush=True)) if _rank() == 0 else None)
+        copy_encoder_into(model, enc.cpu())
+
+    train_fn = train_stage1 if args.stage == 1 else train_stage3
+    try:
+        result = train_fn(model, train, val, cfg, args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        if _rank() == 0:
+            print(f"\ninterrupted; progress saved in {Path(args.out) / 'last.pth.tar'} (continue with --resume)",
+                  file=sys.stderr)
+        return 130
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    if _rank() == 0:
+        summary = {"out": str(args.out), "best_top1_last_step": result.best_top1,
+                   "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+                   "last_epoch": result.history[-1] if result.history else None}
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gfnet train-features")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
