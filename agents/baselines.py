@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from feature_nets.classifiers import CascadeClassifier
-from feature_nets.crop import crop_corners
+from feature_nets.crop import crop_corners, crop_patches
 from feature_nets.gfnet import StepOutput
 
 from .base import Agent, num_envs_of, register
@@ -122,7 +122,7 @@ class SaliencyAgent(Agent):
         if self.core is None:
             return np.stack([ci, cj], 1).astype(np.float32)
         s, p = self.core.model.image_size, self.core.model.patch_size
-        boxes = self.core.boxes.detach().cpu().numpy().astype(np.float64)  # (N, 4) row, col, height, width
+        boxes = self.core.boxes.astype(np.float64)  # (N, 4) row, col, height, width (host side)
         centre_r = boxes[:, 0] + ci * boxes[:, 2]
         centre_c = boxes[:, 1] + cj * boxes[:, 3]
         if s == p:
@@ -176,10 +176,11 @@ class OracleAgent(Agent):
                 b = len(idx)
                 rep = lambda x: x.repeat_interleave(g2, 0)  # noqa: E731  (b, ...) -> (b·G², ...), image-major
                 corners = crop_corners(units, model.image_size, model.patch_size).repeat(b, 1)  # (b·G², 2)
-                patches = _gather_patches(core.images[idx], corners, model.patch_size, g2)  # (b·G², 3, P, P)
+                source = torch.arange(b, device=dev).repeat_interleave(g2)
+                patches = crop_patches(core.images[idx], corners, model.patch_size, source)  # (b·G², 3, P, P)
                 pooled, fmap = model.local_encoder(patches)
                 prev = StepOutput(rep(core.logits[idx]), rep(core.state[idx]), rep(core.fmap[idx]), None,
-                                  rep(core.boxes[idx]), int(core.steps[group[start]]))
+                                  None, int(core.steps[group[start]]))
                 step = model.focus_from_features(pooled, fmap, corners, prev)
                 probs = torch.softmax(step.logits.float(), -1)
                 y = core.targets[idx].repeat_interleave(g2, 0)
@@ -192,25 +193,6 @@ class OracleAgent(Agent):
             raise ValueError(f"the oracle searches a {self.grid_size}×{self.grid_size} grid but the env's grid is "
                              f"{self.core.settings.grid_size}; build the env with grid_size={self.grid_size}")
         return self.candidate_probs().argmax(1).cpu().numpy().astype(np.int64)
-
-
-def _gather_patches(images: torch.Tensor, corners: torch.Tensor, patch_size: int, per_image: int) -> torch.Tensor:
-    """Crop ``per_image`` patches from each of b images without copying the images.
-
-    Args:
-        images: (b, C, S, S).
-        corners: (b·per_image, 2) int64 top-left corners, image-major.
-
-    Returns:
-        (b·per_image, C, P, P) patches.
-    """
-    b = images.shape[0]
-    offsets = torch.arange(patch_size, device=images.device)
-    rows = corners[:, 0:1] + offsets  # (M, P)
-    cols = corners[:, 1:2] + offsets
-    which = torch.arange(b, device=images.device).repeat_interleave(per_image)[:, None, None]
-    patches = images.permute(0, 2, 3, 1)[which, rows[:, :, None], cols[:, None, :]]  # (M, P, P, C)
-    return patches.permute(0, 3, 1, 2).contiguous()
 
 
 register("random", RandomAgent)

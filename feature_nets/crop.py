@@ -25,26 +25,34 @@ def crop_corners(actions: torch.Tensor, image_size: int, patch_size: int) -> tor
     return corners.clamp_(0, image_size - patch_size)
 
 
-def crop_patches(images: torch.Tensor, corners: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Cut one P×P patch per image.
+def crop_patches(images: torch.Tensor, corners: torch.Tensor, patch_size: int,
+                 source: torch.Tensor | None = None) -> torch.Tensor:
+    """Cut one P×P patch per corner.
 
     Args:
         images: (B, C, S, S) full-resolution images.
-        corners: (B, 2) int64 top-left (row, col) of each patch, within [0, S − P].
+        corners: (M, 2) int64 top-left (row, col) of each patch, within [0, S − P].
         patch_size: side P, pixels.
+        source: (M,) index of the image each patch comes from; default ``arange(B)`` (M = B, one per image).
+            Lets many patches be cut from the same images without copying them.
 
     Returns:
-        (B, C, P, P) patches, ``patches[b] == images[b, :, r:r+P, c:c+P]``.
+        (M, C, P, P) patches, ``patches[m] == images[source[m], :, r:r+P, c:c+P]``.
     """
     b, c, s, w = images.shape
-    offsets = torch.arange(patch_size, device=images.device)
-    corners = corners.to(images.device)
-    rows = corners[:, 0:1] + offsets  # (B, P)
-    cols = corners[:, 1:2] + offsets  # (B, P)
-    # Flat pixel index of every patch pixel, then a single gather over the flattened image: one kernel on
-    # GPU, and on CPU the fastest batched form measured (advanced indexing over (B, P, P) was 10-30x slower).
-    flat = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, patch_size * patch_size).expand(b, c, -1)
-    return images.reshape(b, c, s * w).gather(2, flat).view(b, c, patch_size, patch_size)
+    dev = images.device
+    corners = corners.to(dev)
+    offsets = torch.arange(patch_size, device=dev)
+    pixel = ((corners[:, 0:1] + offsets)[:, :, None] * w + (corners[:, 1:2] + offsets)[:, None, :]).flatten(1)
+    if source is None:
+        # One gather over the flattened images: one kernel on GPU, and on CPU the fastest batched form
+        # measured (advanced indexing over (B, P, P) was 10-30x slower).
+        flat = pixel[:, None, :].expand(b, c, -1)
+        return images.reshape(b, c, s * w).gather(2, flat).view(b, c, patch_size, patch_size)
+    m = corners.shape[0]
+    channel = torch.arange(c, device=dev) * (s * w)
+    index = source.to(dev)[:, None, None] * (c * s * w) + channel[None, :, None] + pixel[:, None, :]  # (M, C, P²)
+    return images.reshape(-1).take(index.view(-1)).view(m, c, patch_size, patch_size)
 
 
 def crop_patches_reference(images: torch.Tensor, corners: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -172,7 +172,11 @@ class GFNet(nn.Module):
 
     def focus(self, images: torch.Tensor, actions: torch.Tensor, previous: StepOutput) -> StepOutput:
         """Focus step t = previous.step + 1 at the patches chosen by ``actions`` (B, 2) in [0, 1]."""
-        patches, corners = self.focus_patches(images, actions)
+        return self.focus_at(images, crop_corners(actions, self.image_size, self.patch_size), previous)
+
+    def focus_at(self, images: torch.Tensor, corners: torch.Tensor, previous: StepOutput) -> StepOutput:
+        """Focus step at given (B, 2) int64 top-left corners (row, col) in pixels."""
+        patches = crop_patches(images, corners, self.patch_size)
         pooled, fmap = self.local_encoder(patches)
         return self.focus_from_features(pooled, fmap, corners, previous)
 

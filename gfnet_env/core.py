@@ -21,6 +21,7 @@ from gymnasium import spaces
 from torch.utils.data import Dataset
 
 from feature_nets.classifiers import CascadeClassifier
+from feature_nets.crop import crop_corners
 from feature_nets.gfnet import GFNet, StepOutput
 from feature_nets.madds import count_madds
 
@@ -137,7 +138,8 @@ class GFNetCore:
         self.logits = torch.zeros(n, model.num_classes, device=self.device)
         self.state = torch.zeros(n, model.state_dim, device=self.device)
         self.fmap = torch.zeros(n, *model.feature_map_shape, device=self.device)
-        self.boxes = torch.zeros(n, 4, dtype=torch.long, device=self.device)
+        self.targets_np = np.zeros(n, dtype=np.int64)
+        self.boxes = np.zeros((n, 4), dtype=np.int64)  # (row, col, h, w) of the last look, host side
         self.locations = np.full((n, self.max_steps, 2), -1.0, dtype=np.float32)
 
     # --- spaces ------------------------------------------------------------------------------------
@@ -200,7 +202,10 @@ class GFNetCore:
             out = self.model.glance(batch)
         self.images[sl] = batch
         self.targets[sl] = torch.as_tensor(labels, device=self.device)
+        self.targets_np[slots] = labels
+        self.logits, self.state, self.fmap = self.logits.clone(), self.state.clone(), self.fmap.clone()
         self._write(sl, out)
+        self.boxes[slots] = (0, 0, self.model.image_size, self.model.image_size)
         self.steps[slots] = 0
         self.done[slots] = False
         self.image_index[slots] = used
@@ -212,27 +217,32 @@ class GFNetCore:
         self.logits[sl] = out.logits.float()
         self.state[sl] = out.state.float()
         self.fmap[sl] = out.feature_map.float()
-        self.boxes[sl] = out.boxes
 
     def _autocast(self):
         """bf16 autocast when asked for (observations and rewards are still computed in fp32)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
 
     # --- actions -------------------------------------------------------------------------------------
-    def actions_to_unit(self, actions) -> torch.Tensor:
-        """Validate a batch of env actions and turn them into (N, 2) corners in [0, 1] on the device."""
+    def actions_to_unit(self, actions) -> np.ndarray:
+        """Validate a batch of env actions and turn them into (N, 2) float32 corners in [0, 1] (host side)."""
         n, st = self.num_envs, self.settings
+        a = np.asarray(actions.detach().cpu() if torch.is_tensor(actions) else actions)
         if st.action_mode == "continuous":
-            a = torch.as_tensor(np.asarray(actions, dtype=np.float32) if not torch.is_tensor(actions) else actions)
             if a.shape != (n, 2):
                 raise ValueError(
-                    f"expected actions of shape ({n}, 2) — a (row, col) fraction in [0, 1] per env — got {tuple(a.shape)}"
+                    f"expected actions of shape ({n}, 2) — a (row, col) fraction in [0, 1] per env — got {a.shape}"
                 )
-            if torch.isnan(a).any():
-                bad = torch.isnan(a).any(1).nonzero()[:, 0].tolist()
+            a = a.astype(np.float32, copy=False)
+            if np.isnan(a).any():
+                bad = np.flatnonzero(np.isnan(a).any(1)).tolist()
                 raise ValueError(f"NaN in actions of envs {bad}; a policy produced NaN (check its inputs/learning rate)")
-            return a.float().clamp(0.0, 1.0).to(self.device)
-        a = np.asarray(actions.cpu() if torch.is_tensor(actions) else actions)
+            return np.clip(a, 0.0, 1.0)
+        return grid_to_unit(torch.as_tensor(self.grid_cells(a)), st.grid_size).numpy()
+
+    def grid_cells(self, actions) -> np.ndarray:
+        """Validate grid actions: (N,) int64 cell indices in [0, G²)."""
+        n, g = self.num_envs, self.settings.grid_size
+        a = np.asarray(actions.detach().cpu() if torch.is_tensor(actions) else actions)
         if a.shape == (n, 1):
             a = a[:, 0]
         if a.shape != (n,):
@@ -243,10 +253,9 @@ class GFNetCore:
             if not np.all(a == np.round(a)):
                 raise ValueError(f"grid actions must be integer cell indices, got {a}")
         a = a.astype(np.int64)
-        g = st.grid_size
         if a.min() < 0 or a.max() >= g * g:
             raise ValueError(f"grid actions must be in [0, {g * g - 1}] for a {g}×{g} grid, got {a.tolist()}")
-        return grid_to_unit(torch.as_tensor(a, device=self.device), g)
+        return a
 
     # --- step ----------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -264,22 +273,26 @@ class GFNetCore:
             raise RuntimeError(
                 f"envs {np.flatnonzero(self.done).tolist()} have finished their episode; reset them before stepping"
             )
+        cells = self.grid_cells(actions) if self.feature_cache is not None else None
         unit = self.actions_to_unit(actions)
-        prev_logits = self.logits.clone()
-        cells = self._cells(actions) if self.feature_cache is not None else None
+        # Corners are computed on the host (the boxes in info need them there) and sent to the device once.
+        corners = crop_corners(torch.from_numpy(unit), self.model.image_size, self.model.patch_size)
+        corners_dev = corners.to(self.device, non_blocking=True)
+        prev_logits = self.logits
         # Cascade heads depend on the look index, so slots at different steps (early exit) are grouped.
         groups = [np.arange(self.num_envs)] if not isinstance(self.model.classifier, CascadeClassifier) \
             else [np.flatnonzero(self.steps == s) for s in np.unique(self.steps)]
         with self._autocast():
             for g in groups:
-                self._focus_group(g, unit, cells)
-        t = self.steps + 1
-        self.locations[np.arange(self.num_envs), self.steps] = unit.cpu().numpy()
-        self.steps = t
+                self._focus_group(g, corners_dev, cells)
+        rows = np.arange(self.num_envs)
+        self.locations[rows, self.steps] = unit
+        self.boxes[:, :2] = corners.numpy()
+        self.boxes[:, 2:] = self.model.patch_size
+        t = self.steps = self.steps + 1
         reward = self.reward_fn(prev_logits, self.logits, self.targets)
-        probs = torch.softmax(self.logits, dim=-1)
-        conf, pred = probs.max(dim=-1)
-        packed = torch.stack([reward, conf, pred.float(), self.targets.float()], 0).cpu().numpy()
+        conf, pred = torch.softmax(self.logits, dim=-1).max(dim=-1)
+        packed = torch.stack([reward, conf, pred.float()], 0).cpu().numpy()  # the step's one device->host copy
         reward_np = packed[0].astype(np.float32)
         if self.settings.step_cost:
             reward_np = reward_np - np.float32(self.settings.step_cost) * self.madds_per_step[t].astype(np.float32)
@@ -287,50 +300,42 @@ class GFNetCore:
         if self.settings.early_exit is not None:
             terminated |= packed[1] >= self.settings.early_exit
         self.done = terminated.copy()
-        info = self._info(packed[1], packed[2], packed[3], t)
-        return reward_np, terminated, info
+        return reward_np, terminated, self._info(packed[1], packed[2], t)
 
-    def _cells(self, actions) -> np.ndarray:
-        return np.asarray(actions).reshape(-1).astype(np.int64)
-
-    def _focus_group(self, slots: np.ndarray, unit: torch.Tensor, cells) -> None:
-        if slots.size == 0:
-            return
+    def _focus_group(self, slots: np.ndarray, corners: torch.Tensor, cells) -> None:
         full = slots.size == self.num_envs
         sl = None if full else torch.as_tensor(slots, device=self.device)
         pick = (lambda x: x) if full else (lambda x: x[sl])
-        prev = StepOutput(pick(self.logits), pick(self.state), pick(self.fmap), None, pick(self.boxes),
-                          int(self.steps[slots[0]]))
+        prev = StepOutput(pick(self.logits), pick(self.state), pick(self.fmap), None, None, int(self.steps[slots[0]]))
         if cells is not None:
-            pooled, fmap, corners = self.feature_cache.lookup(self, slots, cells[slots])
-            out = self.model.focus_from_features(pooled, fmap, corners, prev)
+            pooled, fmap, cell_corners = self.feature_cache.lookup(self, slots, cells[slots])
+            out = self.model.focus_from_features(pooled, fmap, cell_corners, prev)
         else:
-            out = self.model.focus(pick(self.images), pick(unit), prev)
-        if full:
-            self.logits, self.state, self.fmap, self.boxes = out.logits.float(), out.state.float(), \
-                out.feature_map.float(), out.boxes
+            out = self.model.focus_at(pick(self.images), pick(corners), prev)
+        if full:  # new tensors replace the old (the previous logits stay valid for the reward)
+            self.logits, self.state, self.fmap = out.logits.float(), out.state.float(), out.feature_map.float()
         else:
+            self.logits, self.state, self.fmap = self.logits.clone(), self.state.clone(), self.fmap.clone()
             self._write(sl, out)
 
-    def _info(self, conf, pred, target, t) -> dict:
-        boxes = _to_numpy(self.boxes)
+    def _info(self, conf, pred, t) -> dict:
+        pred = pred.astype(np.int64)
         return {
-            "prediction": pred.astype(np.int64),
+            "prediction": pred,
             "confidence": conf.astype(np.float32),
-            "target": target.astype(np.int64),
-            "correct": pred.astype(np.int64) == target.astype(np.int64),
+            "target": self.targets_np.copy(),
+            "correct": pred == self.targets_np,
             "step": t.copy(),
-            "box": boxes,
+            "box": self.boxes.copy(),
             "madds": self.madds_cumulative[t],
             "image_index": self.image_index.copy(),
         }
 
     def reset_info(self, slots: np.ndarray) -> dict:
         """Info of freshly reset slots (after the glance), same keys as a step's."""
-        probs = torch.softmax(self.logits, dim=-1)
-        conf, pred = probs.max(dim=-1)
-        packed = torch.stack([conf, pred.float(), self.targets.float()], 0).cpu().numpy()
-        info = self._info(packed[0], packed[1], packed[2], self.steps.copy())
+        conf, pred = torch.softmax(self.logits, dim=-1).max(dim=-1)
+        packed = torch.stack([conf, pred.float()], 0).cpu().numpy()
+        info = self._info(packed[0], packed[1], self.steps.copy())
         return {k: v[slots] for k, v in info.items()}
 
     # --- observations --------------------------------------------------------------------------------

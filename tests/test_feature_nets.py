@@ -41,6 +41,10 @@ def test_batched_crop_equals_per_sample_reference(s, p_frac, actions):
     assert (corners >= 0).all() and (corners <= s - p).all()
     assert torch.equal(corners, torch.floor(a * (s - p)).long())
     assert torch.equal(crop_patches(images, corners, p), crop_patches_reference(images, corners, p))
+    # many patches from the same images: patch m comes from image source[m]
+    source = torch.arange(len(actions)).flip(0).repeat(2)
+    many = crop_patches(images, corners.flip(0).repeat(2, 1), p, source)
+    assert torch.equal(many, crop_patches_reference(images[source], corners.flip(0).repeat(2, 1), p))
 
 
 def test_crop_rows_come_from_first_action_coordinate():
