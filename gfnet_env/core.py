@@ -338,6 +338,17 @@ class GFNetCore:
         info = self._info(packed[0], packed[1], self.steps.copy())
         return {k: v[slots] for k, v in info.items()}
 
+    def autoreset(self, slots: np.ndarray, obs):
+        """Start new episodes in ``slots`` and write their first observations into the batch ``obs`` (in place)."""
+        self.reset_slots(slots)
+        new_obs = self.observe(slots)
+        if isinstance(obs, dict):
+            for k in obs:
+                obs[k][slots] = new_obs[k]
+        else:
+            obs[slots] = new_obs
+        return obs
+
     # --- observations --------------------------------------------------------------------------------
     def observe(self, slots: np.ndarray | None = None):
         """Observations of ``slots`` (all by default) as numpy, batched along axis 0."""

@@ -54,13 +54,7 @@ class GFNetSB3VecEnv(VecEnv):
                 infos[i]["terminal_observation"] = slice_obs(obs, i)
                 infos[i]["TimeLimit.truncated"] = False
                 infos[i]["is_success"] = bool(infos[i]["correct"])
-            core.reset_slots(done)
-            new_obs = core.observe(done)
-            if isinstance(obs, dict):
-                for k in obs:
-                    obs[k][done] = new_obs[k]
-            else:
-                obs[done] = new_obs
+            core.autoreset(done, obs)
         return obs, rewards, terminated.copy(), infos
 
     def close(self) -> None:

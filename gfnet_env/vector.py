@@ -73,14 +73,7 @@ class GFNetVectorEnv(VectorEnv):
             final_info = {k: v.copy() for k, v in info.items()}
             for i in done:
                 final_obs[i] = slice_obs(obs, i)
-            self._render_done = {int(i): list(self._confidences[i]) for i in done}
-            core.reset_slots(done)
-            new_obs = core.observe(done)
-            if isinstance(obs, dict):
-                for k in obs:
-                    obs[k][done] = new_obs[k]
-            else:
-                obs[done] = new_obs
+            core.autoreset(done, obs)
             reset_info = core.reset_info(done)
             for k, v in reset_info.items():
                 info[k][done] = v
