@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", choices=STAGES, default="sb3", help="last stage to run (default: all)")
     parser.add_argument("--pretrain-epochs", type=int, default=2, help="encoder pretraining epochs on clean items")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="stage-1 epochs, fresh clutter each (default: the small_cnn recipe's, 12)")
+                        help="stage-1 epochs, fresh clutter each (default: the small_cnn recipe's, 16)")
     parser.add_argument("--batch-size", type=int, default=None, help="stage-1/3 batch size (default: the recipe's, 64)")
     parser.add_argument("--ppo-steps", type=int, default=440_000,
                         help="stage-2 env steps (4 focus steps per canvas: 440k = 2 passes over the train canvases)")
