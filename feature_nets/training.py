@@ -64,7 +64,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -439,10 +439,6 @@ class _ShardSampler(DistributedSampler):
         return (self.steps - self.start_step) * self.per_rank_batch
 
 
-def _unwrap(model: nn.Module) -> GFNet:
-    return model.module if hasattr(model, "module") else model
-
-
 def _bar(iterable=None, total=None, desc="", enabled=True, leave=False):
     if not enabled:
         return iterable if iterable is not None else _NullBar()
@@ -784,6 +780,9 @@ def _train_inner(model: GFNet, train_dataset: Dataset, val_dataset: Dataset | No
         if not last_path.exists():
             raise FileNotFoundError(f"resume=True but {last_path} does not exist; start without --resume")
         ckpt = load_training_state(model, last_path)
+        if "optimizer" not in ckpt or "epoch" not in ckpt:
+            raise ValueError(f"{last_path} is a GFNet checkpoint without training state (optimizer, epoch); "
+                             "resume needs the last.pth.tar a training stage wrote")
         if int(ckpt.get("stage", cfg.stage)) != cfg.stage:
             raise ValueError(f"{last_path} is from stage {ckpt.get('stage')}, not stage {cfg.stage}")
         optimizer.load_state_dict(ckpt["optimizer"])

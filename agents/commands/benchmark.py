@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_kwarg(parser)
     parser.add_argument("--fit-split", default=None,
                         help="split on which budgeted thresholds are fitted (default: val for the cluttered task, "
-                             "else images N..2N-1 of the evaluation split)")
+                             "else held-out images of the evaluation split, disjoint from the evaluated ones)")
     parser.add_argument("--fit-episodes", type=int, default=None, help="images used to fit thresholds (default N)")
     parser.add_argument("--batch-size", type=int, default=64, help="episodes per batch (default 64)")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")

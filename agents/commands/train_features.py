@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-EXAMPLE = """  gfnet train-features --model small_cnn --task cluttered-fashion-mnist --stage 1 --epochs 10 --out runs/fmnist_s1
+EXAMPLE = """  gfnet train-features --model small_cnn --task cluttered-fashion-mnist --stage 1 --out runs/fmnist_s1
   gfnet train-features --model resnet50 --patch-size 96 --T 5 --data-root /data/imagenet --stage 1 \\
       --backbone-weights resnet50_imagenet.pth --out runs/r50_s1
   torchrun --nproc_per_node=8 -m agents.commands.train_features --model resnet50 --patch-size 96 --T 5 \\
