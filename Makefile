@@ -35,7 +35,8 @@ setup: $(STAMP) dataset
 
 demo: setup
 	$(VENV)/bin/gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 \
-	  --agents random,center,raster,saliency,oracle,paper-ppo,sb3-ppo --out $(DEMO_OUT)
+	  --agents random,center,raster,saliency,oracle,paper-ppo,sb3-ppo \
+	  --episodes 10000 --seeds 3 --fit-episodes 5000 --batch-size 250 --out $(DEMO_OUT)
 
 test: setup
 	$(PY) -m pytest -q

@@ -58,6 +58,8 @@ class Agent:
     grid_size: int | None = None
     trainable: bool = False
     upper_bound: bool = False
+    #: continuous actions in [0, 1] ("unit") or [-1, 1] ("symmetric"; SB3's Gaussian policies).
+    action_range: str = "unit"
 
     core = None
 
@@ -67,6 +69,8 @@ class Agent:
         out: dict[str, Any] = {"obs_mode": self.obs_mode, "action_mode": self.action_mode}
         if self.action_mode == "grid" and self.grid_size is not None:
             out["grid_size"] = int(self.grid_size)
+        if self.action_mode == "continuous" and self.action_range != "unit":
+            out["action_range"] = self.action_range
         return out
 
     # --- acting ------------------------------------------------------------------------------------

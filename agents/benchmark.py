@@ -299,10 +299,11 @@ def run_benchmark(
     def core_for(role: str, agent: Agent) -> GFNetCore:
         s = agent.env_settings()
         grid = s.get("grid_size", env_kwargs.get("grid_size", 7))
-        key = (role, s["obs_mode"], s["action_mode"], grid)
+        action_range = s.get("action_range", "unit")
+        key = (role, s["obs_mode"], s["action_mode"], grid, action_range)
         if key not in cores:
             settings = CoreSettings(obs_mode=s["obs_mode"], action_mode=s["action_mode"], grid_size=int(grid),
-                                    **settings_kwargs)
+                                    action_range=action_range, **settings_kwargs)
             ds = eval_ds if role == "eval" else fit_ds
             cores[key] = GFNetCore(model, ds, batch_size, settings, device=device)
         return cores[key]

@@ -81,6 +81,7 @@ def settings_from_spaces(observation_space, action_space) -> dict[str, Any]:
         out.update(action_mode="grid", grid_size=g)
     else:
         out["action_mode"] = "continuous"
+        out["action_range"] = "symmetric" if float(action_space.low.min()) < 0 else "unit"
     return out
 
 
@@ -115,6 +116,7 @@ class SB3Agent(Agent):
         self.obs_mode = found["obs_mode"]
         self.action_mode = found["action_mode"]
         self.grid_size = found.get("grid_size")
+        self.action_range = found.get("action_range", "unit")
         self.recurrent = algo_key(self.algo) == "recurrent-ppo"
         self._state = None
         self._episode_start: np.ndarray | None = None
@@ -300,6 +302,10 @@ def train_sb3(
     settings: dict[str, Any] = {"obs_mode": obs_mode, "action_mode": action_mode}
     if grid_size is not None:
         settings["grid_size"] = int(grid_size)
+    if action_mode == "continuous":
+        # SB3's Gaussian policies start at mean 0 and clip to the box: in [0, 1] that is the top-left corner
+        # with half the samples clipped; in [-1, 1] it is the centre of the image.
+        settings["action_range"] = env_kwargs.pop("action_range", "symmetric")
     env_kwargs = {"split": "train", **env_kwargs, **settings}
 
     train_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, device=device, **env_kwargs))

@@ -46,6 +46,7 @@ class CoreSettings:
     precision: str = "fp32"
     channels_last: bool = False
     loader_threads: int | None = None
+    action_range: str = "unit"
 
     def validate(self, T: int) -> None:
         if self.obs_mode not in OBS_MODES:
@@ -64,6 +65,8 @@ class CoreSettings:
             )
         if self.early_exit is not None and not 0.0 < self.early_exit <= 1.0:
             raise ValueError(f"early_exit is a confidence threshold in (0, 1], got {self.early_exit}")
+        if self.action_range not in ("unit", "symmetric"):
+            raise ValueError(f"unknown action_range {self.action_range!r}; choose 'unit' ([0, 1]) or 'symmetric' ([-1, 1])")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
         if self.step_cost < 0:
@@ -164,7 +167,8 @@ class GFNetCore:
                 }
             )
         if st.action_mode == "continuous":
-            self.action_space = spaces.Box(0.0, 1.0, (2,), np.float32)
+            low = -1.0 if st.action_range == "symmetric" else 0.0
+            self.action_space = spaces.Box(low, 1.0, (2,), np.float32)
         else:
             self.action_space = spaces.Discrete(st.grid_size * st.grid_size)
 
@@ -236,6 +240,8 @@ class GFNetCore:
             if np.isnan(a).any():
                 bad = np.flatnonzero(np.isnan(a).any(1)).tolist()
                 raise ValueError(f"NaN in actions of envs {bad}; a policy produced NaN (check its inputs/learning rate)")
+            if st.action_range == "symmetric":  # [-1, 1] -> [0, 1]: a policy's zero mean is the image centre
+                a = (a + 1.0) * 0.5
             return np.clip(a, 0.0, 1.0)
         return grid_to_unit(torch.as_tensor(self.grid_cells(a)), st.grid_size).numpy()
 

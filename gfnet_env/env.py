@@ -51,6 +51,7 @@ class GFNetEnv(gym.Env):
     | Observation (``"feature_map"``) | ``Box(-inf, inf, (C, h, w), float32)``: the encoder map of the last look, what the paper's policy reads |
     | Observation (``"dict"``) | ``Dict(state, feature_map, step: Discrete(max_steps+1), locations: Box(-1, 1, (max_steps, 2)))``; unused locations are −1 |
     | Action (``action_mode="continuous"``, default) | ``Box(0, 1, (2,), float32)``: the patch's top-left corner as fractions (row, col); corner = floor(a·(S−P)) pixels. Values outside [0, 1] are clipped; NaN or a wrong shape raises ``ValueError`` |
+    | Action (``action_range="symmetric"``) | ``Box(-1, 1, (2,), float32)``, mapped to (a + 1) / 2: the same corners, in the symmetric range SB3's Gaussian policies expect (their zero mean is then the image centre) |
     | Action (``"grid"``) | ``Discrete(G·G)``: cell r·G + c of a G×G grid of corners spread evenly over the image |
     | Reward (``"confidence_gain"``, default) | p_t(y) − p_{t−1}(y), the gain in softmax probability of the true class (the paper's). Also ``"log_confidence_gain"`` (log p_t(y) − log p_{t−1}(y)) and ``"correct_gain"`` (1[correct now] − 1[correct before]); minus ``step_cost`` × the step's multiply-adds |
     | Start | a random image of the split (``self.np_random``), or ``options={"index": i}``; the glance has been run |
@@ -69,6 +70,7 @@ class GFNetEnv(gym.Env):
     | ``obs_mode`` | ``"gru"`` | ``"gru"`` / ``"feature_map"`` / ``"dict"`` |
     | ``action_mode`` | ``"continuous"`` | ``"continuous"`` / ``"grid"`` |
     | ``grid_size`` | 7 | G for grid actions |
+    | ``action_range`` | ``"unit"`` | continuous actions in ``"unit"`` [0, 1] (the paper's) or ``"symmetric"`` [-1, 1] |
     | ``reward`` | ``"confidence_gain"`` | see Reward |
     | ``step_cost`` | 0.0 | reward cost per multiply-add of each step |
     | ``max_steps`` | T−1 | focus steps per episode (at most T−1) |

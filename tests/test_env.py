@@ -309,3 +309,15 @@ def test_threaded_prefetch_gives_the_same_episodes(model, dataset):
         return seen
 
     assert images_seen(0) == images_seen(2)
+
+
+def test_symmetric_action_range_maps_to_the_same_corners(model, dataset):
+    unit = make(model, dataset)
+    sym = make(model, dataset, action_range="symmetric")
+    assert sym.action_space.low.tolist() == [-1.0, -1.0]
+    unit.reset(seed=0)
+    sym.reset(seed=0)
+    for a in ([0.0, 1.0], [0.25, 0.5], [1.0, 0.0]):
+        _, r1, _, _, i1 = unit.step(np.array(a, np.float32))
+        _, r2, _, _, i2 = sym.step(np.array(a, np.float32) * 2 - 1)
+        assert i1["box"].tolist() == i2["box"].tolist() and r1 == pytest.approx(r2, abs=1e-6)
