@@ -373,3 +373,17 @@ def train_sb3(
     train_env.close()
     eval_env.close()
     return agent
+
+
+def export_for_inference(zip_in: PathLike, zip_out: PathLike) -> Path:
+    """Copy an SB3 model zip without its optimizer moments (about 2/3 of the file for Adam).
+
+    The policy acts exactly the same; training resumed from the copy restarts Adam's running averages.
+    Used to keep the shipped agent small.
+    """
+    zip_in, zip_out = Path(zip_in), Path(zip_out)
+    meta = json.loads(zip_in.with_suffix(".json").read_text()) if zip_in.with_suffix(".json").exists() else {}
+    model = algorithm_class(meta.get("algo", "ppo")).load(zip_in, device="cpu")
+    model.policy.optimizer.state.clear()
+    model.save(zip_out)
+    return zip_out

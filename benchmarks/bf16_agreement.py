@@ -48,7 +48,14 @@ def main(argv=None) -> float:
             n = sum(len(o.logits) for o in ref)
             agree += sum(same)
             total += n
-            print(f"{name:34s} {sum(same)}/{n} steps agree")
+            # how close the fp32 top-2 were where the two disagree (random-weight fixtures have tiny margins)
+            margins = [f"{(top2[:, 0] - top2[:, 1])[a.logits.argmax(-1) != b.logits.argmax(-1)].tolist()}"
+                       for a, b in zip(ref, low) for top2 in [a.logits.float().topk(2, -1).values]
+                       if (a.logits.argmax(-1) != b.logits.argmax(-1)).any()]
+            spread = torch.stack([o.logits.float().std() for o in ref]).mean().item()
+            print(f"{name:34s} {sum(same)}/{n} steps agree"
+                  + (f"; fp32 top-1 margins where they differ: {', '.join(margins)} (logit std {spread:.2f})"
+                     if margins else ""))
             path.unlink()
     ratio = agree / total
     print(f"device {device}: {agree}/{total} steps with the same top-1 prediction")

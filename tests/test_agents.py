@@ -334,3 +334,18 @@ def test_load_agent_errors(tmp_path):
     Path(tmp_path / "bad.pt").write_bytes(b"not a torch file")
     with pytest.raises(Exception):
         load_agent("paper-ppo", tmp_path / "bad.pt")
+
+
+def test_export_for_inference_keeps_the_policy_and_drops_optimizer_moments(tmp_path):
+    from agents.sb3_agents import export_for_inference
+
+    out = tmp_path / "ppo"
+    train_tiny_sb3("sb3-ppo", out)
+    small = export_for_inference(out / "sb3_ppo.zip", tmp_path / "small.zip")
+    assert small.stat().st_size < (out / "sb3_ppo.zip").stat().st_size
+    full, lean = load_agent("sb3-ppo", out / "sb3_ppo.zip", device="cpu"), load_agent("sb3-ppo", small, device="cpu")
+    core = core_for(full, tiny_model(), tiny_dataset(), n=5)
+    a, _ = run_episode(full, core)
+    b, _ = run_episode(lean, core)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
