@@ -115,6 +115,18 @@ _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 PathLike = Union[str, os.PathLike]
 
 
+
+def _check_index(i, length: int) -> int:
+    """A valid non-negative index into ``length`` samples (negative indices count from the end)."""
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"index must be an int, got {type(i).__name__}")
+    i = int(i)
+    if i < 0:
+        i += length
+    if not 0 <= i < length:
+        raise IndexError(f"index {i} out of range for {length} samples")
+    return i
+
 class FashionMNISTNotFoundError(FileNotFoundError):
     """The Fashion-MNIST IDX files were found nowhere; the message says how to get them."""
 
@@ -368,14 +380,7 @@ class ClutteredFashionMNIST(Dataset):
         return self._length
 
     def _index(self, i: int) -> int:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(i).__name__}")
-        i = int(i)
-        if i < 0:
-            i += self._length
-        if not 0 <= i < self._length:
-            raise IndexError(f"index {i} out of range for {self._length} samples")
-        return i
+        return _check_index(i, self._length)
 
     def _draws(self, i: int) -> np.ndarray:
         """All random numbers of canvas i, in one call: item row, col, then per fragment
@@ -462,13 +467,7 @@ class FashionMNISTItems(Dataset):
         return self._length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(i).__name__}")
-        i = int(i)
-        if i < 0:
-            i += self._length
-        if not 0 <= i < self._length:
-            raise IndexError(f"index {i} out of range for {self._length} samples")
+        i = _check_index(i, self._length)
         return _to_tensor(self._images[i], self.normalize, self.channels), int(self._labels[i])
 
     def __repr__(self) -> str:
