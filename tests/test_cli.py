@@ -13,7 +13,7 @@ import torch
 from agents import cli
 from agents.commands._common import parse_agent_dirs, parse_env_kwargs, parse_value
 from feature_nets.checkpoint import load_checkpoint, save_checkpoint
-from tiny import tiny_model
+from tiny import fashion_mnist_available, tiny_model
 
 FMNIST_ENV = "GFNet-ClutteredFashionMNIST-v0"
 SUBCOMMANDS = [c for c, _, _ in cli.COMMANDS]
@@ -76,11 +76,7 @@ def test_train_agent_rejects_a_baseline(capsys):
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    from gfnet_env.cluttered_fashion_mnist import FashionMNISTNotFoundError, find_fashion_mnist_dir
-
-    try:
-        find_fashion_mnist_dir()
-    except FashionMNISTNotFoundError:
+    if not fashion_mnist_available():
         pytest.skip("Fashion-MNIST files not installed (apt-get install dataset-fashion-mnist)")
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth.tar"
     save_checkpoint(tiny_model(num_classes=10), path)

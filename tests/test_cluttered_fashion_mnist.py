@@ -25,17 +25,9 @@ from gfnet_env.cluttered_fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
+from tiny import needs_fashion_mnist
 
 
-def _data_available() -> bool:
-    try:
-        find_fashion_mnist_dir()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-needs_data = pytest.mark.skipif(not _data_available(), reason="Fashion-MNIST IDX files not installed")
 
 N = 64  # canvases per test: keep it light
 
@@ -134,7 +126,7 @@ def test_read_idx_rejects_garbage(tmp_path):
 # real data
 
 
-@needs_data
+@needs_fashion_mnist
 def test_raw_data_and_normalisation_constants():
     data = load_fashion_mnist()
     assert data["train_images"].shape == (60000, 28, 28)
@@ -156,7 +148,7 @@ def _assert_same(a, b):
         assert la == lb and pa == pb
 
 
-@needs_data
+@needs_fashion_mnist
 def test_same_seed_same_canvases_different_seed_different():
     a = _canvases(ClutteredFashionMNIST("train", seed=3))
     b = _canvases(ClutteredFashionMNIST("train", seed=3))
@@ -167,7 +159,7 @@ def test_same_seed_same_canvases_different_seed_different():
     assert sum(x[2] == y[2] for x, y in zip(a, c)) < N // 4
 
 
-@needs_data
+@needs_fashion_mnist
 def test_random_access_is_order_independent():
     ds = ClutteredFashionMNIST("val", seed=1)
     forward = _canvases(ds, 16)
@@ -178,7 +170,7 @@ def test_random_access_is_order_independent():
     assert torch.equal(x1, x2) and y1 == y2 == int(ds.labels[5])
 
 
-@needs_data
+@needs_fashion_mnist
 def test_set_epoch_changes_clutter_not_labels():
     ds = ClutteredFashionMNIST("train", seed=0)
     e0 = _canvases(ds)
@@ -195,7 +187,7 @@ def test_set_epoch_changes_clutter_not_labels():
         ds.set_epoch(-1)
 
 
-@needs_data
+@needs_fashion_mnist
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_item_lies_at_item_position(split):
     ds = ClutteredFashionMNIST(split, seed=2, normalize=False, channels=1)
@@ -214,7 +206,7 @@ def test_item_lies_at_item_position(split):
         assert canvas.dtype == np.uint8 and canvas.shape == (C, C)
 
 
-@needs_data
+@needs_fashion_mnist
 def test_no_clutter_canvas_is_just_the_item():
     ds = ClutteredFashionMNIST("test", num_clutter=0, canvas_size=60, normalize=False, channels=1)
     canvas, _, (r, c) = ds.render(3)
@@ -223,7 +215,7 @@ def test_no_clutter_canvas_is_just_the_item():
     np.testing.assert_array_equal(canvas, expected)
 
 
-@needs_data
+@needs_fashion_mnist
 def test_value_range_shape_dtype():
     raw = ClutteredFashionMNIST("val", normalize=False, num_samples=N)
     norm = ClutteredFashionMNIST("val", normalize=True, num_samples=N)
@@ -241,7 +233,7 @@ def test_value_range_shape_dtype():
         torch.testing.assert_close(z, (x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)
 
 
-@needs_data
+@needs_fashion_mnist
 def test_splits_sizes_and_disjoint():
     train = ClutteredFashionMNIST("train")
     val = ClutteredFashionMNIST("val")
@@ -261,7 +253,7 @@ def test_splits_sizes_and_disjoint():
     assert not np.array_equal(train.render(0)[0], ClutteredFashionMNIST("test").render(0)[0])
 
 
-@needs_data
+@needs_fashion_mnist
 def test_num_samples_prefix_is_the_same_canvases():
     full = ClutteredFashionMNIST("test", seed=5)
     part = ClutteredFashionMNIST("test", seed=5, num_samples=10)
@@ -273,7 +265,7 @@ def test_num_samples_prefix_is_the_same_canvases():
         ClutteredFashionMNIST("test", num_samples=10001)
 
 
-@needs_data
+@needs_fashion_mnist
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
         ClutteredFashionMNIST("validation")
@@ -285,7 +277,7 @@ def test_bad_arguments():
         FashionMNISTItems("val", channels=0)
 
 
-@needs_data
+@needs_fashion_mnist
 def test_items_dataset():
     ds = FashionMNISTItems("train", num_samples=N)
     assert ds.classes[0] == "T-shirt/top" and len(ds.classes) == 10
@@ -298,7 +290,7 @@ def test_items_dataset():
     assert len(FashionMNISTItems("val")) == 5000 and len(FashionMNISTItems("test")) == 10000
 
 
-@needs_data
+@needs_fashion_mnist
 def test_works_with_a_dataloader():
     ds = ClutteredFashionMNIST("val", num_samples=8)
     x, y = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))

@@ -9,17 +9,10 @@ import pytest
 
 import gfnet_env
 from agents.benchmark import SHIPPED_AGENTS, run_benchmark
-from gfnet_env.cluttered_fashion_mnist import find_fashion_mnist_dir
 from gfnet_env.tasks import DEFAULT_FMNIST_CHECKPOINT, WEIGHTS_DIR
+from tiny import needs_fashion_mnist
 
 ENV_ID = "GFNet-ClutteredFashionMNIST-v0"
-
-
-def _need_data():
-    try:
-        find_fashion_mnist_dir()
-    except FileNotFoundError as e:  # CI installs it (make dataset); say why if a machine lacks it
-        pytest.skip(f"Fashion-MNIST IDX files not installed: {e}")
 
 
 def test_shipped_weights_are_small():
@@ -29,8 +22,8 @@ def test_shipped_weights_are_small():
         assert path.stat().st_size <= 5 * 2**20, f"{path} is {path.stat().st_size} bytes (> 5 MB)"
 
 
+@needs_fashion_mnist
 def test_make_with_no_argument_works():
-    _need_data()
     env = gym.make(ENV_ID)
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs) and info["step"] == 0
@@ -50,12 +43,12 @@ def test_make_with_no_argument_works():
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    _need_data()
     out = tmp_path_factory.mktemp("bench")
     return run_benchmark(ENV_ID, ["random", "center", "paper-ppo", "sb3-ppo", "oracle"], out, episodes=600,
                          seeds=2, fit_episodes=200, batch_size=100, device="cpu", seed=0, verbose=False)
 
 
+@needs_fashion_mnist
 def test_trained_agents_beat_random_and_oracle_bounds_all(results):
     last = {name: r["anytime_top1"][-1] for name, r in results["agents"].items()}
     assert last["paper-ppo"] > last["random"] + 2.0, last

@@ -24,6 +24,7 @@ from feature_nets.training import (
     train_stage1,
     train_stage3,
 )
+from tiny import needs_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(widths=(8, 16, 16), feature_num=16, gru_hidden=32, policy_hidden=16)
@@ -38,17 +39,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _data_available() -> bool:
-    from gfnet_env.cluttered_fashion_mnist import find_fashion_mnist_dir
-
-    try:
-        find_fashion_mnist_dir()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-needs_data = pytest.mark.skipif(not _data_available(), reason="Fashion-MNIST IDX files not installed")
 
 
 def _tiny_model(seed: int = 0):
@@ -101,7 +91,7 @@ class _Interrupting(torch.utils.data.Dataset):
 # ------------------------------------------------------------------------------------------------ tests
 
 
-@needs_data
+@needs_fashion_mnist
 def test_stage1_one_epoch_lowers_the_loss(tmp_path):
     train = _canvases("train", 256)
     model = _tiny_model()
@@ -113,7 +103,7 @@ def test_stage1_one_epoch_lowers_the_loss(tmp_path):
     assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
 
 
-@needs_data
+@needs_fashion_mnist
 def test_checkpoint_every_epoch_loads_with_load_checkpoint(tmp_path):
     model = _tiny_model()
     train_stage1(model, _canvases("train", 128), _canvases("val", 64), _cfg(model, keep_epoch_checkpoints=True),
@@ -131,7 +121,7 @@ def test_checkpoint_every_epoch_loads_with_load_checkpoint(tmp_path):
     _same_weights(last.local_encoder, model.local_encoder)
 
 
-@needs_data
+@needs_fashion_mnist
 @pytest.mark.parametrize("stop", [(1, 0), (1, 64 + 5)], ids=["after-epoch-1", "mid-epoch-2"])
 def test_resume_continues_exactly(tmp_path, stop):
     """Stop (Ctrl-C) after epoch 1 or in the middle of epoch 2, resume: the same weights as one 2-epoch run."""
@@ -150,7 +140,7 @@ def test_resume_continues_exactly(tmp_path, stop):
     _same_weights(resumed, full)
 
 
-@needs_data
+@needs_fashion_mnist
 def test_stage3_trains_with_the_fixed_policy(tmp_path):
     model = _tiny_model()
     policy_before = {k: v.clone() for k, v in model.policy.state_dict().items()}
@@ -186,7 +176,7 @@ def test_loss_is_defined_for_the_cascade_classifier():
     assert next(model.local_encoder.parameters()).grad is not None
 
 
-@needs_data
+@needs_fashion_mnist
 def test_torchrun_two_processes_equal_one_process(tmp_path):
     """Stage 1 under ``torchrun --nproc_per_node=2`` (gloo, CPU) gives the one-process weights within 1e-5.
 
@@ -217,7 +207,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     assert not torch.equal(a["classifier.fc.weight"], _tiny_model().state_dict()["classifier.fc.weight"])
 
 
-@needs_data
+@needs_fashion_mnist
 def test_train_features_cli(tmp_path):
     from agents.commands.train_features import main
 

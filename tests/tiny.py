@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -20,3 +21,21 @@ def tiny_dataset(n: int = 24, seed: int = 1, image_size: int = 48, num_classes: 
     g = torch.Generator().manual_seed(seed)
     return TensorDataset(torch.randn(n, 3, image_size, image_size, generator=g),
                          torch.randint(0, num_classes, (n,), generator=g))
+
+
+def fashion_mnist_available() -> bool:
+    """Whether the Fashion-MNIST IDX files can be found (CI installs them: `make dataset`)."""
+    from gfnet_env.cluttered_fashion_mnist import find_fashion_mnist_dir
+
+    try:
+        find_fashion_mnist_dir()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+#: Marks tests that need the real Fashion-MNIST files; the skip says how to get them.
+needs_fashion_mnist = pytest.mark.skipif(
+    not fashion_mnist_available(),
+    reason="Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist, or set FASHION_MNIST_DIR)",
+)

@@ -1,6 +1,6 @@
 """Compare patch-selection agents on the same images: anytime top-1, mean return, budgeted curve, multiply-adds, time.
 
-Every agent sees evaluation images 0..N-1 in the same order and acts deterministically; random is run over
+Every agent sees the same N evaluation images (spread evenly over the split) in the same order and acts deterministically; random is run over
 --seeds seeds, trained agents over their training seeds (several --agent-dir entries, or seed sub-folders of one).
 Budgeted-batch thresholds are fitted on held-out images. The oracle reads the label and is listed apart as an
 upper bound. Writes results.json, results.csv, results.md and PNG plots to --out and prints the table.
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", required=True, help="env id")
     parser.add_argument("--agents", required=True, help="comma-separated agent names")
     add_agent_dir(parser)
-    parser.add_argument("--episodes", type=int, default=500, help="evaluation images (indices 0..N-1; default 500)")
+    parser.add_argument("--episodes", type=int, default=500, help="evaluation images, spread evenly over the split (default 500)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the random agent (default 3)")
     parser.add_argument("--out", required=True, help="output folder")
     add_env_kwarg(parser)
