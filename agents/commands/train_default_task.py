@@ -135,40 +135,16 @@ def item_chooser(dataset, patch_size: int):
     return choose
 
 
-@torch.no_grad()
-def greedy_oracle_top1(model, dataset, grid: int = 7, batch_size: int = 250, max_samples: int | None = None) -> list[float]:
-    """Per-step top-1 of the greedy label oracle: at each step the grid cell whose patch most raises p(y)."""
-    from torch.utils.data import DataLoader, Subset
+def greedy_oracle_top1(model, dataset, grid: int = 7, batch_size: int = 250) -> list[float]:
+    """Per-step top-1 (%) of the greedy label oracle (the benchmark's ``oracle`` agent on a grid×grid grid)."""
+    from agents.base import make
+    from agents.benchmark import evaluate_agent
+    from gfnet_env.core import CoreSettings, GFNetCore
 
-    model.eval()
-    S, P = model.image_size, model.patch_size
-    cells = torch.tensor([(r, c) for r in range(grid) for c in range(grid)], dtype=torch.float32) / (grid - 1)
-    ds = dataset if max_samples is None else Subset(dataset, range(min(max_samples, len(dataset))))
-    correct = torch.zeros(model.T)
-    n = 0
-    for images, labels in DataLoader(ds, batch_size=batch_size):
-        b = images.shape[0]
-        out = model.glance(images)
-        correct[0] += (out.logits.argmax(1) == labels).sum()
-        for t in range(1, model.T):
-            best_p = torch.full((b,), -1.0)
-            best = None
-            for k in range(cells.shape[0]):
-                cand = model.focus(images, cells[k].expand(b, 2), out)
-                p = cand.logits.softmax(1).gather(1, labels[:, None])[:, 0]
-                better = p > best_p
-                best_p = torch.where(better, p, best_p)
-                if best is None:
-                    best = cand
-                else:
-                    m = better[:, None]
-                    best = type(cand)(torch.where(m, cand.logits, best.logits), torch.where(m, cand.state, best.state),
-                                      torch.where(better[:, None, None, None], cand.feature_map, best.feature_map),
-                                      torch.where(m, cand.pooled, best.pooled), torch.where(m, cand.boxes, best.boxes), t)
-            out = best
-            correct[t] += (out.logits.argmax(1) == labels).sum()
-        n += b
-    return [100.0 * float(c) / n for c in correct]
+    core = GFNetCore(model, dataset, batch_size, CoreSettings(action_mode="grid", grid_size=grid), device="cpu")
+    episodes = evaluate_agent(make("oracle", grid_size=grid), core, list(range(len(dataset))))
+    correct = episodes.probs.argmax(-1) == episodes.targets
+    return [100.0 * float(c) for c in correct.double().mean(1)]
 
 
 def evaluate_default_task(model, dataset, modes=("random", "centre", "item"), batch_size: int = 500,
