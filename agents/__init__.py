@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
-from .base import Agent, available, factory_of, is_trainable, load_agent, make, register
+from .base import Agent, Run, RunContext
+from .registry import available, factory_of, is_trainable, make, register, unregister
+from .trained import load_agent
 
 
 def run_benchmark(*args, **kwargs):
-    """:func:`agents.benchmark.run_benchmark` (imported on first use)."""
+    """:func:`agents.benchmark.run_benchmark` (imported on first use: it pulls in the env and the plots)."""
     from .benchmark import run_benchmark as _run
 
     return _run(*args, **kwargs)
 
 
-__all__ = ["Agent", "available", "factory_of", "is_trainable", "load_agent", "make", "register", "run_benchmark"]
+__all__ = ["Agent", "Run", "RunContext", "available", "factory_of", "is_trainable", "load_agent", "make",
+           "register", "run_benchmark", "unregister"]

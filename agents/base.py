@@ -1,43 +1,71 @@
-"""The agent protocol and the registry of agents by name.
+"""The agent protocol: what every agent answers, so the benchmark and the CLI treat all agents alike.
 
-Every agent — a hand-written baseline, the paper's PPO, a Stable-Baselines3 model — answers the same small
-protocol, so the benchmark and the CLI treat them alike:
-
-* class attributes ``obs_mode`` / ``action_mode`` (and ``grid_size`` for grid actions): the env settings the
-  agent needs; :meth:`Agent.env_settings` returns them as env kwargs;
+* class attributes ``obs_mode`` / ``action_mode`` (and ``grid_size`` for grid actions, ``action_range`` for
+  continuous ones): the env settings the agent needs; :meth:`Agent.env_settings` returns them as env kwargs;
+* ``bind(view)``: called by :func:`gfnet_env.rollout` before an evaluation with the agent's view — the public
+  :class:`~gfnet_env.views.EnvView` (static facts), or a :class:`~gfnet_env.views.PrivilegedView` (labels) for
+  classes that set ``privileged = True``; those are upper bounds, reported apart;
 * ``reset(num_envs)``: forget any memory and get ready for a new batch of ``num_envs`` episodes;
 * ``act(obs, deterministic=True)``: a batch of observations → a numpy batch of actions, (N, 2) floats in
-  [0, 1] for continuous actions or (N,) ints for grid actions;
-* ``bind(core)`` (optional): called by the benchmark with the :class:`~gfnet_env.core.GFNetCore` it is
-  about to evaluate on (the oracle and the saliency baseline read it);
-* trainable agents: ``learn(env_id, steps, seed, out_dir, resume=False, **env_kwargs)`` (a classmethod that
-  returns the trained agent), ``save(path)``, ``load(path)`` (classmethod).
+  the env's action box for continuous actions or (N,) ints for grid actions;
+* hooks that replace name switches in the benchmark and the CLI: ``runs`` (which evaluations the agent
+  stands for: seeds, shipped weights, trained copies), ``train_options`` (which CLI options its training
+  uses), and for trainable agents ``learn`` / ``save`` / ``load``.
 
-Registry::
-
-    import agents
-    agents.available()                  # ['center', 'oracle', 'paper-ppo', 'random', ...]
-    agent = agents.make("random", seed=0)
-    agents.register("mine", MyAgent)    # any callable returning an Agent
-    agent = agents.load_agent("sb3-ppo", "runs/sb3_ppo")   # a trained agent from its folder or file
-
-A trained agent's folder holds ``agent.json`` (``{"agent": name, "file": weights file, "env_kwargs": {...}}``)
-next to its weights; :func:`load_agent` reads it.
+The registry of agents by name is :mod:`agents.registry`; trained agents' folders are :mod:`agents.trained`.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from gfnet_env.views import EnvView, PrivilegedView
+
 PathLike = str | os.PathLike
 
-#: Name of the file that describes a trained agent inside its folder.
-AGENT_JSON = "agent.json"
+
+@dataclass
+class Run:
+    """One evaluation of one agent: a seed, a shipped file, or one trained copy."""
+
+    label: str
+    build: Callable[[], "Agent"]
+
+
+@dataclass
+class RunContext:
+    """What an agent's :meth:`Agent.runs` hook may use to choose its evaluations.
+
+    Attributes:
+        name: the registry name being benchmarked.
+        env_id: the env id.
+        model: the env's networks (``paper-ppo`` reads the policy stored in the checkpoint).
+        env_kwargs: env arguments shared by every agent (``checkpoint`` present = not the default networks).
+        seeds: how many seeds a stochastic baseline is run with.
+        seed: base seed.
+        device: torch device.
+    """
+
+    name: str
+    env_id: str
+    model: Any
+    env_kwargs: dict = field(default_factory=dict)
+    seeds: int = 1
+    seed: int = 0
+    device: str = "auto"
+
+
+def train_hint(name: str, env_id: str) -> str:
+    """How to get a trained ``name`` for ``env_id`` (for error messages)."""
+    return (f"no trained {name} agent for {env_id}: train one with "
+            f"`gfnet train-agent --agent {name} --env {env_id} --out DIR` and pass --agent-dir {name}=DIR "
+            f"(agent_dirs={{{name!r}: DIR}})")
 
 
 class Agent:
@@ -48,20 +76,26 @@ class Agent:
         obs_mode: observation mode the agent reads (``"gru"``, ``"feature_map"``, ``"dict"``).
         action_mode: action mode it emits (``"continuous"`` or ``"grid"``).
         grid_size: G of a grid action mode (None for continuous agents).
+        action_range: continuous actions in [0, 1] (``"unit"``) or [-1, 1] (``"symmetric"``).
         trainable: whether ``learn`` / ``save`` / ``load`` are implemented.
-        upper_bound: True for agents that use information a contender cannot have (the label).
+        privileged: the agent reads the label through a :class:`~gfnet_env.views.PrivilegedView`; it is an
+            upper bound, never a contender.
+        view: the view :meth:`bind` received (None before).
     """
 
     name: str = "agent"
     obs_mode: str = "gru"
     action_mode: str = "continuous"
     grid_size: int | None = None
-    trainable: bool = False
-    upper_bound: bool = False
-    #: continuous actions in [0, 1] ("unit") or [-1, 1] ("symmetric"; SB3's Gaussian policies).
     action_range: str = "unit"
+    trainable: ClassVar[bool] = False
+    privileged: ClassVar[bool] = False
+    view: "EnvView | PrivilegedView | None" = None
 
-    core = None
+    @property
+    def upper_bound(self) -> bool:
+        """True for agents that read the label (reported apart from the contenders)."""
+        return self.privileged
 
     # --- what the env must look like ---------------------------------------------------------------
     def env_settings(self) -> dict[str, Any]:
@@ -74,9 +108,9 @@ class Agent:
         return out
 
     # --- acting ------------------------------------------------------------------------------------
-    def bind(self, core) -> None:
-        """Remember the batched core the agent is evaluated on (called before an evaluation)."""
-        self.core = core
+    def bind(self, view: "EnvView | PrivilegedView") -> None:
+        """Remember the view of the env the agent is about to act in (called before an evaluation)."""
+        self.view = view
 
     def reset(self, num_envs: int) -> None:
         """Forget the memory of the previous batch; the next ``act`` call starts ``num_envs`` new episodes."""
@@ -90,14 +124,35 @@ class Agent:
             deterministic: take the mode/mean of a stochastic policy (the benchmark always does).
 
         Returns:
-            (N, 2) float32 in [0, 1] (continuous) or (N,) int64 cell indices (grid).
+            (N, 2) float32 in the env's action box — [0, 1], or [-1, 1] for ``action_range="symmetric"`` —
+            (continuous) or (N,) int64 cell indices (grid).
         """
         raise NotImplementedError
+
+    # --- hooks for the benchmark and the CLI --------------------------------------------------------
+    @classmethod
+    def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:
+        """The evaluations this agent stands for when no trained copy is given, and where they come from.
+
+        Default: one run of a fresh agent for a baseline; a trainable agent without weights of its own
+        raises ``ValueError`` saying how to train one.
+        """
+        if cls.trainable:
+            raise ValueError(train_hint(ctx.name, ctx.env_id))
+        from .registry import make
+
+        return [Run("", lambda: make(ctx.name))], "baseline"
+
+    @classmethod
+    def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of :meth:`learn` taken from the CLI's training options (``device``,
+        ``progress``, ``n_envs``, ``batch_size``, …); each trainable agent picks what it uses."""
+        return {}
 
     # --- training (trainable agents only) ----------------------------------------------------------
     @classmethod
     def learn(cls, env_id: str, steps: int, seed: int, out_dir: PathLike, resume: bool = False,
-              **env_kwargs) -> "Agent":
+              **kwargs) -> "Agent":
         """Train on ``env_id`` for ``steps`` env steps, writing logs and the agent to ``out_dir``."""
         raise NotImplementedError(f"agent {cls.name!r} is not trainable")
 
@@ -118,123 +173,3 @@ def num_envs_of(obs) -> int:
     if isinstance(obs, dict):
         return len(next(iter(obs.values())))
     return len(obs)
-
-
-# --- registry ----------------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, Callable[..., Agent]] = {}
-
-
-def register(name: str, factory: Callable[..., Agent], overwrite: bool = False) -> None:
-    """Register ``factory`` (a class or any callable returning an :class:`Agent`) under ``name``."""
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"agent {name!r} is already registered; pass overwrite=True to replace it")
-    _REGISTRY[name] = factory
-
-
-def available() -> list[str]:
-    """Names of all registered agents, sorted."""
-    _ensure_builtins()
-    return sorted(_REGISTRY)
-
-
-def factory_of(name: str) -> Callable[..., Agent]:
-    """The registered factory of ``name`` (raises a ``KeyError`` listing the names when unknown)."""
-    _ensure_builtins()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown agent {name!r}; registered agents: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-def make(name: str, **kwargs) -> Agent:
-    """A new agent by registry name (``kwargs`` go to its factory)."""
-    return factory_of(name)(**kwargs)
-
-
-def is_trainable(name: str) -> bool:
-    return bool(getattr(factory_of(name), "trainable", False))
-
-
-def load_agent(name: str | None, path: PathLike, device: str = "auto") -> Agent:
-    """A trained agent from its folder (with ``agent.json``) or weights file.
-
-    Args:
-        name: registry name, or None to take it from ``agent.json``.
-        path: the folder ``learn`` wrote, or the weights file itself.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no trained agent at {path}: the folder or file does not exist")
-    meta = read_agent_json(path)
-    if name is None:
-        if meta is None:
-            raise ValueError(f"{path} has no {AGENT_JSON}; pass the agent name explicitly")
-        name = meta["agent"]
-    factory = factory_of(name)
-    loader = getattr(factory, "load", None)
-    if loader is None:
-        raise ValueError(f"agent {name!r} cannot be loaded from a file")
-    target = path
-    if path.is_dir():
-        if meta is None or "file" not in meta:
-            raise FileNotFoundError(
-                f"{path} is a folder without {AGENT_JSON}; point at the folder `gfnet train-agent --out` wrote, "
-                "or at the weights file itself"
-            )
-        target = path / meta["file"]
-    return loader(target, device=device)
-
-
-def read_agent_json(path: PathLike) -> dict | None:
-    """``agent.json`` of a trained agent's folder (or of the folder holding a weights file), or None."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    f = folder / AGENT_JSON
-    if not f.exists():
-        return None
-    return json.loads(f.read_text())
-
-
-def write_agent_json(folder: PathLike, name: str, file: str, **extra) -> Path:
-    """Write ``agent.json`` describing the agent saved as ``folder/file``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / AGENT_JSON
-    out.write_text(json.dumps({"agent": name, "file": file, **jsonable(extra)}, indent=2, sort_keys=True))
-    return out
-
-
-def jsonable(obj):
-    """``obj`` with everything JSON cannot hold (models, datasets, tensors) dropped or converted."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            j = jsonable(v)
-            if j is not _DROP:
-                out[str(k)] = j
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [x for x in (jsonable(v) for v in obj) if x is not _DROP]
-    if isinstance(obj, (str, bool, int, float)) or obj is None:
-        return obj
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return _DROP
-
-
-_DROP = object()
-
-_BUILTINS_LOADED = False
-
-
-def _ensure_builtins() -> None:
-    """Register the built-in agents (baselines, paper PPO, SB3) on first use."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    from . import baselines, paper_ppo, sb3_agents  # noqa: F401  (they register themselves)

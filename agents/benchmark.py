@@ -1,202 +1,114 @@
 """The benchmark: every agent on the same images, in the same order, with deterministic actions.
 
-Protocol (:func:`run_benchmark`):
+Protocol (:func:`run_benchmark`; docs/benchmark.md):
 
-1. The evaluation images are E indices spread evenly over the env's evaluation split (i·N // E, E = ``episodes``), run in
-   batches of ``batch_size`` through one :class:`~gfnet_env.core.GFNetCore` per agent (built with the
-   observation / action modes that agent needs; the networks, images, reward and ``max_steps`` are shared).
-   A last, partial batch is padded with copies of its final image, whose results are dropped.
-2. Each agent acts deterministically (``act(obs, deterministic=True)``); ``random`` is run with ``seeds``
-   seeds instead. Per step the softmax outputs are kept: top-1 after each step (0 = the glance) and the
-   return (sum of rewards) per image.
-3. Budgeted batch classification (reference §6): the official thresholds are fitted with
+1. The evaluation images are E indices spread evenly over the env's evaluation split (i·N // E, E =
+   ``episodes``), run through :func:`gfnet_env.rollout.rollout` in batches of ``batch_size`` on one core per
+   env setting (observation / action mode each agent needs; the networks, images, reward and ``max_steps``
+   are shared). A last, partial batch is padded with copies of its final image, whose results are dropped.
+2. Each agent acts deterministically and sees only its observations and its view. Per step the softmax
+   outputs are kept: top-1 after each step (0 = the glance) and the return (sum of rewards) per image.
+3. Budgeted batch classification (docs/budgeted.md): the thresholds are fitted with
    :mod:`feature_nets.budgeted` on the agent's own outputs on held-out images — the ``val`` split of the
-   cluttered task (or ``fit_split``), else the images E..E+F−1 of the evaluation split — and evaluated on the
+   cluttered task (or ``fit_split``), else F held-out images of the evaluation split — and evaluated on the
    E evaluation images, giving top-1 vs mean multiply-adds.
 4. Runs: a trained agent is evaluated once per trained copy (several ``agent_dirs`` entries, or the seed
-   sub-folders of one); ``random`` once per seed; the other baselines once. Means and 95 % bootstrap
-   intervals over runs are reported (a single run gives a zero-width interval).
-5. The oracle reads the label: it is flagged ``upper_bound`` and listed apart.
+   sub-folders of one); otherwise the agent's own ``runs`` hook decides (``random``: one run per seed;
+   ``paper-ppo``: the checkpoint's policy; SB3 agents: shipped weights). Means and 95 % bootstrap intervals
+   over runs are reported (a single run gives a zero-width interval).
+5. Agents that read the label (``privileged``, the oracle) are flagged ``upper_bound`` and listed apart.
 
-Outputs in ``out_dir``: ``results.json``, ``results.csv`` (one row per agent and step), ``results.md`` (the
+Outputs in ``out_dir`` (:mod:`agents.results`): ``results.json``, ``results.csv``, ``results.md`` (the
 table, also printed) and the PNG plots of :mod:`agents.plots`. Same seed, same numbers (only the ``seconds``
 fields vary).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from feature_nets import budgeted
-from gfnet_env.core import CoreSettings, GFNetCore
+from gfnet_env.core import GFNetCore
+from gfnet_env.factory import env_id_of, load_task, split_env_kwargs, task_of
+from gfnet_env.rollout import rollout
 
-from .base import AGENT_JSON, Agent, PathLike, factory_of, jsonable, load_agent, make
-from .stats import mean_and_ci
+from .base import Agent, PathLike, Run, RunContext
+from .registry import factory_of
+from .results import aggregate_runs, markdown_table, write_outputs
+from .trained import jsonable, load_agent, trained_paths
 
-#: Weights shipped for an env, by (env id, agent name) → file under gfnet_env/weights/.
-SHIPPED_AGENTS = {("GFNet-ClutteredFashionMNIST-v0", "sb3-ppo"): "sb3_ppo_cluttered_fmnist.zip"}
+__all__ = ["evaluate_run", "resolve_runs", "run_benchmark", "spread_indices"]
 
-#: env kwargs that choose images and networks rather than env settings.
-_TASK_KWARGS = ("checkpoint", "data_root", "dataset", "split", "trusted_pickle", "num_samples", "seed")
 #: env kwargs each agent chooses for itself.
-_AGENT_KWARGS = ("obs_mode", "action_mode")
+AGENT_KWARGS = ("obs_mode", "action_mode", "action_range")
 
 
-@dataclass
-class Run:
-    """One evaluation of one agent (a seed, or one trained copy)."""
-
-    label: str
-    build: Callable[[], Agent]
-
-
-@dataclass
-class Episodes:
-    """What an agent did on a set of images.
-
-    Attributes:
-        probs: (T', N, C) float32 softmax outputs after each step (T' = max_steps + 1, step 0 = glance).
-        targets: (N,) int64 labels.
-        returns: (N,) float64 sum of rewards.
-        seconds: wall-clock of the pass.
-    """
-
-    probs: torch.Tensor
-    targets: torch.Tensor
-    returns: np.ndarray
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-
-def _env_id(env_id: str) -> str:
-    from gfnet_env import ENV_TASKS
-
-    env_id = env_id.split(":")[-1]
-    if env_id not in ENV_TASKS:
-        raise ValueError(f"unknown GFNet env id {env_id!r}; registered: {sorted(ENV_TASKS)}")
-    return env_id
-
-
-# --- evaluating one agent ----------------------------------------------------------------------------------
-
-def _spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:
+def spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:
     """k indices spread evenly over range(n) (i·n // k), and the remaining indices."""
     chosen = [(i * n) // k for i in range(k)]
     taken = set(chosen)
     return chosen, [i for i in range(n) if i not in taken]
 
 
-def evaluate_agent(agent: Agent, core: GFNetCore, indices: list[int], deterministic: bool = True) -> Episodes:
-    """Run ``agent`` on dataset ``indices`` of ``core`` in batches of ``core.num_envs``, every episode to the end.
-
-    Returns:
-        :class:`Episodes` for the ``len(indices)`` images, in the order given.
-    """
-    if core.settings.early_exit is not None:
-        raise ValueError("the benchmark runs every episode to max_steps; leave early_exit unset "
-                         "(the budgeted curve measures early exits)")
-    b = core.num_envs
-    slots = np.arange(b)
-    probs, targets, returns = [], [], []
-    agent.bind(core)
-    t0 = time.perf_counter()
-    for start in range(0, len(indices), b):
-        idx = list(indices[start:start + b])
-        keep = len(idx)
-        idx = idx + [idx[-1]] * (b - keep)  # pad the last batch
-        agent.reset(b)
-        core.reset_slots(slots, idx)
-        steps = [torch.softmax(core.logits.float(), -1)[:keep].to('cpu', copy=True)]
-        ret = np.zeros(b)
-        obs = core.observe()
-        for _t in range(core.max_steps):
-            actions = agent.act(obs, deterministic=deterministic)
-            rewards, _terminated, _info = core.step(actions)
-            ret += rewards
-            steps.append(torch.softmax(core.logits.float(), -1)[:keep].to('cpu', copy=True))
-            obs = core.observe()
-        probs.append(torch.stack(steps))
-        targets.append(core.targets[:keep].detach().to('cpu', copy=True))  # a copy: the core reuses its buffers
-        returns.append(ret[:keep])
-    seconds = time.perf_counter() - t0
-    return Episodes(torch.cat(probs, 1), torch.cat(targets), np.concatenate(returns), seconds)
-
-
-def anytime_top1(ep: Episodes) -> list[float]:
-    """Top-1 (%) after each step."""
-    return ((ep.probs.argmax(-1) == ep.targets[None]).double().mean(1) * 100.0).tolist()
-
-
-# --- which runs an agent name stands for -------------------------------------------------------------------
-
-def _trained_paths(name: str, paths) -> list[Path]:
-    """Every trained copy under the given folders/files: a folder with agent.json, a weights file, or a folder
-    whose sub-folders hold such copies (one per training seed)."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"--agent-dir {name}={p}: no such file or folder")
-        if p.is_file() or (p / AGENT_JSON).exists():
-            out.append(p)
-            continue
-        subs = sorted(s for s in p.iterdir() if s.is_dir() and (s / AGENT_JSON).exists())
-        if not subs:
-            raise FileNotFoundError(f"--agent-dir {name}={p}: neither {AGENT_JSON} nor seed sub-folders holding one; "
-                                    f"point at the folder `gfnet train-agent --agent {name} --out DIR` wrote")
-        out.extend(subs)
-    return out
-
-
-def _train_hint(name: str, env_id: str) -> str:
-    return (f"no trained {name} agent for {env_id}: train one with "
-            f"`gfnet train-agent --agent {name} --env {env_id} --out DIR` and pass --agent-dir {name}=DIR "
-            f"(agent_dirs={{{name!r}: DIR}})")
-
-
-def resolve_runs(name: str, env_id: str, model, env_kwargs: dict, agent_dirs: dict, seeds: int, seed: int,
-                 device: str) -> tuple[list[Run], str]:
-    """The runs of agent ``name`` and a description of where its weights came from."""
-    from gfnet_env.tasks import WEIGHTS_DIR
-
-    factory = factory_of(name)
+def resolve_runs(ctx: RunContext, agent_dirs: dict) -> tuple[list[Run], str]:
+    """The runs of agent ``ctx.name`` and a description of where its weights came from: trained copies when
+    ``agent_dirs`` names it, else the agent's own ``runs`` hook (:meth:`agents.base.Agent.runs`)."""
+    name = ctx.name
     if name in agent_dirs:
-        paths = _trained_paths(name, agent_dirs[name])
-        runs = [Run(str(p), lambda p=p: load_agent(name, p, device=device)) for p in paths]
+        paths = trained_paths(name, agent_dirs[name])
+        runs = [Run(str(p), lambda p=p: load_agent(name, p, device=ctx.device)) for p in paths]
         return runs, f"trained: {', '.join(map(str, paths))}"
-    if name == "random":
-        return [Run(f"seed={seed + k}", lambda k=k: make("random", seed=seed + k)) for k in range(seeds)], \
-            f"{seeds} seeds"
-    if name == "oracle":
-        g = int(env_kwargs.get("grid_size", 7))
-        return [Run("grid", lambda: make("oracle", grid_size=g))], f"greedy on a {g}×{g} grid (uses the label)"
-    if name == "paper-ppo":
-        if getattr(model, "policy", None) is None:
-            raise ValueError(_train_hint(name, env_id) + "; the env's checkpoint stores no policy")
-        from .paper_ppo import PaperPPOAgent
-
-        return [Run("checkpoint policy", lambda: PaperPPOAgent.from_checkpoint(model, device=device))], \
-            "the policy stored in the env's checkpoint"
-    shipped = SHIPPED_AGENTS.get((env_id, name))
-    if shipped and "checkpoint" not in env_kwargs and (WEIGHTS_DIR / shipped).exists():
-        path = WEIGHTS_DIR / shipped
-        return [Run(str(path), lambda: factory.load(path, device=device))], f"shipped: {path.name}"
-    if getattr(factory, "trainable", False):
-        raise ValueError(_train_hint(name, env_id))
-    return [Run("", lambda: make(name))], "baseline"
+    factory = factory_of(name)
+    hook = getattr(factory, "runs", None)
+    if hook is None:  # a plain callable registered as an agent: one run of it
+        return [Run("", factory)], "baseline"
+    return hook(ctx)
 
 
-# --- the benchmark -----------------------------------------------------------------------------------------
+class CoreCache:
+    """One core per (image set, env settings), shared by the agents that need the same settings; closed together."""
+
+    def __init__(self, model, datasets: dict[str, Any], settings, batch_size: int, grid_size: int,
+                 device: str) -> None:
+        self.model, self.datasets, self.settings = model, datasets, settings
+        self.batch_size, self.grid_size, self.device = batch_size, grid_size, device
+        self._cores: dict[tuple, GFNetCore] = {}
+
+    def get(self, role: str, agent: Agent) -> GFNetCore:
+        s = agent.env_settings()
+        grid = int(s.get("grid_size", self.grid_size))
+        action_range = s.get("action_range", "unit")
+        key = (role, s["obs_mode"], s["action_mode"], grid, action_range)
+        if key not in self._cores:
+            settings = self.settings.replace(obs_mode=s["obs_mode"], action_mode=s["action_mode"], grid_size=grid,
+                                             action_range=action_range)
+            self._cores[key] = GFNetCore(self.model, self.datasets[role], self.batch_size, settings,
+                                         device=self.device)
+        return self._cores[key]
+
+    def close(self) -> None:
+        for core in self._cores.values():
+            core.close()
+        self._cores.clear()
+
+
+def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indices: list[int]) -> dict:
+    """One run: the agent on the evaluation images and the fit images, and its budgeted curve."""
+    agent = run.build()
+    core = cores.get("eval", agent)
+    ev = rollout(core, agent, eval_indices)
+    fit = rollout(cores.get("fit", agent), agent, fit_indices)
+    steps = ev.probs.shape[0]
+    flops = core.madds_cumulative[:steps].tolist()
+    curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, flops)
+    return {"label": run.label, "anytime_top1": ev.top1(), "mean_return": float(ev.returns.mean()),
+            "budgeted": curve, "seconds": ev.seconds, "upper_bound": bool(getattr(agent, "privileged", False)),
+            "T": int(steps), "madds_per_step": core.madds_per_step[:steps].tolist()}
+
 
 def run_benchmark(
     env_id: str,
@@ -228,7 +140,7 @@ def run_benchmark(
         env_kwargs: env arguments shared by all agents (``checkpoint``, ``data_root``, ``dataset``, ``split``,
             ``max_steps``, ``reward``, ``step_cost``, ``grid_size`` for the oracle, …).
         fit_split: split on which the budgeted thresholds are fitted (default: ``val`` for the cluttered task
-            without a custom dataset, else the held-out images E..E+F−1 of the evaluation split).
+            without a custom dataset, else held-out images of the evaluation split).
         fit_episodes: F, images used to fit the thresholds (default E).
         batch_size: episodes per batch.
         device: torch device.
@@ -241,11 +153,8 @@ def run_benchmark(
         ``mean_return``, ``mean_return_ci``, ``budgeted`` (``p``, ``madds``, ``top1`` lists), ``madds_per_step``,
         ``madds`` (per image, full episode), ``seconds``, ``n_runs``, ``runs``, ``upper_bound``, ``source``.
     """
-    from gfnet_env import ENV_TASKS
-    from gfnet_env.tasks import TASKS
-
-    env_id = _env_id(env_id)
-    task = ENV_TASKS[env_id]
+    env_id = env_id_of(env_id)
+    task = task_of(env_id)
     if not agents:
         raise ValueError("no agents to benchmark")
     if len(set(agents)) != len(agents):
@@ -262,26 +171,23 @@ def run_benchmark(
     if env_kwargs.get("early_exit") is not None:
         raise ValueError("the benchmark runs every episode to max_steps; drop early_exit "
                          "(the budgeted curve is the early-exit measurement)")
-    for key in _AGENT_KWARGS:
+    for key in AGENT_KWARGS:
         env_kwargs.pop(key, None)  # each agent picks its own
-    task_kwargs = {k: env_kwargs[k] for k in _TASK_KWARGS if k in env_kwargs}
-    settings_kwargs = {k: v for k, v in env_kwargs.items() if k not in _TASK_KWARGS and k != "grid_size"}
-    bad = set(settings_kwargs) - set(CoreSettings.__dataclass_fields__)
-    if bad:
-        raise TypeError(f"unknown env arguments {sorted(bad)}")
+    grid_size = int(env_kwargs.get("grid_size", 7))
+    task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"})
     torch.manual_seed(seed)
 
     # images: E evaluation indices spread evenly over the split (an ImageFolder is sorted by class, so a
     # prefix would cover few classes); fit images held out
-    model, eval_ds = TASKS[task](**task_kwargs)
+    model, eval_ds = load_task(task, **task_kwargs)
     E = min(int(episodes), len(eval_ds))
     F_wanted = int(fit_episodes or E)
-    eval_indices, rest = _spread_indices(len(eval_ds), E)
+    eval_indices, rest = spread_indices(len(eval_ds), E)
     if fit_split is None and task == "cluttered_fashion_mnist" and "dataset" not in task_kwargs:
         fit_split = "val"
     if fit_split is not None:
-        _, fit_ds = TASKS[task](**{**task_kwargs, "checkpoint": model, "split": fit_split})
-        fit_indices, _ = _spread_indices(len(fit_ds), min(F_wanted, len(fit_ds)))
+        _, fit_ds = load_task(task, **{**task_kwargs, "checkpoint": model, "split": fit_split})
+        fit_indices, _ = spread_indices(len(fit_ds), min(F_wanted, len(fit_ds)))
         fit_source = f"split {fit_split!r}, {len(fit_indices)} images spread evenly over it"
     elif rest:
         fit_ds = eval_ds
@@ -292,21 +198,6 @@ def run_benchmark(
                       "images themselves (pass fit_split or fewer episodes)", stacklevel=2)
         fit_ds, fit_indices = eval_ds, eval_indices
         fit_source = "the evaluation images (nothing held out)"
-
-    # one core per (images, env settings), shared by the agents that need the same settings
-    cores: dict[tuple, GFNetCore] = {}
-
-    def core_for(role: str, agent: Agent) -> GFNetCore:
-        s = agent.env_settings()
-        grid = s.get("grid_size", env_kwargs.get("grid_size", 7))
-        action_range = s.get("action_range", "unit")
-        key = (role, s["obs_mode"], s["action_mode"], grid, action_range)
-        if key not in cores:
-            settings = CoreSettings(obs_mode=s["obs_mode"], action_mode=s["action_mode"], grid_size=int(grid),
-                                    action_range=action_range, **settings_kwargs)
-            ds = eval_ds if role == "eval" else fit_ds
-            cores[key] = GFNetCore(model, ds, batch_size, settings, device=device)
-        return cores[key]
 
     results: dict[str, Any] = {
         "env_id": env_id,
@@ -319,21 +210,16 @@ def run_benchmark(
         "fit": {"images": fit_source, "episodes": len(fit_indices)},
         "agents": {},
     }
-    for name in agents:
-        runs, source = resolve_runs(name, env_id, model, env_kwargs, agent_dirs, seeds, seed, device)
-        per_run = []
-        for run in runs:
-            agent = run.build()
-            core = core_for("eval", agent)
-            ev = evaluate_agent(agent, core, eval_indices)
-            fit = evaluate_agent(agent, core_for("fit", agent), fit_indices)
-            flops = core.madds_cumulative[: ev.probs.shape[0]].tolist()
-            curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, flops)
-            per_run.append({"label": run.label, "anytime_top1": anytime_top1(ev),
-                            "mean_return": float(ev.returns.mean()), "budgeted": curve, "seconds": ev.seconds,
-                            "upper_bound": bool(agent.upper_bound), "T": int(ev.probs.shape[0]),
-                            "madds_per_step": core.madds_per_step[: ev.probs.shape[0]].tolist()})
-        results["agents"][name] = _aggregate(per_run, source, seed)
+    cores = CoreCache(model, {"eval": eval_ds, "fit": fit_ds}, settings, batch_size, grid_size, device)
+    try:
+        for name in agents:
+            ctx = RunContext(name=name, env_id=env_id, model=model, env_kwargs=env_kwargs, seeds=seeds, seed=seed,
+                             device=device)
+            runs, source = resolve_runs(ctx, agent_dirs)
+            per_run = [evaluate_run(run, cores, eval_indices, fit_indices) for run in runs]
+            results["agents"][name] = aggregate_runs(per_run, source, seed)
+    finally:
+        cores.close()
     first = next(iter(results["agents"].values()))
     results["T"] = len(first["anytime_top1"])
     results["madds_per_step"] = first["madds_per_step"]
@@ -344,97 +230,3 @@ def run_benchmark(
     if verbose:
         print(markdown_table(results))
     return results
-
-
-def _aggregate(per_run: list[dict], source: str, seed: int) -> dict:
-    top = np.array([r["anytime_top1"] for r in per_run])            # (R, T')
-    ret = np.array([r["mean_return"] for r in per_run])             # (R,)
-    top_mean, top_ci = mean_and_ci(top, seed=seed)
-    ret_mean, ret_ci = mean_and_ci(ret, seed=seed)
-    curves = [r["budgeted"] for r in per_run]
-    madds_per_step = per_run[0]["madds_per_step"]
-    return {
-        "anytime_top1": top_mean,
-        "anytime_top1_ci": top_ci,
-        "mean_return": ret_mean,
-        "mean_return_ci": ret_ci,
-        "budgeted": {"p": curves[0]["p"],
-                     "madds": np.mean([c["madds"] for c in curves], 0).tolist(),
-                     "top1": np.mean([c["top1"] for c in curves], 0).tolist()},
-        "madds_per_step": madds_per_step,
-        "madds": float(np.sum(madds_per_step)),
-        "seconds": float(np.mean([r["seconds"] for r in per_run])),
-        "n_runs": len(per_run),
-        "runs": [{"label": r["label"], "anytime_top1": r["anytime_top1"], "mean_return": r["mean_return"],
-                  "seconds": r["seconds"], "budgeted": {"madds": r["budgeted"]["madds"], "top1": r["budgeted"]["top1"],
-                                                        "thresholds": r["budgeted"]["thresholds"]}}
-                 for r in per_run],
-        "upper_bound": per_run[0]["upper_bound"],
-        "source": source,
-    }
-
-
-# --- outputs -----------------------------------------------------------------------------------------------
-
-def _fmt_madds(x: float) -> str:
-    from .plots import madds_unit
-
-    div, unit = madds_unit(x)
-    return f"{x / div:.3g}{unit}"
-
-
-def markdown_table(results: dict) -> str:
-    """The results as Markdown: contenders, then the upper bound apart."""
-    T = results["T"]
-    head = (f"| agent | runs | top-1 per step (%), steps 0..{T - 1} | last-step top-1 95% CI | mean return (95% CI) "
-            "| multiply-adds / image | seconds |\n|---|---|---|---|---|---|---|")
-
-    def row(name: str, e: dict) -> str:
-        steps = " / ".join(f"{v:.1f}" for v in e["anytime_top1"])
-        lo, hi = e["anytime_top1_ci"][-1]
-        rlo, rhi = e["mean_return_ci"]
-        return (f"| {name} | {e['n_runs']} | {steps} | [{lo:.1f}, {hi:.1f}] | {e['mean_return']:.4f} "
-                f"[{rlo:.4f}, {rhi:.4f}] | {_fmt_madds(e['madds'])} | {e['seconds']:.2f} |")
-
-    contenders = [(n, e) for n, e in results["agents"].items() if not e.get("upper_bound")]
-    bounds = [(n, e) for n, e in results["agents"].items() if e.get("upper_bound")]
-    lines = [f"## {results['env_id']}: {results['episodes']} images ({results['eval_images']}), "
-             f"budgeted thresholds fitted on {results['fit']['images']}", ""]
-    if contenders:
-        lines += [head] + [row(n, e) for n, e in contenders] + [""]
-    if bounds:
-        lines += ["### Upper bound (reads the label; not a contender)", "", head]
-        lines += [row(n, e) for n, e in bounds] + [""]
-    return "\n".join(lines)
-
-
-def write_csv(results: dict, path: PathLike) -> Path:
-    """One row per (agent, step): top-1 with its interval, cumulative multiply-adds, and the agent's return/seconds."""
-    path = Path(path)
-    cols = ["agent", "upper_bound", "n_runs", "step", "top1", "top1_lo", "top1_hi", "madds_cumulative",
-            "mean_return", "mean_return_lo", "mean_return_hi", "seconds"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for name, e in results["agents"].items():
-            cum = np.cumsum(e["madds_per_step"])
-            for t, v in enumerate(e["anytime_top1"]):
-                lo, hi = e["anytime_top1_ci"][t]
-                w.writerow([name, int(bool(e.get("upper_bound"))), e["n_runs"], t, f"{v:.6g}", f"{lo:.6g}", f"{hi:.6g}",
-                            f"{cum[t]:.6g}", f"{e['mean_return']:.6g}", f"{e['mean_return_ci'][0]:.6g}",
-                            f"{e['mean_return_ci'][1]:.6g}", f"{e['seconds']:.6g}"])
-    return path
-
-
-def write_outputs(results: dict, out_dir: PathLike) -> list[Path]:
-    """results.json, results.csv, results.md and the PNG plots."""
-    from .plots import make_plots
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "results.json", out_dir / "results.md"]
-    paths[0].write_text(json.dumps(results, indent=2))
-    paths[1].write_text(markdown_table(results))
-    paths.append(write_csv(results, out_dir / "results.csv"))
-    paths += make_plots(results, out_dir)
-    return paths

@@ -1,8 +1,6 @@
 """The ``gfnet`` console script: one sub-command per module of :mod:`agents.commands`.
 
-Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only assembles them. A
-module that is missing from an install (or fails to import) leaves its sub-command in place with a message
-saying so, and the other sub-commands keep working.
+Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only assembles them.
 """
 
 from __future__ import annotations
@@ -30,15 +28,6 @@ EXAMPLE = """Example:
   gfnet COMMAND --help    (each sub-command's options and examples)"""
 
 
-def _missing(command: str, module: str, error: BaseException):
-    def run(args: argparse.Namespace) -> int:
-        print(f"gfnet {command} is not available in this install: {module} could not be imported ({error}). "
-              "Reinstall the package (pip install -e .) or update the checkout.")
-        return 2
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gfnet",
@@ -49,16 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, module, help_text in COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except Exception as e:  # a missing or broken module must not take the other commands down
-            p = sub.add_parser(command, help=f"{help_text} (unavailable)",
-                               description=f"{help_text}. Unavailable in this install: {module} could not be "
-                                           f"imported ({e}).",
-                               epilog=f"Example:\n  gfnet {command} --help   (once {module} is installed)",
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-            p.set_defaults(_run=_missing(command, module, e))
-            continue
+        mod = importlib.import_module(module)
         p = sub.add_parser(command, help=help_text)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

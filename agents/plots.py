@@ -19,6 +19,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from feature_nets.files import atomic_write
+
 __all__ = ["plot_anytime", "plot_budgeted", "plot_mean_return", "plot_madds_per_step", "plot_seconds", "make_plots",
            "madds_unit"]
 
@@ -38,11 +40,8 @@ def _figure(width: float = 6.4, height: float = 4.2):
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 def _title(results: dict, what: str) -> str:

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Agent, PathLike, jsonable, register, write_agent_json
+from .base import Agent, PathLike, Run, RunContext, train_hint
+from .trained import jsonable, write_agent_json
 
 #: registry name -> (module, class) of the SB3 algorithm.
 ALGORITHMS: dict[str, tuple[str, str]] = {
@@ -48,6 +49,8 @@ ALGORITHMS: dict[str, tuple[str, str]] = {
 ACTION_MODES = {"ppo": ("continuous", "grid"), "a2c": ("continuous", "grid"), "recurrent-ppo": ("continuous", "grid"),
                 "sac": ("continuous",), "td3": ("continuous",), "dqn": ("grid",)}
 OFF_POLICY = ("sac", "td3", "dqn")
+#: Agents shipped for an env, by (env id, agent name) → file under gfnet_env/weights/.
+SHIPPED_AGENTS = {("GFNet-ClutteredFashionMNIST-v0", "sb3-ppo"): "sb3_ppo_cluttered_fmnist.zip"}
 
 
 def algo_key(algo: str) -> str:
@@ -142,7 +145,8 @@ class SB3Agent(Agent):
             actions, _ = self.model.predict(obs, deterministic=deterministic)
         if self.action_mode == "grid":
             return np.asarray(actions).reshape(-1).astype(np.int64)
-        return np.clip(np.asarray(actions, dtype=np.float32).reshape(-1, 2), 0.0, 1.0)
+        low = -1.0 if self.action_range == "symmetric" else 0.0  # the env maps [-1, 1] to [0, 1] itself
+        return np.clip(np.asarray(actions, dtype=np.float32).reshape(-1, 2), low, 1.0)
 
     # --- files --------------------------------------------------------------------------------------
     def save(self, path: PathLike) -> Path:
@@ -175,6 +179,26 @@ class SB3Agent(Agent):
         return agent
 
     @classmethod
+    def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:
+        """The weights shipped for the env (default networks only), else a ``ValueError`` saying how to train."""
+        from gfnet_env.tasks import WEIGHTS_DIR
+
+        shipped = SHIPPED_AGENTS.get((ctx.env_id, ctx.name))
+        if shipped and "checkpoint" not in ctx.env_kwargs and (WEIGHTS_DIR / shipped).exists():
+            path = WEIGHTS_DIR / shipped
+            return [Run(str(path), lambda: cls.load(path, device=ctx.device))], f"shipped: {path.name}"
+        raise ValueError(train_hint(ctx.name, ctx.env_id))
+
+    @classmethod
+    def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size``, ``device``, ``eval_episodes`` and the progress bar."""
+        keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes")
+        out = {k: options[k] for k in keys if k in options}
+        if "progress" in options:
+            out["progress_bar"] = options["progress"]
+        return out
+
+    @classmethod
     def learn(cls, env_id: str, steps: int, seed: int, out_dir: PathLike, resume: bool = False,
               **env_kwargs) -> "SB3Agent":
         """:func:`train_sb3` with this agent's algorithm (``n_envs``, ``obs_mode``, … may be in ``env_kwargs``)."""
@@ -196,8 +220,6 @@ SB3DQNAgent = _agent_class("dqn")
 SB3RecurrentPPOAgent = _agent_class("recurrent-ppo")
 AGENT_CLASSES: dict[str, type[SB3Agent]] = {c.algo: c for c in (SB3PPOAgent, SB3SACAgent, SB3A2CAgent, SB3TD3Agent,
                                                                   SB3DQNAgent, SB3RecurrentPPOAgent)}
-for _cls in AGENT_CLASSES.values():
-    register(_cls.name, _cls)
 
 
 # =====================================================================================================

@@ -23,14 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conformance_utils import config_names, load_config, write_official_checkpoint  # noqa: E402
 
 from feature_nets.checkpoint import load_checkpoint  # noqa: E402
+from feature_nets.devices import resolve_device  # noqa: E402
 
 
 def main(argv=None) -> float:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available; the default)")
     p.add_argument("--channels-last", action="store_true")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     agree = total = 0
     with tempfile.TemporaryDirectory() as tmp:
         for name in config_names():

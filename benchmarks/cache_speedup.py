@@ -26,9 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from feature_nets.devices import resolve_device
 from feature_nets.gfnet import build_gfnet, build_small_gfnet
 from gfnet_env.cache import GridFeatureCache
-from gfnet_env.core import CoreSettings, GFNetCore
+from gfnet_env.core import GFNetCore
+from gfnet_env.settings import EnvSettings
 
 
 def parse_args(argv=None):
@@ -40,21 +42,23 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--images", type=int, default=32, help="size of the fixed image set episodes draw from")
     p.add_argument("--episodes", type=int, default=2, help="batched episodes timed per env")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return p.parse_args(argv)
 
 
 def steps_per_second(core: GFNetCore, episodes: int, n_images: int, seed: int = 0) -> float:
+    """Env steps per second of ``core.step`` alone over ``episodes`` batched episodes (resets not timed)."""
     rng = np.random.default_rng(seed)
     b, g2 = core.num_envs, core.settings.grid_size ** 2
     timed, steps = 0.0, 0
     for _ in range(episodes):
         core.reset_slots(np.arange(b), rng.integers(0, n_images, b).tolist())
-        while not core.done.any():
+        terminated = np.zeros(b, dtype=bool)
+        while not terminated.any():
             acts = rng.integers(0, g2, b)
             t = time.perf_counter()
-            core.step(acts)
+            _rewards, terminated, _info = core.step(acts)
             if core.device.type == "cuda":
                 torch.cuda.synchronize()
             timed += time.perf_counter() - t
@@ -76,20 +80,23 @@ def main(argv=None) -> float:
         model = build_gfnet(args.model, args.patch_size or 96, T)
     s = model.image_size
     data = TensorDataset(torch.randn(args.images, 3, s, s), torch.randint(0, model.num_classes, (args.images,)))
-    settings = dict(action_mode="grid", grid_size=args.grid_size)
-    plain = GFNetCore(model, data, args.batch, CoreSettings(**settings), device=args.device)
+    settings = EnvSettings(action_mode="grid", grid_size=args.grid_size)
+    device = resolve_device(args.device)
     cache = GridFeatureCache(max_images=args.images)
-    cached = GFNetCore(model, data, args.batch, CoreSettings(**settings), device=args.device, feature_cache=cache)
-    t = time.perf_counter()
-    for start in range(0, args.images, args.batch):  # warm-up: every image's G² cells, in batches
-        idx = list(range(start, min(start + args.batch, args.images)))
-        idx += [idx[-1]] * (args.batch - len(idx))
-        cached.reset_slots(np.arange(args.batch), idx)
-    fill = time.perf_counter() - t
-    r_plain = steps_per_second(plain, args.episodes, args.images)
-    r_cached = steps_per_second(cached, args.episodes, args.images)
+    with GFNetCore(model, data, args.batch, settings, device=device) as plain, \
+            GFNetCore(model, data, args.batch, settings, device=device, feature_cache=cache) as cached:
+        t = time.perf_counter()
+        for start in range(0, args.images, args.batch):  # warm-up: every image's G² cells, in batches
+            idx = list(range(start, min(start + args.batch, args.images)))
+            idx += [idx[-1]] * (args.batch - len(idx))
+            cached.reset_slots(np.arange(args.batch), idx)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        fill = time.perf_counter() - t
+        r_plain = steps_per_second(plain, args.episodes, args.images)
+        r_cached = steps_per_second(cached, args.episodes, args.images)
     print(f"model {args.model} P={model.patch_size} grid {args.grid_size}x{args.grid_size} batch {args.batch} "
-          f"device {args.device}; cache fill for {args.images} images: {fill:.2f} s "
+          f"device {device}; cache fill for {args.images} images: {fill:.2f} s "
           f"({args.images * args.grid_size ** 2} patches)")
     print(f"uncached: {r_plain:10.1f} env-steps/s")
     print(f"cached:   {r_cached:10.1f} env-steps/s")

@@ -3,8 +3,10 @@
 For one batch of B images the script times, on the same device and precision:
 
 - ``env``: ``GFNetCore.step`` with random continuous actions (crop + local encoder + classifier + reward
-  + info + the observation copy to host), episodes reset outside the timed region;
-- ``bare``: the local encoder + one classifier step on an already cropped batch (the ceiling);
+  + info, with the step's one device-to-host copy), episodes reset outside the timed region; the observation
+  (``GFNetCore.observe``, a copy of the classifier state) is not part of the timed step;
+- ``bare``: the local encoder + one classifier step on an already cropped batch (the ceiling), run on the
+  script's own model and images (the same objects it hands the env), never on the env's buffers;
 - ``original``: the original loop's per-sample Python crop followed by the same networks.
 
 Each step of the env processes B patches, so steps/s here counts env-steps (B per batched step).
@@ -27,8 +29,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from feature_nets.crop import crop_corners, crop_patches, crop_patches_reference
+from feature_nets.devices import resolve_device
 from feature_nets.gfnet import build_gfnet, build_small_gfnet
-from gfnet_env.core import CoreSettings, GFNetCore
+from gfnet_env.core import GFNetCore
+from gfnet_env.settings import EnvSettings
 
 
 def parse_args(argv=None):
@@ -38,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--patch-size", type=int, default=None, help="P (default: 28 for small_cnn, 96 otherwise)")
     p.add_argument("--T", type=int, default=3, help="steps per episode (glance + T-1 focus steps)")
     p.add_argument("--batch", type=int, default=64, help="B, images stepped together")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement")
@@ -78,40 +82,56 @@ def build(args):
     return model
 
 
+def prepare(model, device: torch.device, channels_last: bool):
+    """The bare networks as the env runs them: on ``device``, eval mode, no gradients (channels-last if asked)."""
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def main(argv=None) -> float:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    device = torch.device(args.device)
-    model = build(args)
-    s, b = model.image_size, args.batch
-    data = TensorDataset(torch.randn(b, 3, s, s), torch.randint(0, model.num_classes, (b,)))
-    settings = CoreSettings(precision=args.precision, channels_last=args.channels_last)
-    core = GFNetCore(model, data, b, settings, device=device)
+    device = resolve_device(args.device)
+    m = prepare(build(args), device, args.channels_last)
+    s, b = m.image_size, args.batch
+    # The script's own images: the env draws its episodes from them, the bare networks crop them directly.
+    images = torch.randn(b, 3, s, s)
+    data = TensorDataset(images, torch.randint(0, m.num_classes, (b,)))
+    settings = EnvSettings(precision=args.precision, channels_last=args.channels_last)
     rng = np.random.default_rng(0)
     slots = np.arange(b)
 
-    def env_rate_measure(seconds: float) -> float:
-        """Batched steps per second of core.step alone (each call timed; resets are not a step's cost)."""
-        timed, n = 0.0, 0
-        while timed < seconds or n < 5:
-            core.reset_slots(slots, list(range(b)))
-            while not core.done.any():
-                actions = rng.random((b, 2), dtype=np.float32)
-                _sync(device)
-                t = time.perf_counter()
-                core.step(actions)
-                _sync(device)
-                timed += time.perf_counter() - t
-                n += 1
-        return n / timed
+    with GFNetCore(m, data, b, settings, device=device) as core:
 
-    env_rate_measure(0.2)  # warm-up
-    env_rate = env_rate_measure(args.seconds)
+        def env_rate_measure(seconds: float) -> float:
+            """Batched steps per second of ``core.step`` alone (each call timed; resets are not a step's cost)."""
+            timed, n = 0.0, 0
+            while timed < seconds or n < 5:
+                core.reset_slots(slots, list(range(b)))
+                terminated = np.zeros(b, dtype=bool)
+                while not terminated.any():
+                    actions = rng.random((b, 2), dtype=np.float32)
+                    _sync(device)
+                    t = time.perf_counter()
+                    _rewards, terminated, _info = core.step(actions)
+                    _sync(device)
+                    timed += time.perf_counter() - t
+                    n += 1
+            return n / timed
 
-    m = core.model
-    images = core.images
+        env_rate_measure(0.2)  # warm-up
+        env_rate = env_rate_measure(args.seconds)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    images = images.to(device)
+    with torch.inference_mode(), autocast:  # the classifier state after the glance, as the env's first step sees it
+        state = m.glance(images).state.float()
     # The bare networks get fresh crops every call, cycling through distinct batches like the env's steps
     # (one batch reused over and over would sit in cache and flatter the ceiling).
     crop_sets = []
@@ -120,9 +140,7 @@ def main(argv=None) -> float:
         p = crop_patches(images, c, m.patch_size)
         crop_sets.append((c, p.contiguous(memory_format=torch.channels_last) if args.channels_last else p))
     corners = crop_sets[0][0]
-    state = core.state.clone()
     turn = iter(range(1 << 62))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
     @torch.inference_mode()
     def bare():

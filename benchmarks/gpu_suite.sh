@@ -9,8 +9,8 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
 run() { echo "== $*" | tee -a "$OUT/all.txt"; $PY "$@" 2>&1 | tee -a "$OUT/all.txt"; }
 # ResNet-50, P=96, T=5, batch 256: env vs bare encoder+classifier vs the original per-sample-crop loop.
-run benchmarks/env_throughput.py --model resnet50 --patch-size 96 --batch 256 --device cuda --precision fp32 --seconds 5
-run benchmarks/env_throughput.py --model resnet50 --patch-size 96 --batch 256 --device cuda --precision bf16 --channels-last --seconds 5
+run benchmarks/env_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --seconds 5
+run benchmarks/env_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --seconds 5
 run benchmarks/env_throughput.py --model mobilenetv3_large_100 --patch-size 96 --T 3 --batch 256 --device cuda --precision fp32 --seconds 5
 run benchmarks/env_throughput.py --model mobilenetv3_large_100 --patch-size 96 --T 3 --batch 256 --device cuda --precision bf16 --channels-last --seconds 5
 run benchmarks/cache_speedup.py --model resnet50 --patch-size 96 --batch 256 --device cuda --images 512

@@ -43,7 +43,7 @@ def _single_env(checkpoint: str, dataset_path: str, seed: int):
     torch.set_num_threads(1)  # N workers share the cores; one thread each avoids oversubscription
     env = gfnet_env.GFNetEnv(checkpoint=checkpoint, dataset=TensorDataset(images, labels), device="cpu")
     env.reset(seed=seed)
-    return env
+    return env  # SubprocVecEnv.close() closes it in its worker
 
 
 def train_rate(vec_env, steps: int, n_envs: int) -> float:
@@ -66,9 +66,9 @@ def main(argv=None) -> float:
         data_path = str(Path(tmp) / "data.pt")
         torch.save((images, labels), data_path)
 
-        batched = gfnet_env.make_sb3_vec_env("GFNet-ImageNet-v0", n_envs=args.n_envs, checkpoint=ckpt,
-                                             dataset=TensorDataset(images, labels), device="cpu", seed=0)
-        r_batched = train_rate(batched, args.steps, args.n_envs)
+        with gfnet_env.make_sb3_vec_env("GFNet-ImageNet-v0", n_envs=args.n_envs, checkpoint=ckpt,
+                                        dataset=TensorDataset(images, labels), device="cpu", seed=0) as batched:
+            r_batched = train_rate(batched, args.steps, args.n_envs)
         sub = SubprocVecEnv([partial(_single_env, ckpt, data_path, i) for i in range(args.n_envs)],
                             start_method=args.start_method)
         try:

@@ -1,4 +1,4 @@
-"""Budgeted batch classification (adaptive inference), gfnet-reference §6.
+"""Budgeted batch classification (adaptive inference); the procedure is described in docs/budgeted.md.
 
 Given the softmax outputs of every step of a GFNet episode, a *budgeted* classifier lets each sample stop
 at the first step whose confidence (the max softmax probability) reaches that step's threshold. The
@@ -75,6 +75,17 @@ def _check_probs(probs: Tensor, name: str = "probs") -> Tensor:
     return probs.detach()
 
 
+def _check_vector(x, length: int, name: str, dim_name: str, probs: Tensor, probs_name: str = "probs") -> Tensor:
+    """``x`` as a tensor of shape (length,): the ``dim_name`` dimension of ``probs``, else a ValueError."""
+    x = torch.as_tensor(x)
+    if x.dim() != 1 or x.shape[0] != length:
+        raise ValueError(
+            f"{name} must have shape ({dim_name},) = ({length},) to match {probs_name} of shape "
+            f"{tuple(probs.shape)}, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
 def _confidence(probs: Tensor) -> tuple[Tensor, Tensor]:
     """Max probability (float32) and arg-max prediction per (step, sample)."""
     max_preds, argmax_preds = probs.max(dim=2)
@@ -99,13 +110,7 @@ def fit_thresholds(probs: Tensor, exit_probs: Tensor) -> Tensor:
     """
     probs = _check_probs(probs)
     T, N, _ = probs.shape
-    exit_probs = torch.as_tensor(exit_probs)
-    if exit_probs.dim() != 1 or exit_probs.shape[0] != T:
-        raise ValueError(
-            f"exit_probs must have shape (T,) = ({T},) to match probs of shape {tuple(probs.shape)}, "
-            f"got shape {tuple(exit_probs.shape)}"
-        )
-    exit_probs = exit_probs.to(torch.float32)
+    exit_probs = _check_vector(exit_probs, T, "exit_probs", "T", probs).to(torch.float32)
     max_preds, _ = _confidence(probs)
 
     thresholds = torch.full((T,), NO_EXIT_THRESHOLD, dtype=torch.float32)
@@ -143,18 +148,8 @@ def evaluate_thresholds(
     """
     probs = _check_probs(probs)
     T, N, _ = probs.shape
-    targets = torch.as_tensor(targets)
-    if targets.dim() != 1 or targets.shape[0] != N:
-        raise ValueError(
-            f"targets must have shape (N,) = ({N},) to match probs of shape {tuple(probs.shape)}, "
-            f"got shape {tuple(targets.shape)}"
-        )
-    thresholds = torch.as_tensor(thresholds)
-    if thresholds.dim() != 1 or thresholds.shape[0] != T:
-        raise ValueError(
-            f"thresholds must have shape (T,) = ({T},) to match probs of shape {tuple(probs.shape)}, "
-            f"got shape {tuple(thresholds.shape)}"
-        )
+    targets = _check_vector(targets, N, "targets", "N", probs)
+    thresholds = _check_vector(thresholds, T, "thresholds", "T", probs)
     flops_list = [float(f) for f in (flops.tolist() if isinstance(flops, Tensor) else flops)]
     if len(flops_list) != T:
         raise ValueError(
@@ -210,12 +205,7 @@ def budgeted_curve(
             f"{tuple(val_probs.shape)} and {tuple(test_probs.shape)}"
         )
     T = val_probs.shape[0]
-    val_targets = torch.as_tensor(val_targets)
-    if val_targets.dim() != 1 or val_targets.shape[0] != val_probs.shape[1]:
-        raise ValueError(
-            f"val_targets must have shape (N,) = ({val_probs.shape[1]},) to match val_probs of shape "
-            f"{tuple(val_probs.shape)}, got shape {tuple(val_targets.shape)}"
-        )
+    val_targets = _check_vector(val_targets, val_probs.shape[1], "val_targets", "N", val_probs, "val_probs")
     out: dict = {"p": [], "madds": [], "top1": [], "thresholds": [], "exit_probs": []}
     for p in p_range:
         exit_probs = exit_distribution(int(p), T)

@@ -1,4 +1,4 @@
-"""Load and save GFNet checkpoints in the released format (reference §3).
+"""Load and save GFNet checkpoints in the released format (see docs/checkpoints.md).
 
 A released ``*.pth.tar`` is a torch pickle of a dict with ``model_name``, ``patch_size``, the four state
 dicts (``model_prime_state_dict`` = global encoder, ``model_state_dict`` = local encoder, ``fc`` =
@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from .configs import BACKBONE_CONFIGS, get_config
+from .files import atomic_save
 from .gfnet import GFNet, GFNetSpec, build_gfnet_from_spec
+from .registry import build_encoder
 
 #: Checkpoint entries holding state dicts, and the module of a GFNet each one fills.
 STATE_DICT_FIELDS = {
@@ -142,7 +144,8 @@ def _first_line_with(text: str, needle: str) -> str:
     return next((line.strip() for line in text.splitlines() if needle in line), text.splitlines()[0])
 
 
-def _strip_module(state_dict: dict) -> dict:
+def strip_module_prefix(state_dict: dict) -> dict:
+    """The same state dict without the ``module.`` prefix ``nn.DataParallel`` puts on keys (other keys kept)."""
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
 
@@ -176,8 +179,6 @@ _KEYSET_CACHE: dict[str, set[str]] = {}
 def _known_keysets() -> dict[str, set[str]]:
     """Encoder key sets of every released architecture (built once on the meta device)."""
     if not _KEYSET_CACHE:
-        from .backbones import build_encoder
-
         for name in BACKBONE_CONFIGS:
             try:
                 with torch.device("meta"):
@@ -230,6 +231,30 @@ def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, 
         module.load_state_dict(state_dict, strict=True)
 
 
+def load_state_dicts(model: GFNet, ckpt: dict, path: str | os.PathLike, with_policy: bool) -> None:
+    """Load a checkpoint dict's state dicts into an existing model, in place, every key and shape checked.
+
+    Args:
+        model: a GFNet of the checkpoint's architecture.
+        ckpt: the raw dict (:func:`read_checkpoint_dict`).
+        path: the file it came from (for messages).
+        with_policy: also load ``ckpt["policy"]`` into ``model.policy``.
+
+    Raises:
+        NotACheckpointError, StateDictMismatchError, ShapeMismatchError: the model is left partly loaded.
+    """
+    for field_name, attr in STATE_DICT_FIELDS.items():
+        if attr == "policy" and not with_policy:
+            continue
+        sd = ckpt[field_name]
+        if not isinstance(sd, dict):
+            raise NotACheckpointError(f"{path}: '{field_name}' is a {type(sd).__name__}, not a state dict")
+        is_encoder = field_name in _ENCODER_FIELDS
+        if is_encoder:
+            sd = strip_module_prefix(sd)
+        _check_and_load(getattr(model, attr), sd, field_name, path, is_encoder)
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     trusted_pickle: bool = False,
@@ -252,16 +277,7 @@ def load_checkpoint(
     if with_policy and "policy" not in ckpt:
         raise StateDictMismatchError(f"{path}: no 'policy' entry; load it with with_policy=False")
     model = build_gfnet_from_spec(spec, with_policy=with_policy)
-    for field_name, attr in STATE_DICT_FIELDS.items():
-        if attr == "policy" and not with_policy:
-            continue
-        sd = ckpt[field_name]
-        if not isinstance(sd, dict):
-            raise NotACheckpointError(f"{path}: '{field_name}' is a {type(sd).__name__}, not a state dict")
-        is_encoder = field_name in _ENCODER_FIELDS
-        if is_encoder:
-            sd = _strip_module(sd)
-        _check_and_load(getattr(model, attr), sd, field_name, path, is_encoder)
+    load_state_dicts(model, ckpt, path, with_policy=with_policy)
     model.eval().to(map_location)
     known = {"model_name", "patch_size", "flops", "model_flops", "policy_flops", "fc_flops",
              "anytime_classification", "budgeted_batch_classification", "dynamic_threshold", "gfnet_spec",
@@ -339,9 +355,4 @@ def checkpoint_dict(model: GFNet, madds: dict | None = None, module_prefix: bool
 def save_checkpoint(model: GFNet, path: str | os.PathLike, madds: dict | None = None,
                     module_prefix: bool = False, **extra) -> Path:
     """Write a checkpoint in the released format, atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint_dict(model, madds=madds, module_prefix=module_prefix, **extra), tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(checkpoint_dict(model, madds=madds, module_prefix=module_prefix, **extra), path)

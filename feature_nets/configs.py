@@ -1,14 +1,19 @@
-"""Per-backbone GFNet settings (gfnet-reference §2), one source of truth for every package.
+"""Per-backbone GFNet settings, one source of truth for every package (see docs/gfnet.md).
 
 A :class:`BackboneConfig` says what the original implementation does with one encoder family: how long
 its pooled vector is, how many channels its feature map has, how the policy reads that map, which
-classifier follows it, and how images are prepared for it.
+classifier follows it, and how images are prepared for it. Each backbone's config is registered with its
+builder (see :mod:`feature_nets.registry`); :data:`BACKBONE_CONFIGS` and :func:`get_config` look them up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Literal
+
+from .registry import BACKBONE_CONFIGS, get_config
+
+__all__ = ["BackboneConfig", "BACKBONE_CONFIGS", "get_config", "Interpolation", "Step0Head"]
 
 Interpolation = Literal["bilinear", "bicubic"]
 Step0Head = Literal["classifier", "encoder"]
@@ -33,7 +38,7 @@ class BackboneConfig:
         step0_head: where the glance's logits come from: the GFNet classifier, or the encoder's own head.
         head_name: state-dict name of the encoder's own classification head (``fc`` / ``classifier``).
         family: architecture family (``resnet``, ``densenet``, ``regnet``, ``mobilenet``, ``efficientnet``,
-            ``small_cnn``); decides the training recipe.
+            ``small_cnn``); selects the training recipe (``feature_nets.training.FAMILY_DEFAULTS``).
     """
 
     model_name: str
@@ -52,63 +57,5 @@ class BackboneConfig:
     family: str
 
     def with_overrides(self, **kwargs) -> "BackboneConfig":
-        """A copy with some fields changed (for the small CNN family and user-made encoders)."""
+        """A copy with some fields changed (e.g. another image size for the dataset transforms)."""
         return replace(self, **kwargs)
-
-
-def _cfg(name, fnum, fmap, pconv, phid, rnn, image_size, crop, dint, gint, step0, head, family):
-    return BackboneConfig(
-        model_name=name,
-        feature_num=fnum,
-        feature_map_channels=fmap,
-        policy_conv=pconv,
-        policy_hidden_dim=phid,
-        fc_rnn=rnn,
-        fc_hidden_dim=1024 if rnn else None,
-        image_size=image_size,
-        crop_pct=crop,
-        dataset_interpolation=dint,
-        glance_interpolation=gint,
-        step0_head=step0,
-        head_name=head,
-        family=family,
-    )
-
-
-#: The 11 released architectures, exactly as gfnet-reference §2 lists them.
-BACKBONE_CONFIGS: dict[str, BackboneConfig] = {
-    c.model_name: c
-    for c in [
-        _cfg("resnet50", 2048, 2048, False, 1024, True, 224, 0.875, "bilinear", "bicubic", "classifier", "fc", "resnet"),
-        _cfg("densenet121", 1024, 1024, False, 1024, True, 224, 0.875, "bilinear", "bilinear", "classifier", "classifier", "densenet"),
-        _cfg("densenet169", 1664, 1664, False, 1024, True, 224, 0.875, "bilinear", "bilinear", "classifier", "classifier", "densenet"),
-        _cfg("densenet201", 1920, 1920, False, 1024, True, 224, 0.875, "bilinear", "bilinear", "classifier", "classifier", "densenet"),
-        _cfg("mobilenetv3_large_100", 1280, 960, True, 256, False, 224, 0.875, "bilinear", "bicubic", "encoder", "classifier", "mobilenet"),
-        _cfg("mobilenetv3_large_125", 1280, 1200, True, 256, False, 224, 0.875, "bilinear", "bicubic", "encoder", "classifier", "mobilenet"),
-        _cfg("efficientnet_b2", 1408, 1408, True, 256, False, 260, 0.875, "bicubic", "bicubic", "encoder", "classifier", "efficientnet"),
-        _cfg("efficientnet_b3", 1536, 1536, True, 256, False, 300, 0.904, "bicubic", "bicubic", "encoder", "classifier", "efficientnet"),
-        _cfg("regnety_600m", 608, 608, True, 256, True, 224, 0.875, "bilinear", "bilinear", "encoder", "fc", "regnet"),
-        _cfg("regnety_800m", 768, 768, True, 256, True, 224, 0.875, "bilinear", "bilinear", "encoder", "fc", "regnet"),
-        _cfg("regnety_1.6g", 888, 888, True, 256, True, 224, 0.875, "bilinear", "bilinear", "encoder", "fc", "regnet"),
-    ]
-}
-
-#: Number of cascade heads the original code always builds (fc_2 … fc_5), whatever T is.
-CASCADE_MAX_STEPS = 5
-
-
-def feature_map_size(patch_size: int) -> int:
-    """Side of an encoder's spatial feature map for a P×P input: ceil(P / 32) for every backbone."""
-    return -(-patch_size // 32)
-
-
-def get_config(model_name: str) -> BackboneConfig:
-    """The configuration of a released architecture, or a clear error listing the known ones."""
-    try:
-        return BACKBONE_CONFIGS[model_name]
-    except KeyError:
-        known = ", ".join(sorted(BACKBONE_CONFIGS))
-        raise ValueError(
-            f"unknown GFNet model_name {model_name!r}; known architectures: {known}. "
-            "Small CPU encoders are built with feature_nets.small_cnn instead."
-        ) from None

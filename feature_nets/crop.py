@@ -18,7 +18,7 @@ def crop_corners(actions: torch.Tensor, image_size: int, patch_size: int) -> tor
         patch_size: side P of the patch, pixels.
 
     Returns:
-        (B, 2) int64 corners ``floor(a · (S − P))`` (reference §4.4), each in [0, S − P].
+        (B, 2) int64 corners ``floor(a · (S − P))`` as the original code computes them, each in [0, S − P].
     """
     corners = torch.floor(actions.float() * (image_size - patch_size)).long()
     # a in [0, 1] already gives [0, S-P]; clamping only guards against values a hair outside.

@@ -7,6 +7,9 @@ the pooled vector feeds the classifier, the spatial feature map feeds the policy
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
@@ -21,12 +24,16 @@ class Encoder(nn.Module):
         feature_num: length F of the pooled vector.
         feature_map_channels: channels C of the spatial feature map.
         num_classes: outputs of the encoder's own head.
+        arch_kwargs: keyword arguments that rebuild this architecture through its registered builder (stored
+            in checkpoints as ``gfnet_spec.encoder_kwargs``); empty for the released architectures, which
+            ``num_classes`` alone determines.
     """
 
     model_name: str
     feature_num: int
     feature_map_channels: int
     num_classes: int
+    arch_kwargs: Mapping[str, Any] = MappingProxyType({})
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a batch of images.

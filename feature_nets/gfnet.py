@@ -1,4 +1,4 @@
-"""The composed GFNet model: glance, then focus steps, on a batch (reference §4).
+"""The composed GFNet model: glance, then focus steps, on a batch (see docs/gfnet.md).
 
 Usage::
 
@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .classifiers import CascadeClassifier, build_classifier
-from .configs import BackboneConfig, get_config
+from .classifiers import Classifier, build_classifier
+from .configs import BackboneConfig
 from .crop import crop_corners, crop_patches
 from .encoder import Encoder
 from .policy import PatchPolicy
+from .registry import get_backbone
 
 
 @dataclass
@@ -39,7 +40,7 @@ class GFNetSpec:
         T: number of steps (glance + T−1 focus steps) the model was trained for.
         num_classes: classifier outputs.
         image_size: side S of full-resolution inputs, pixels (defaults to the config's).
-        encoder_kwargs: constructor arguments of a non-released encoder (the small CNN), else empty.
+        encoder_kwargs: constructor arguments of a configurable encoder (the small CNN), else empty.
     """
 
     config: BackboneConfig
@@ -99,7 +100,7 @@ class GFNet(nn.Module):
         spec: architecture description (see :class:`GFNetSpec`).
         global_encoder: encoder of the P×P glance.
         local_encoder: encoder of the P×P full-resolution patches.
-        classifier: :class:`~feature_nets.classifiers.GRUClassifier` or ``CascadeClassifier``.
+        classifier: a :class:`~feature_nets.classifiers.Classifier` (the GRU classifier or the cascade).
         policy: the paper's patch proposal network, or None.
     """
 
@@ -108,7 +109,7 @@ class GFNet(nn.Module):
         spec: GFNetSpec,
         global_encoder: Encoder,
         local_encoder: Encoder,
-        classifier: nn.Module,
+        classifier: Classifier,
         policy: PatchPolicy | None = None,
     ) -> None:
         super().__init__()
@@ -117,7 +118,8 @@ class GFNet(nn.Module):
         self.local_encoder = local_encoder
         self.classifier = classifier
         self.policy = policy
-        #: Interpolation of the glance; training switches it to bicubic (reference §5).
+        #: Interpolation of the glance; training may switch it (bicubic for the released families, see
+        #: docs/training.md).
         self.glance_interpolation = spec.config.glance_interpolation
 
     # --- shape facts ------------------------------------------------------------------------------
@@ -165,11 +167,6 @@ class GFNet(nn.Module):
         boxes = torch.tensor([0, 0, self.image_size, self.image_size], device=images.device).expand(b, 4)
         return StepOutput(logits, state, fmap, pooled, boxes, 0)
 
-    def focus_patches(self, images: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop the patches that ``actions`` (B, 2) in [0, 1] select: -> ((B, 3, P, P) patches, (B, 2) corners)."""
-        corners = crop_corners(actions, self.image_size, self.patch_size)
-        return crop_patches(images, corners, self.patch_size), corners
-
     def focus(self, images: torch.Tensor, actions: torch.Tensor, previous: StepOutput) -> StepOutput:
         """Focus step t = previous.step + 1 at the patches chosen by ``actions`` (B, 2) in [0, 1]."""
         return self.focus_at(images, crop_corners(actions, self.image_size, self.patch_size), previous)
@@ -185,20 +182,13 @@ class GFNet(nn.Module):
     ) -> StepOutput:
         """Finish a focus step whose local-encoder output is already known (e.g. from a feature cache)."""
         t = previous.step + 1
-        if t >= self.classifier_max_looks:
-            raise ValueError(
-                f"step {t} is beyond what this classifier supports ({self.classifier_max_looks} looks)"
-            )
+        max_looks = self.classifier.max_looks
+        if max_looks is not None and t >= max_looks:
+            raise ValueError(f"step {t} is beyond what this classifier supports ({max_looks} looks)")
         logits, state = self.classifier.step(pooled, previous.state, t)
         p = self.patch_size
         boxes = torch.cat([corners, torch.full_like(corners, p)], dim=1)
         return StepOutput(logits, state, fmap, pooled, boxes, t)
-
-    @property
-    def classifier_max_looks(self) -> int:
-        if isinstance(self.classifier, CascadeClassifier):
-            return self.classifier.max_steps
-        return 1 << 30
 
     # --- the whole original inference loop --------------------------------------------------------
     @torch.no_grad()
@@ -254,14 +244,8 @@ class GFNet(nn.Module):
 
 
 def build_encoder_for(spec: GFNetSpec) -> Encoder:
-    """A fresh encoder for a spec (random weights, no download)."""
-    if spec.config.family == "small_cnn":
-        from .small_cnn import build_small_cnn
-
-        return build_small_cnn(**spec.encoder_kwargs)
-    from .backbones import build_encoder
-
-    return build_encoder(spec.config.model_name, num_classes=spec.num_classes)
+    """A fresh encoder for a spec (random weights, no download), from the registered builder."""
+    return get_backbone(spec.config.model_name).build(spec.num_classes, spec.encoder_kwargs)
 
 
 def build_gfnet_from_spec(spec: GFNetSpec, with_policy: bool = True) -> GFNet:
@@ -281,9 +265,42 @@ def build_gfnet_from_spec(spec: GFNetSpec, with_policy: bool = True) -> GFNet:
     return GFNet(spec, global_encoder, local_encoder, classifier, policy)
 
 
-def build_gfnet(model_name: str, patch_size: int, T: int, num_classes: int = 1000, with_policy: bool = True) -> GFNet:
-    """A GFNet of a released architecture (random weights; load a checkpoint for trained ones)."""
-    spec = GFNetSpec(get_config(model_name), patch_size=patch_size, T=T, num_classes=num_classes)
+def build_gfnet(
+    model_name: str,
+    patch_size: int | None = None,
+    T: int = 5,
+    num_classes: int = 1000,
+    with_policy: bool = True,
+    *,
+    image_size: int | None = None,
+    encoder_kwargs: dict | None = None,
+    **config_options,
+) -> GFNet:
+    """A GFNet of any registered backbone (random weights; load a checkpoint for trained ones).
+
+    Args:
+        model_name: the backbone's registered name (``"resnet50"``, ``"small_cnn"``, …).
+        patch_size: side P of glance and patches, pixels (default: the backbone's registered default).
+        T: number of steps (glance + T−1 focus steps).
+        num_classes: classifier outputs.
+        with_policy: also build the patch policy.
+        image_size: side S of full-resolution inputs, pixels (default: the backbone's).
+        encoder_kwargs: constructor arguments of a configurable backbone (the small CNN).
+        **config_options: options of a configurable backbone's config factory (``gru_hidden``, …).
+    """
+    backbone = get_backbone(model_name)
+    if backbone.configurable:
+        # The settings depend on the built encoder, so one is built first. Its initialisation is drawn from the
+        # global RNG ahead of the two encoders the model keeps: seeded builds (and shipped weights) rely on it.
+        probe = backbone.build(num_classes, encoder_kwargs)
+        options = dict(config_options) if image_size is None else {"image_size": image_size, **config_options}
+        config = backbone.config(probe, **options)
+        encoder_kwargs = dict(probe.arch_kwargs)
+    else:
+        config = backbone.config(**config_options)
+        encoder_kwargs = dict(encoder_kwargs or {})
+    spec = GFNetSpec(config, patch_size=patch_size or backbone.default_patch_size, T=T, num_classes=num_classes,
+                     image_size=image_size or config.image_size, encoder_kwargs=encoder_kwargs)
     return build_gfnet_from_spec(spec, with_policy=with_policy)
 
 
@@ -296,27 +313,11 @@ def build_small_gfnet(
     policy_hidden: int = 128,
     **encoder_kwargs,
 ) -> GFNet:
-    """A CPU-sized GFNet on the small CNN encoder family (the embedded default task uses this)."""
-    from .small_cnn import build_small_cnn
+    """A CPU-sized GFNet on the small CNN encoder (the embedded default task uses this).
 
-    encoder_kwargs = {"num_classes": num_classes, **encoder_kwargs}
-    probe = build_small_cnn(**encoder_kwargs)
-    cfg = BackboneConfig(
-        model_name="small_cnn",
-        feature_num=probe.feature_num,
-        feature_map_channels=probe.feature_map_channels,
-        policy_conv=True,
-        policy_hidden_dim=policy_hidden,
-        fc_rnn=True,
-        fc_hidden_dim=gru_hidden,
-        image_size=image_size,
-        crop_pct=1.0,
-        dataset_interpolation="bilinear",
-        glance_interpolation="bilinear",
-        step0_head="classifier",
-        head_name="fc",
-        family="small_cnn",
-    )
-    spec = GFNetSpec(cfg, patch_size=patch_size, T=T, num_classes=num_classes, image_size=image_size,
-                     encoder_kwargs=dict(probe.arch_kwargs))
-    return build_gfnet_from_spec(spec)
+    ``encoder_kwargs`` are :class:`~feature_nets.small_cnn.SmallCNNEncoder` arguments (``widths``,
+    ``feature_num``, …); ``gru_hidden`` and ``policy_hidden`` are the widths of the classifier's and the
+    policy's GRUs.
+    """
+    return build_gfnet("small_cnn", patch_size, T, num_classes, image_size=image_size, encoder_kwargs=encoder_kwargs,
+                       gru_hidden=gru_hidden, policy_hidden=policy_hidden)

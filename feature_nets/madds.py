@@ -71,28 +71,3 @@ def count_madds(model: GFNet, T: int | None = None) -> dict:
         "per_step": per_step,
         "cumulative": cumulative,
     }
-
-
-def compare_with_checkpoint(counted: dict, stored: dict) -> dict:
-    """Relative differences between our counts and a checkpoint's ``model_flops``/``policy_flops``/``fc_flops``.
-
-    Args:
-        counted: output of :func:`count_madds`.
-        stored: mapping with any of ``model_flops``, ``policy_flops``, ``fc_flops``, ``flops`` (None = absent).
-
-    Returns:
-        {name: (ours, stored, relative difference)} for each stored entry.
-    """
-    pairs = {"model_flops": counted["focus"], "policy_flops": counted["policy_step"],
-             "fc_flops": counted["classifier_step"]}
-    out = {}
-    for name, ours in pairs.items():
-        theirs = stored.get(name)
-        if theirs:
-            out[name] = (ours, float(theirs), abs(ours - float(theirs)) / float(theirs))
-    if stored.get("flops"):
-        theirs = float(stored["flops"][-1])
-        ours = counted["cumulative"][len(stored["flops"]) - 1] if len(stored["flops"]) <= len(counted["cumulative"]) else None
-        if ours is not None and theirs:
-            out["flops"] = (ours, theirs, abs(ours - theirs) / theirs)
-    return out

@@ -1,4 +1,4 @@
-"""GFNet's patch proposal network (the paper's ActorCritic), gfnet-reference §4.6.
+"""GFNet's patch proposal network (the paper's ActorCritic), see docs/gfnet.md.
 
 The policy reads the previous step's encoder feature map and proposes where the next P×P crop goes:
 an action a ∈ [0, 1]², a[:, 0] the row (height) fraction and a[:, 1] the column (width) fraction of the

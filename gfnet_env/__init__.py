@@ -1,50 +1,43 @@
 """GFNet as a Gymnasium environment: observations are the classifier's state, actions are patch locations.
 
-Importing the package registers the env ids::
+Importing the package registers the env ids (lazy ``"module:Class"`` entry points, as Gymnasium's own)::
 
     import gymnasium as gym, gfnet_env
     env = gym.make("GFNet-ClutteredFashionMNIST-v0")                       # embedded task, shipped weights
     env = gym.make("GFNet-ImageNet-v0", checkpoint="resnet50_patch_size_96_T5.pth.tar", data_root="/data/imagenet")
     venv = gym.make_vec("GFNet-ImageNet-v0", num_envs=64, vectorization_mode="vector_entry_point", ...)
     sb3_env = gfnet_env.make_sb3_vec_env("GFNet-ImageNet-v0", n_envs=64, ...)
+    result = gfnet_env.rollout(core, agent, indices)                        # a policy over given images
+
+The contract (spaces, reward, what agents may see) is in docs/environment.md.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 from gymnasium.envs.registration import register, registry
 
-from .core import CoreSettings, GFNetCore
-from .env import GFNetEnv, make_core
+from .core import GFNetCore
+from .env import GFNetEnv
+from .factory import ENV_DEFAULTS, ENV_TASKS, load_task, make_core, split_env_kwargs, task_of
+from .rollout import Rollout, rollout
 from .sb3 import GFNetSB3VecEnv, make_sb3_vec_env
+from .settings import EnvSettings
 from .vector import GFNetVectorEnv
+from .views import EnvView, PrivilegedView
 
-#: env id -> task name (see gfnet_env.tasks).
-ENV_TASKS = {
-    "GFNet-ImageNet-v0": "imagenet",
-    "GFNet-ClutteredFashionMNIST-v0": "cluttered_fashion_mnist",
-}
-
-
-def _make_env(task: str, **kwargs) -> GFNetEnv:
-    return GFNetEnv(task=task, **kwargs)
-
-
-def _make_vector_env(task: str, num_envs: int = 1, **kwargs) -> GFNetVectorEnv:
-    return GFNetVectorEnv(num_envs=num_envs, task=task, **kwargs)
+#: The name earlier versions used for :class:`EnvSettings`.
+CoreSettings = EnvSettings
 
 
 def _register() -> None:
-    defaults = {"GFNet-ImageNet-v0": {"split": "val"}, "GFNet-ClutteredFashionMNIST-v0": {"split": "test"}}
     for env_id, task in ENV_TASKS.items():
         if env_id in registry:
             continue
         register(
             id=env_id,
-            entry_point=partial(_make_env, task),
-            vector_entry_point=partial(_make_vector_env, task),
-            kwargs=defaults[env_id],
+            entry_point="gfnet_env.env:GFNetEnv",
+            vector_entry_point="gfnet_env.vector:GFNetVectorEnv",
+            kwargs={"task": task, **ENV_DEFAULTS[env_id]},
             disable_env_checker=False,
         )
 
@@ -54,10 +47,18 @@ _register()
 __all__ = [
     "ENV_TASKS",
     "CoreSettings",
+    "EnvSettings",
+    "EnvView",
     "GFNetCore",
     "GFNetEnv",
-    "GFNetVectorEnv",
     "GFNetSB3VecEnv",
+    "GFNetVectorEnv",
+    "PrivilegedView",
+    "Rollout",
+    "load_task",
     "make_core",
     "make_sb3_vec_env",
+    "rollout",
+    "split_env_kwargs",
+    "task_of",
 ]

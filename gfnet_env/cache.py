@@ -88,7 +88,7 @@ class GridFeatureCache:
 
     def _cell_corners(self, core) -> torch.Tensor:
         if self._corners is None:
-            from .core import grid_to_unit
+            from .actions import grid_to_unit
 
             g = core.settings.grid_size
             unit = grid_to_unit(torch.arange(g * g, device=core.device), g)
@@ -100,18 +100,18 @@ class GridFeatureCache:
         """Make sure the images now in ``slots`` have their cell features (computed in one batch)."""
         missing = []
         for s in slots:
-            idx = int(core.image_index[s])
+            idx = int(core._image_index[s])
             if idx in self._rows:
                 self._rows.move_to_end(idx)
                 self.hits += 1
-            elif idx not in [core.image_index[m] for m in missing]:
+            elif idx not in [core._image_index[m] for m in missing]:
                 missing.append(int(s))
         if not missing:
             return
         self.misses += len(missing)
         corners = self._cell_corners(core)                      # (G², 2)
         g2 = corners.shape[0]
-        images = core.images[torch.as_tensor(missing, device=core.device)]   # (M, 3, S, S)
+        images = core._images[torch.as_tensor(missing, device=core.device)]   # (M, 3, S, S)
         rep_images = images.repeat_interleave(g2, dim=0)
         rep_corners = corners.repeat(len(missing), 1)
         pooled, fmaps = [], []
@@ -124,11 +124,11 @@ class GridFeatureCache:
         pooled = torch.cat(pooled).view(len(missing), g2, -1)
         fmaps = torch.cat(fmaps).view(len(missing), g2, *fmaps[0].shape[1:])
         for k, s in enumerate(missing):
-            self._insert(int(core.image_index[s]), pooled[k], fmaps[k])
+            self._insert(int(core._image_index[s]), pooled[k], fmaps[k])
 
     def lookup(self, core, slots: np.ndarray, cells: np.ndarray):
         """(pooled (n, F), feature maps (n, C, h, w), corners (n, 2)) of ``cells`` for the images in ``slots``."""
-        rows = torch.as_tensor([self._rows[int(core.image_index[s])] for s in slots], device=self._pooled.device)
+        rows = torch.as_tensor([self._rows[int(core._image_index[s])] for s in slots], device=self._pooled.device)
         cells_t = torch.as_tensor(np.asarray(cells), device=self._pooled.device)
         return self._pooled[rows, cells_t], self._fmaps[rows, cells_t], self._cell_corners(core)[cells_t]
 

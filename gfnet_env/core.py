@@ -1,83 +1,39 @@
 """The batched core of the GFNet environment: N episodes stepped as one batch on one device.
 
-The single env (:mod:`gfnet_env.env`), the Gymnasium vector env (:mod:`gfnet_env.vector`) and the
-Stable-Baselines3 adapter (:mod:`gfnet_env.sb3`) are thin faces over this one class, so there is exactly
-one implementation of a step.
+The single env (:mod:`gfnet_env.env`), the Gymnasium vector env (:mod:`gfnet_env.vector`), the
+Stable-Baselines3 adapter (:mod:`gfnet_env.sb3`) and :func:`gfnet_env.rollout.rollout` are thin faces over
+this one class, so there is exactly one implementation of a step.
 
 Episode = one image. ``reset_slots`` draws images for some slots and runs the glance on them as a batch;
 ``step`` crops one patch per slot (one batched gather), runs the local encoder and the classifier on the
 whole batch, and returns rewards, terminations and infos as numpy arrays. Slots that end an episode are not
 reset here; the faces decide when (Gymnasium's same-step autoreset, SB3's auto-reset).
+
+The per-episode buffers (images, labels, logits, classifier state, feature maps) are private: code outside
+``gfnet_env`` sees observations, infos, and the views of :mod:`gfnet_env.views`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from torch.utils.data import Dataset
 
-from feature_nets.classifiers import CascadeClassifier
 from feature_nets.crop import crop_corners
+from feature_nets.devices import resolve_device
 from feature_nets.gfnet import GFNet, StepOutput
 from feature_nets.madds import count_madds
 
+from .actions import make_action_decoder
 from .loading import SlotImageLoader
-from .rewards import get_reward
+from .rewards import StepReward
+from .settings import EnvSettings
+from .views import EnvView, PrivilegedView
 
-OBS_MODES = ("gru", "feature_map", "dict")
-ACTION_MODES = ("continuous", "grid")
-
-
-@dataclass
-class CoreSettings:
-    """The env's knobs (see :class:`gfnet_env.env.GFNetEnv` for their meaning)."""
-
-    obs_mode: str = "gru"
-    action_mode: str = "continuous"
-    grid_size: int = 7
-    reward: str = "confidence_gain"
-    step_cost: float = 0.0
-    max_steps: int | None = None
-    early_exit: float | None = None
-    precision: str = "fp32"
-    channels_last: bool = False
-    loader_threads: int | None = None
-    action_range: str = "unit"
-
-    def validate(self, T: int) -> None:
-        if self.obs_mode not in OBS_MODES:
-            raise ValueError(f"unknown obs_mode {self.obs_mode!r}; choose one of {list(OBS_MODES)}")
-        if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"unknown action_mode {self.action_mode!r}; choose one of {list(ACTION_MODES)}")
-        get_reward(self.reward)
-        if self.action_mode == "grid" and (not isinstance(self.grid_size, (int, np.integer)) or self.grid_size < 1):
-            raise ValueError(f"grid_size must be a positive integer, got {self.grid_size!r}")
-        if self.max_steps is None:
-            self.max_steps = T - 1
-        if not 1 <= self.max_steps <= T - 1:
-            raise ValueError(
-                f"max_steps={self.max_steps} is outside 1..{T - 1}: the checkpoint was trained for T={T} steps "
-                f"(a glance and {T - 1} focus steps). Pass max_steps <= {T - 1}, or a checkpoint with a larger T."
-            )
-        if self.early_exit is not None and not 0.0 < self.early_exit <= 1.0:
-            raise ValueError(f"early_exit is a confidence threshold in (0, 1], got {self.early_exit}")
-        if self.action_range not in ("unit", "symmetric"):
-            raise ValueError(f"unknown action_range {self.action_range!r}; choose 'unit' ([0, 1]) or 'symmetric' ([-1, 1])")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
-        if self.step_cost < 0:
-            raise ValueError(f"step_cost must be >= 0 (a cost per multiply-add), got {self.step_cost}")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+__all__ = ["GFNetCore", "slice_obs"]
 
 
 class GFNetCore:
@@ -87,9 +43,11 @@ class GFNetCore:
         model: a GFNet (frozen here: eval mode, no gradients).
         dataset: torch ``Dataset`` yielding (3×S×S float tensor, int label).
         num_envs: N, number of episode slots.
-        settings: :class:`CoreSettings`.
+        settings: :class:`~gfnet_env.settings.EnvSettings` (checked against the model's T here).
         device: torch device or ``"auto"``.
         feature_cache: optional :class:`gfnet_env.cache.GridFeatureCache` for grid actions.
+
+    Use as a context manager, or call :meth:`close`, to stop the image-loading threads.
     """
 
     def __init__(
@@ -97,7 +55,7 @@ class GFNetCore:
         model: GFNet,
         dataset: Dataset,
         num_envs: int,
-        settings: CoreSettings,
+        settings: EnvSettings,
         device: str | torch.device = "auto",
         feature_cache=None,
     ) -> None:
@@ -105,53 +63,82 @@ class GFNetCore:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if len(dataset) == 0:
             raise ValueError("the dataset is empty; point data_root/dataset at a folder with images")
-        settings.validate(model.T)
+        settings = settings.resolved(model.T)
+        if feature_cache is not None and settings.action_mode != "grid":
+            raise ValueError("feature_cache needs action_mode='grid' (features are cached per grid cell)")
         self.settings = settings
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self._model = model.to(self.device).eval()
         if settings.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        for p in self.model.parameters():
+            self._model = self._model.to(memory_format=torch.channels_last)
+        for p in self._model.parameters():
             p.requires_grad_(False)
-        self.dataset = dataset
+        self._dataset = dataset
         self.num_envs = num_envs
         self.max_steps = int(settings.max_steps)
-        self.reward_fn = get_reward(settings.reward)
-        self.feature_cache = feature_cache
+        self._actions = make_action_decoder(settings.action_mode, settings.grid_size, settings.action_range)
+        self._feature_cache = feature_cache
 
-        madds = count_madds(self.model)
-        #: multiply-adds of step t (0 = glance), and cumulative.
+        madds = count_madds(self._model)
+        #: multiply-adds of step t (0 = glance), and cumulative: what every agent pays for its looks.
         self.madds_per_step = np.asarray(madds["per_step"], dtype=np.float64)
         self.madds_cumulative = np.asarray(madds["cumulative"], dtype=np.float64)
+        self._reward = StepReward(settings.reward, settings.step_cost, self.madds_per_step, self.device)
 
         self._build_spaces()
         n = num_envs
         threads = settings.loader_threads
         if threads is None:  # decoding files pays off in threads; in-memory tensors do not
-            from .datasets import ImageFolderDataset
-
-            threads = min(8, os.cpu_count() or 1) if isinstance(dataset, ImageFolderDataset) else 0
-        self.loader = SlotImageLoader(dataset, n, threads)
-        self.steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode
-        self.image_index = np.full(n, -1, dtype=np.int64)
-        self.done = np.ones(n, dtype=bool)
+            threads = min(8, os.cpu_count() or 1) if getattr(dataset, "decodes_files", False) else 0
+        self._loader = SlotImageLoader(dataset, n, threads)
+        self._closed = False
+        self._steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode
+        self._image_index = np.full(n, -1, dtype=np.int64)
+        self._done = np.ones(n, dtype=bool)
         s = model.image_size
-        self.images = torch.zeros(n, 3, s, s, device=self.device)
-        self.targets = torch.zeros(n, dtype=torch.long, device=self.device)
-        self.logits = torch.zeros(n, model.num_classes, device=self.device)
-        self.state = torch.zeros(n, model.state_dim, device=self.device)
-        self.fmap = torch.zeros(n, *model.feature_map_shape, device=self.device)
-        self.targets_np = np.zeros(n, dtype=np.int64)
-        self.boxes = np.zeros((n, 4), dtype=np.int64)  # (row, col, h, w) of the last look, host side
-        self.locations = np.full((n, self.max_steps, 2), -1.0, dtype=np.float32)
+        self._images = torch.zeros(n, 3, s, s, device=self.device)
+        self._targets = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._logits = torch.zeros(n, model.num_classes, device=self.device)
+        self._state = torch.zeros(n, model.state_dim, device=self.device)
+        self._fmap = torch.zeros(n, *model.feature_map_shape, device=self.device)
+        self._targets_np = np.zeros(n, dtype=np.int64)
+        self._boxes = np.zeros((n, 4), dtype=np.int64)  # (row, col, h, w) of the last look, host side
+        self._locations = np.full((n, self.max_steps, 2), -1.0, dtype=np.float32)
+
+    # --- public read-only facts ----------------------------------------------------------------------
+    @property
+    def model(self) -> GFNet:
+        """The frozen networks."""
+        return self._model
+
+    @property
+    def dataset(self) -> Dataset:
+        """The images episodes are drawn from."""
+        return self._dataset
+
+    @property
+    def feature_cache(self):
+        """The grid feature cache in use (None without one)."""
+        return self._feature_cache
+
+    def view(self) -> EnvView:
+        """The static facts an agent may know (:class:`~gfnet_env.views.EnvView`)."""
+        m, st = self._model, self.settings
+        return EnvView(num_envs=self.num_envs, image_size=m.image_size, patch_size=m.patch_size, T=m.T,
+                       max_steps=self.max_steps, num_classes=m.num_classes,
+                       feature_map_shape=tuple(m.feature_map_shape), obs_mode=st.obs_mode,
+                       action_mode=st.action_mode, action_range=st.action_range, grid_size=st.grid_size,
+                       madds_per_step=tuple(float(x) for x in self.madds_per_step))
+
+    def privileged_view(self) -> PrivilegedView:
+        """Label-reading access for upper-bound agents (:class:`~gfnet_env.views.PrivilegedView`)."""
+        return PrivilegedView(self)
 
     # --- spaces ------------------------------------------------------------------------------------
     def _build_spaces(self) -> None:
-        m, st = self.model, self.settings
-        if isinstance(m.classifier, CascadeClassifier):
-            state_space = spaces.Box(-np.inf, np.inf, (m.state_dim,), np.float32)
-        else:
-            state_space = spaces.Box(-1.0, 1.0, (m.state_dim,), np.float32)  # GRU hidden values are in [-1, 1]
+        m, st = self._model, self.settings
+        low, high = m.classifier.state_bounds
+        state_space = spaces.Box(low, high, (m.state_dim,), np.float32)
         fmap_space = spaces.Box(-np.inf, np.inf, m.feature_map_shape, np.float32)
         if st.obs_mode == "gru":
             self.observation_space = state_space
@@ -164,164 +151,144 @@ class GFNetCore:
                     "feature_map": fmap_space,
                     "step": spaces.Discrete(self.max_steps + 1),
                     "locations": spaces.Box(-1.0, 1.0, (self.max_steps, 2), np.float32),
+                    "box": spaces.Box(0.0, float(m.image_size), (4,), np.float32),
                 }
             )
-        if st.action_mode == "continuous":
-            low = -1.0 if st.action_range == "symmetric" else 0.0
-            self.action_space = spaces.Box(low, 1.0, (2,), np.float32)
-        else:
-            self.action_space = spaces.Discrete(st.grid_size * st.grid_size)
+        self.action_space = self._actions.space
 
     # --- seeding and images ---------------------------------------------------------------------------
-    def seed_slot(self, slot: int, seed: int | None) -> None:
-        """Seed the image draws of one slot (env i of a vector env seeded with s gets s + i)."""
-        self.loader.set_rng(slot, np.random.default_rng(seed))
+    def seed_slot(self, slot: int, seed: int | np.random.Generator | None) -> None:
+        """Seed the image draws of one slot (env i of a vector env seeded with s gets s + i).
+
+        A ``Generator`` is used as is (the single env passes its ``np_random``)."""
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._loader.set_rng(slot, rng)
 
     @property
     def skipped_images(self) -> int:
         """Corrupt images skipped so far."""
-        return self.loader.skipped_images
+        return self._loader.skipped_images
 
     # --- reset ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def reset_slots(self, slots: np.ndarray, indices: list[int | None] | None = None) -> None:
         """Start new episodes in ``slots``: draw (or take) images and run the glance on them as one batch."""
+        if self._closed:
+            raise RuntimeError("this env is closed; make a new one")
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0:
             return
-        loaded = self.loader.load(slots, indices)
+        loaded = self._loader.load(slots, indices)
         batch = torch.stack([img for img, _, _ in loaded])
         labels = [label for _, label, _ in loaded]
         used = [index for _, _, index in loaded]
         if self.device.type == "cuda":
             batch = batch.pin_memory()
         batch = batch.to(self.device, non_blocking=True).float()
-        if batch.shape[1:] != self.images.shape[1:]:
+        if batch.shape[1:] != self._images.shape[1:]:
             raise ValueError(
-                f"dataset images have shape {tuple(batch.shape[1:])}, the model needs {tuple(self.images.shape[1:])}; "
+                f"dataset images have shape {tuple(batch.shape[1:])}, the model needs {tuple(self._images.shape[1:])}; "
                 "transform them to the checkpoint's image_size (datasets.eval_transform does)"
             )
         sl = torch.as_tensor(slots, device=self.device)
         with self._autocast():
-            out = self.model.glance(batch)
-        self.images[sl] = batch
-        self.targets[sl] = torch.as_tensor(labels, device=self.device)
-        self.targets_np[slots] = labels
-        self.logits, self.state, self.fmap = self.logits.clone(), self.state.clone(), self.fmap.clone()
+            out = self._model.glance(batch)
+        self._images[sl] = batch
+        self._targets[sl] = torch.as_tensor(labels, device=self.device)
+        self._targets_np[slots] = labels
+        self._logits, self._state, self._fmap = self._logits.clone(), self._state.clone(), self._fmap.clone()
         self._write(sl, out)
-        self.boxes[slots] = (0, 0, self.model.image_size, self.model.image_size)
-        self.steps[slots] = 0
-        self.done[slots] = False
-        self.image_index[slots] = used
-        self.locations[slots] = -1.0
-        if self.feature_cache is not None:
-            self.feature_cache.prepare(self, slots)
+        self._boxes[slots] = (0, 0, self._model.image_size, self._model.image_size)
+        self._steps[slots] = 0
+        self._done[slots] = False
+        self._image_index[slots] = used
+        self._locations[slots] = -1.0
+        if self._feature_cache is not None:
+            self._feature_cache.prepare(self, slots)
 
     def _write(self, sl: torch.Tensor, out: StepOutput) -> None:
-        self.logits[sl] = out.logits.float()
-        self.state[sl] = out.state.float()
-        self.fmap[sl] = out.feature_map.float()
+        self._logits[sl] = out.logits.float()
+        self._state[sl] = out.state.float()
+        self._fmap[sl] = out.feature_map.float()
 
     def _autocast(self):
         """bf16 autocast when asked for (observations and rewards are still computed in fp32)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
 
-    # --- actions -------------------------------------------------------------------------------------
-    def actions_to_unit(self, actions) -> np.ndarray:
-        """Validate a batch of env actions and turn them into (N, 2) float32 corners in [0, 1] (host side)."""
-        n, st = self.num_envs, self.settings
-        a = np.asarray(actions.detach().cpu() if torch.is_tensor(actions) else actions)
-        if st.action_mode == "continuous":
-            if a.shape != (n, 2):
-                raise ValueError(
-                    f"expected actions of shape ({n}, 2) — a (row, col) fraction in [0, 1] per env — got {a.shape}"
-                )
-            a = a.astype(np.float32, copy=False)
-            if np.isnan(a).any():
-                bad = np.flatnonzero(np.isnan(a).any(1)).tolist()
-                raise ValueError(f"NaN in actions of envs {bad}; a policy produced NaN (check its inputs/learning rate)")
-            if st.action_range == "symmetric":  # [-1, 1] -> [0, 1]: a policy's zero mean is the image centre
-                a = (a + 1.0) * 0.5
-            return np.clip(a, 0.0, 1.0)
-        return grid_to_unit(torch.as_tensor(self.grid_cells(a)), st.grid_size).numpy()
-
-    def grid_cells(self, actions) -> np.ndarray:
-        """Validate grid actions: (N,) int64 cell indices in [0, G²)."""
-        n, g = self.num_envs, self.settings.grid_size
-        a = np.asarray(actions.detach().cpu() if torch.is_tensor(actions) else actions)
-        if a.shape == (n, 1):
-            a = a[:, 0]
-        if a.shape != (n,):
-            raise ValueError(f"expected grid actions of shape ({n},) — one cell index per env — got {a.shape}")
-        if a.dtype.kind == "f":
-            if np.isnan(a).any():
-                raise ValueError("NaN in grid actions; expected integer cell indices")
-            if not np.all(a == np.round(a)):
-                raise ValueError(f"grid actions must be integer cell indices, got {a}")
-        a = a.astype(np.int64)
-        if a.min() < 0 or a.max() >= g * g:
-            raise ValueError(f"grid actions must be in [0, {g * g - 1}] for a {g}×{g} grid, got {a.tolist()}")
-        return a
+    def _look_groups(self) -> list[np.ndarray]:
+        """Slots that can share one classifier call: all of them, unless the head depends on the look index
+        (the cascade), where slots at different steps (early exit) are grouped by step."""
+        if not self._model.classifier.look_dependent:
+            return [np.arange(self.num_envs)]
+        return [np.flatnonzero(self._steps == s) for s in np.unique(self._steps)]
 
     # --- step ----------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def step(self, actions) -> tuple[np.ndarray, np.ndarray, dict]:
+    def step(self, actions, single: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
         """One focus step for every slot.
 
         Args:
-            actions: (N, 2) floats in [0, 1] (continuous) or (N,) ints (grid).
+            actions: (N, 2) floats (continuous; numpy, or a torch tensor, which stays on its device) or (N,)
+                ints (grid).
+            single: phrase action errors for a single env's one action.
 
         Returns:
             rewards (N,) float32, terminated (N,) bool, info dict of (N,)/(N, 4) numpy arrays
             (``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box``, ``madds``, ``image_index``).
         """
-        if self.done.any():
+        if self._done.any():
             raise RuntimeError(
-                f"envs {np.flatnonzero(self.done).tolist()} have finished their episode; reset them before stepping"
+                f"envs {np.flatnonzero(self._done).tolist()} have finished their episode; reset them before stepping"
             )
-        cells = self.grid_cells(actions) if self.feature_cache is not None else None
-        unit = self.actions_to_unit(actions)
-        # Corners are computed on the host (the boxes in info need them there) and sent to the device once.
-        corners = crop_corners(torch.from_numpy(unit), self.model.image_size, self.model.patch_size)
-        corners_dev = corners.to(self.device, non_blocking=True)
-        prev_logits = self.logits
-        # Cascade heads depend on the look index, so slots at different steps (early exit) are grouped.
-        groups = [np.arange(self.num_envs)] if not isinstance(self.model.classifier, CascadeClassifier) \
-            else [np.flatnonzero(self.steps == s) for s in np.unique(self.steps)]
+        model, n = self._model, self.num_envs
+        decoded = self._actions.decode(actions, n, single=single)
+        on_device = torch.is_tensor(decoded.unit)
+        if on_device:  # corners computed where the actions are; they come back with the step's one copy
+            unit_dev = decoded.unit.to(self.device)
+            corners_dev = crop_corners(unit_dev, model.image_size, model.patch_size)
+        else:  # corners computed on the host (the boxes in info need them there) and sent to the device once
+            corners = crop_corners(torch.from_numpy(decoded.unit), model.image_size, model.patch_size)
+            corners_dev = corners.to(self.device, non_blocking=True)
+        prev_logits = self._logits
         with self._autocast():
-            for g in groups:
-                self._focus_group(g, corners_dev, cells)
-        rows = np.arange(self.num_envs)
-        self.locations[rows, self.steps] = unit
-        self.boxes[:, :2] = corners.numpy()
-        self.boxes[:, 2:] = self.model.patch_size
-        t = self.steps = self.steps + 1
-        reward = self.reward_fn(prev_logits, self.logits, self.targets)
-        conf, pred = torch.softmax(self.logits, dim=-1).max(dim=-1)
-        packed = torch.stack([reward, conf, pred.float()], 0).cpu().numpy()  # the step's one device->host copy
-        reward_np = packed[0].astype(np.float32)
-        if self.settings.step_cost:
-            reward_np = reward_np - np.float32(self.settings.step_cost) * self.madds_per_step[t].astype(np.float32)
+            for group in self._look_groups():
+                self._focus_group(group, corners_dev, decoded.cells)
+        t = self._steps + 1
+        reward = self._reward(prev_logits, self._logits, self._targets, t)
+        conf, pred = torch.softmax(self._logits, dim=-1).max(dim=-1)
+        rows = [reward, conf, pred.float()]
+        if on_device:
+            rows += [corners_dev[:, 0].float(), corners_dev[:, 1].float(), unit_dev[:, 0], unit_dev[:, 1]]
+        packed = torch.stack(rows, 0).cpu().numpy()  # the step's one device->host copy
+        if on_device:
+            corners_np, unit_np = packed[3:5].T.astype(np.int64), packed[5:7].T.copy()
+        else:
+            corners_np, unit_np = corners.numpy(), decoded.unit
+        self._locations[np.arange(n), self._steps] = unit_np
+        self._boxes[:, :2] = corners_np
+        self._boxes[:, 2:] = model.patch_size
+        self._steps = t
         terminated = t >= self.max_steps
         if self.settings.early_exit is not None:
             terminated |= packed[1] >= self.settings.early_exit
-        self.done = terminated.copy()
-        return reward_np, terminated, self._info(packed[1], packed[2], t)
+        self._done = terminated.copy()
+        return packed[0].astype(np.float32), terminated, self._info(packed[1], packed[2], t)
 
-    def _focus_group(self, slots: np.ndarray, corners: torch.Tensor, cells) -> None:
+    def _focus_group(self, slots: np.ndarray, corners: torch.Tensor, cells: np.ndarray | None) -> None:
         full = slots.size == self.num_envs
         sl = None if full else torch.as_tensor(slots, device=self.device)
         pick = (lambda x: x) if full else (lambda x: x[sl])
-        prev = StepOutput(pick(self.logits), pick(self.state), pick(self.fmap), None, None, int(self.steps[slots[0]]))
-        if cells is not None:
-            pooled, fmap, cell_corners = self.feature_cache.lookup(self, slots, cells[slots])
-            out = self.model.focus_from_features(pooled, fmap, cell_corners, prev)
+        prev = StepOutput(pick(self._logits), pick(self._state), pick(self._fmap), None, None,
+                          int(self._steps[slots[0]]))
+        if cells is not None and self._feature_cache is not None:
+            pooled, fmap, cell_corners = self._feature_cache.lookup(self, slots, cells[slots])
+            out = self._model.focus_from_features(pooled, fmap, cell_corners, prev)
         else:
-            out = self.model.focus_at(pick(self.images), pick(corners), prev)
+            out = self._model.focus_at(pick(self._images), pick(corners), prev)
         if full:  # new tensors replace the old (the previous logits stay valid for the reward)
-            self.logits, self.state, self.fmap = out.logits.float(), out.state.float(), out.feature_map.float()
+            self._logits, self._state, self._fmap = out.logits.float(), out.state.float(), out.feature_map.float()
         else:
-            self.logits, self.state, self.fmap = self.logits.clone(), self.state.clone(), self.fmap.clone()
+            self._logits, self._state, self._fmap = self._logits.clone(), self._state.clone(), self._fmap.clone()
             self._write(sl, out)
 
     def _info(self, conf, pred, t) -> dict:
@@ -329,19 +296,19 @@ class GFNetCore:
         return {
             "prediction": pred,
             "confidence": conf.astype(np.float32),
-            "target": self.targets_np.copy(),
-            "correct": pred == self.targets_np,
+            "target": self._targets_np.copy(),
+            "correct": pred == self._targets_np,
             "step": t.copy(),
-            "box": self.boxes.copy(),
+            "box": self._boxes.copy(),
             "madds": self.madds_cumulative[t],
-            "image_index": self.image_index.copy(),
+            "image_index": self._image_index.copy(),
         }
 
     def reset_info(self, slots: np.ndarray) -> dict:
         """Info of freshly reset slots (after the glance), same keys as a step's."""
-        conf, pred = torch.softmax(self.logits, dim=-1).max(dim=-1)
+        conf, pred = torch.softmax(self._logits, dim=-1).max(dim=-1)
         packed = torch.stack([conf, pred.float()], 0).cpu().numpy()
-        info = self._info(packed[0], packed[1], self.steps.copy())
+        info = self._info(packed[0], packed[1], self._steps.copy())
         return {k: v[slots] for k, v in info.items()}
 
     def autoreset(self, slots: np.ndarray, obs):
@@ -356,21 +323,43 @@ class GFNetCore:
         return obs
 
     # --- observations --------------------------------------------------------------------------------
-    def observe(self, slots: np.ndarray | None = None):
-        """Observations of ``slots`` (all by default) as numpy, batched along axis 0."""
+    def observe(self, slots: np.ndarray | None = None, as_tensor: bool = False):
+        """Observations of ``slots`` (all by default), batched along axis 0.
+
+        Args:
+            slots: which episodes (default all).
+            as_tensor: torch tensors on the core's device instead of numpy arrays (no host copy; for
+                policies that run on the same device). Always copies, never views of the buffers.
+        """
         mode = self.settings.obs_mode
         sl = slice(None) if slots is None else torch.as_tensor(np.asarray(slots), device=self.device)
         idx = slice(None) if slots is None else np.asarray(slots)
+        out = (lambda t: t.detach().clone()) if as_tensor else _to_numpy
+        host = (lambda a: torch.as_tensor(a, device=self.device)) if as_tensor else (lambda a: a)
         if mode == "gru":
-            return _to_numpy(self.state[sl])
+            return out(self._state[sl])
         if mode == "feature_map":
-            return _to_numpy(self.fmap[sl])
+            return out(self._fmap[sl])
         return {
-            "state": _to_numpy(self.state[sl]),
-            "feature_map": _to_numpy(self.fmap[sl]),
-            "step": self.steps[idx].copy(),
-            "locations": self.locations[idx].copy(),
+            "state": out(self._state[sl]),
+            "feature_map": out(self._fmap[sl]),
+            "step": host(self._steps[idx].copy()),
+            "locations": host(self._locations[idx].copy()),
+            "box": host(self._boxes[idx].astype(np.float32)),
         }
+
+    # --- resources -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the image-loading threads (idempotent). The core cannot be reset afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._loader.close()
+
+    def __enter__(self) -> "GFNetCore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -378,25 +367,8 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", copy=True).numpy()
 
 
-def grid_to_unit(cells: torch.Tensor, grid_size: int) -> torch.Tensor:
-    """Grid cell indices (row-major over a G×G grid of corners) → (N, 2) actions in [0, 1].
-
-    Corner rows/columns are spread evenly over [0, 1], so cell (0, 0) is the top-left patch and
-    (G−1, G−1) the bottom-right one; a 1×1 grid is the centre.
-    """
-    g = grid_size
-    rc = torch.stack([cells // g, cells % g], dim=1).float()
-    if g == 1:
-        return torch.full_like(rc, 0.5)
-    return rc / (g - 1)
-
-
 def slice_obs(obs, i: int):
     """Observation of env ``i`` from a batched observation (array or dict of arrays), as a copy."""
     if isinstance(obs, dict):
         return {k: v[i].copy() for k, v in obs.items()}
     return obs[i].copy()
-
-
-
-

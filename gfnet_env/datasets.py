@@ -1,6 +1,6 @@
 """Image datasets for the GFNet environment: ImageNet in ImageFolder layout and user datasets.
 
-* :func:`eval_transform` / :func:`train_transform`: the per-backbone transforms of gfnet-reference §4.1
+* :func:`eval_transform` / :func:`train_transform`: the per-backbone transforms (docs/gfnet.md, "Backbone settings"):
   (evaluation: Resize(int(S / crop_pct)) → CenterCrop(S) → ToTensor → Normalize with the ImageNet
   constants; training: RandomResizedCrop(S) → RandomHorizontalFlip → ToTensor → Normalize).
 * :class:`ImageFolderDataset`: ``root/<class>/<image files>``, class indices in sorted folder order exactly as
@@ -8,22 +8,21 @@
   that cannot be decoded raises :class:`CorruptImageError` naming the file; the dataset never skips
   silently — the environment's core catches the error, warns, counts it and moves on to the next image.
 * :func:`imagenet_split`: ``data_root/train`` or ``data_root/val`` with the right transform.
-* :func:`check_image_dataset`: a cheap sanity check of a user dataset passed to the environment.
+* :func:`check_image_dataset`: a cheap sanity check of a user dataset passed to the environment (the tasks
+  run it on every ``dataset=`` argument).
 * :func:`denormalizer_for`: normalised tensor → uint8 RGB array, for rendering.
-* :func:`make_loader`: a seeded ``DataLoader``.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
@@ -41,7 +40,6 @@ __all__ = [
     "imagenet_split",
     "check_image_dataset",
     "denormalizer_for",
-    "make_loader",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -79,7 +77,7 @@ def _normalize() -> transforms.Normalize:
 
 
 def eval_transform(config: BackboneConfig) -> transforms.Compose:
-    """The evaluation transform of gfnet-reference §4.1 for one backbone.
+    """The evaluation transform of one backbone (docs/gfnet.md, "Backbone settings").
 
     Resize the shorter side to ``int(image_size / crop_pct)`` with the backbone's dataset interpolation,
     centre-crop ``image_size`` × ``image_size``, convert to a float tensor in [0, 1] and normalise with the
@@ -162,6 +160,9 @@ class ImageFolderDataset(Dataset):
             was found at all. The message names the path and the expected layout.
         NotADirectoryError: ``root`` is a file.
     """
+
+    #: Samples are decoded from files (the env decodes them in threads; in-memory datasets need none).
+    decodes_files = True
 
     def __init__(
         self,
@@ -397,50 +398,3 @@ def denormalizer_for(dataset: Any) -> Callable[[Any], np.ndarray]:
         return np.ascontiguousarray(x.transpose(1, 2, 0))
 
     return denormalize
-
-
-# --------------------------------------------------------------------------------------------- loaders
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and ``random`` in a DataLoader worker from torch's per-worker seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    num_workers: int = 0,
-    shuffle: bool = False,
-    seed: int = 0,
-    pin_memory: bool = False,
-    drop_last: bool = False,
-    collate_fn: Callable | None = None,
-) -> DataLoader:
-    """A ``DataLoader`` whose shuffling and worker seeds come from ``seed``.
-
-    With ``num_workers > 0`` the workers are persistent (kept between epochs) and prefetch 2 batches each;
-    numpy and ``random`` are seeded in every worker (torch seeds its own RNG per worker).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    generator = torch.Generator()
-    generator.manual_seed(int(seed))
-    kwargs: dict[str, Any] = {}
-    if num_workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=2, worker_init_fn=_seed_worker)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        generator=generator,
-        collate_fn=collate_fn,
-        **kwargs,
-    )

@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 
-from .core import CoreSettings, GFNetCore, slice_obs
-from .tasks import TASKS
-
-#: kwargs that select images and networks (the rest are CoreSettings / device).
-_TASK_KWARGS = ("checkpoint", "data_root", "dataset", "split", "trusted_pickle", "num_samples", "seed")
-
-
-def make_core(task: str, num_envs: int, device: str = "auto", feature_cache: bool | Any = False,
-              **kwargs) -> GFNetCore:
-    """Build the batched core of a task from env kwargs (shared by the env, the vector env and the SB3 adapter)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
-    task_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _TASK_KWARGS}
-    unknown = set(kwargs) - set(CoreSettings.__dataclass_fields__)
-    if unknown:
-        raise TypeError(
-            f"unknown env arguments {sorted(unknown)}; valid: {sorted(set(CoreSettings.__dataclass_fields__) | set(_TASK_KWARGS) | {'device', 'feature_cache'})}"
-        )
-    settings = CoreSettings(**kwargs)
-    model, dataset = TASKS[task](**task_kwargs)
-    cache = None
-    if feature_cache:
-        from .cache import GridFeatureCache
-
-        cache = feature_cache if not isinstance(feature_cache, bool) else GridFeatureCache()
-        if settings.action_mode != "grid":
-            raise ValueError("feature_cache needs action_mode='grid' (features are cached per grid cell)")
-    return GFNetCore(model, dataset, num_envs, settings, device=device, feature_cache=cache)
+from .core import GFNetCore, slice_obs
+from .factory import make_core
 
 
 class GFNetEnv(gym.Env):
@@ -49,7 +21,7 @@ class GFNetEnv(gym.Env):
     |---|---|
     | Observation (``obs_mode="gru"``, default) | ``Box(-1, 1, (D,), float32)``: the classifier state — the GRU hidden vector (D = 1024 for released GRU checkpoints), or for cascade classifiers ``Box(-inf, inf, (5·F,))``, the pooled vectors so far, zero-padded |
     | Observation (``"feature_map"``) | ``Box(-inf, inf, (C, h, w), float32)``: the encoder map of the last look, what the paper's policy reads |
-    | Observation (``"dict"``) | ``Dict(state, feature_map, step: Discrete(max_steps+1), locations: Box(-1, 1, (max_steps, 2)))``; unused locations are −1 |
+    | Observation (``"dict"``) | ``Dict(state, feature_map, step: Discrete(max_steps+1), locations: Box(-1, 1, (max_steps, 2)), box: Box(0, S, (4,)))``; unused locations are −1; ``box`` is the previous look's (row, col, height, width) in pixels (the whole image after the glance) |
     | Action (``action_mode="continuous"``, default) | ``Box(0, 1, (2,), float32)``: the patch's top-left corner as fractions (row, col); corner = floor(a·(S−P)) pixels. Values outside [0, 1] are clipped; NaN or a wrong shape raises ``ValueError`` |
     | Action (``action_range="symmetric"``) | ``Box(-1, 1, (2,), float32)``, mapped to (a + 1) / 2: the same corners, in the symmetric range SB3's Gaussian policies expect (their zero mean is then the image centre) |
     | Action (``"grid"``) | ``Discrete(G·G)``: cell r·G + c of a G×G grid of corners spread evenly over the image |
@@ -82,6 +54,9 @@ class GFNetEnv(gym.Env):
     | ``loader_threads`` | auto | threads decoding images (and prefetching each env's next one); auto = up to 8 for image folders, 0 for in-memory datasets |
     | ``render_mode`` | None | ``"rgb_array"``: the image with the glance frame and each patch in order |
     | ``trusted_pickle`` | False | allow full unpickling of legacy checkpoints you trust |
+
+    Close the env (``env.close()`` or ``with gym.make(...) as env:``) to stop its image-loading threads.
+    Details: docs/environment.md.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -104,7 +79,7 @@ class GFNetEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.core.loader.set_rng(0, self.np_random)
+        self.core.seed_slot(0, self.np_random)
         index = None if not options else options.get("index")
         self.core.reset_slots(np.array([0]), [index])
         info = _first(self.core.reset_info(np.array([0])))
@@ -112,16 +87,8 @@ class GFNetEnv(gym.Env):
         return slice_obs(self.core.observe(), 0), info
 
     def step(self, action):
-        if self.core.settings.action_mode == "continuous":
-            batch = np.asarray(action, dtype=np.float32)
-            if batch.shape != (2,):
-                raise ValueError(f"expected an action of shape (2,) — (row, col) fractions in [0, 1] — got {batch.shape}")
-            batch = batch[None]
-        else:
-            batch = np.asarray(action).reshape(-1)
-            if batch.shape != (1,):
-                raise ValueError(f"expected one grid cell index, got an array of shape {np.shape(action)}")
-        rewards, terminated, info = self.core.step(batch)
+        batch = action[None] if hasattr(action, "shape") else np.asarray(action)[None]
+        rewards, terminated, info = self.core.step(batch, single=True)
         info = _first(info)
         self._confidences.append(float(info["confidence"]))
         if terminated[0]:
@@ -134,6 +101,11 @@ class GFNetEnv(gym.Env):
         from .render import render_slot
 
         return render_slot(self.core, 0, self._confidences)
+
+    def close(self) -> None:
+        """Release the image-loading threads (idempotent)."""
+        self.core.close()
+        super().close()
 
 
 def _first(info: dict) -> dict:

@@ -96,5 +96,8 @@ class SlotImageLoader:
         return out
 
     def close(self) -> None:
+        """Stop the decoding threads and wait for them to exit (idempotent)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()

@@ -365,11 +365,11 @@ def render_slot(core, slot: int, confidences: Sequence[float] | None = None) -> 
 
     from .datasets import denormalizer_for
 
-    image = denormalizer_for(core.dataset)(core.images[slot].detach().cpu())
-    n = int(core.steps[slot])
+    image = denormalizer_for(core.dataset)(core._images[slot].detach().cpu())
+    n = int(core._steps[slot])
     p, s = core.model.patch_size, core.model.image_size
     boxes = []
     if n:
-        corners = crop_corners(torch.as_tensor(core.locations[slot, :n]), s, p).tolist()
+        corners = crop_corners(torch.as_tensor(core._locations[slot, :n]), s, p).tolist()
         boxes = [(r, c, p, p) for r, c in corners]
     return draw_episode(image, boxes, confidences=list(confidences) if confidences else None, glance=True)

@@ -58,7 +58,14 @@ class GFNetSB3VecEnv(VecEnv):
         return obs, rewards, terminated.copy(), infos
 
     def close(self) -> None:
-        pass
+        """Release the core's image-loading threads (idempotent)."""
+        self.core.close()
+
+    def __enter__(self) -> "GFNetSB3VecEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- attribute plumbing SB3 uses (all envs share one core) ---------------------------------------
     def get_attr(self, attr_name: str, indices=None) -> list[Any]:
@@ -89,14 +96,10 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None, **kw
         vec_env = gfnet_env.make_sb3_vec_env("GFNet-ClutteredFashionMNIST-v0", n_envs=64)
         PPO("MlpPolicy", vec_env).learn(10_000)
     """
-    from . import ENV_TASKS
-    from .env import make_core
+    from .factory import make_core, task_of
 
-    env_id = env_id.split(":")[-1]
-    if env_id not in ENV_TASKS:
-        raise ValueError(f"unknown GFNet env id {env_id!r}; registered: {sorted(ENV_TASKS)}")
     device = kwargs.pop("device", "auto")
-    vec = GFNetSB3VecEnv(make_core(ENV_TASKS[env_id], n_envs, device=device, **kwargs))
+    vec = GFNetSB3VecEnv(make_core(task_of(env_id), n_envs, device=device, **kwargs))
     if seed is not None:
         vec.seed(seed)
     return vec

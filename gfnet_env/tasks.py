@@ -16,6 +16,8 @@ from torch.utils.data import Dataset
 from feature_nets.checkpoint import load_checkpoint
 from feature_nets.gfnet import GFNet
 
+from .datasets import check_image_dataset, imagenet_split
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: The small GFNet shipped for the embedded default task.
 DEFAULT_FMNIST_CHECKPOINT = WEIGHTS_DIR / "cluttered_fmnist_gfnet.pth.tar"
@@ -50,9 +52,9 @@ def imagenet_task(checkpoint=None, data_root=None, dataset: Dataset | None = Non
         raise ValueError(f"unknown split {split!r} for ImageNet; choose 'train' or 'val'")
     model = load_model(checkpoint, trusted_pickle)
     if dataset is None:
-        from .datasets import imagenet_split
-
         dataset = imagenet_split(data_root, split, model.spec.config)
+    else:
+        check_image_dataset(dataset, model.image_size)
     return model, dataset
 
 
@@ -79,6 +81,8 @@ def cluttered_fashion_mnist_task(checkpoint=None, data_root=None, dataset: Datas
             raise ValueError(f"unknown split {split!r}; choose 'train', 'val' or 'test'")
         dataset = ClutteredFashionMNIST(split=split, root=data_root, canvas_size=model.image_size,
                                         seed=seed, num_samples=num_samples)
+    else:
+        check_image_dataset(dataset, model.image_size)
     return model, dataset
 
 

@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .core import GFNetCore, slice_obs
-from .env import make_core
+from .factory import make_core
 
 
 class GFNetVectorEnv(VectorEnv):
@@ -23,6 +23,8 @@ class GFNetVectorEnv(VectorEnv):
         num_envs: N.
         task, device, **kwargs: as for :class:`~gfnet_env.env.GFNetEnv`.
         core: an existing :class:`~gfnet_env.core.GFNetCore` (advanced; overrides the rest).
+
+    ``close()`` (or ``with gym.make_vec(...) as venv:``) stops the image-loading threads.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -91,6 +93,10 @@ class GFNetVectorEnv(VectorEnv):
         from .render import render_slot
 
         return [render_slot(self.core, i, self._confidences[i]) for i in range(self.num_envs)]
+
+    def close_extras(self, **kwargs) -> None:
+        """Release the image-loading threads (``VectorEnv.close`` calls this once)."""
+        self.core.close()
 
 
 def _add_masks(info: dict) -> None:

@@ -95,7 +95,7 @@ def fill_state_dicts(meta: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]
 
 
 def write_official_checkpoint(meta: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write a checkpoint in the released format (gfnet-reference §3) with fill-rule weights.
+    """Write a checkpoint in the released format (see docs/checkpoints.md) with fill-rule weights.
 
     Contains ``model_name``, ``patch_size``, the four state dicts (encoder keys with ``module.`` as released),
     the per-component ``*_flops`` (placeholders), ``flops`` (cumulative placeholders, length T) and

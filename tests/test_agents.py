@@ -10,11 +10,14 @@ import pytest
 import torch
 
 import agents
-from agents.base import Agent, load_agent, read_agent_json
+from agents.base import Agent
 from agents.baselines import OracleAgent, RasterAgent, SaliencyAgent
 from agents.paper_ppo import PaperPPOAgent, save_policy_into_checkpoint, train_paper_ppo
+from agents.trained import load_agent, read_agent_json
 from feature_nets.checkpoint import load_checkpoint, save_checkpoint
-from gfnet_env.core import CoreSettings, GFNetCore
+from gfnet_env.core import GFNetCore
+from gfnet_env.rollout import bind_view
+from gfnet_env.settings import EnvSettings
 from tiny import tiny_dataset, tiny_model
 
 ENV_ID = "GFNet-ImageNet-v0"
@@ -24,8 +27,8 @@ SB3 = ["sb3-ppo", "sb3-a2c", "sb3-sac", "sb3-td3", "sb3-dqn", "sb3-recurrent-ppo
 
 def core_for(agent: Agent, model, dataset, n: int = 5, **settings) -> GFNetCore:
     s = {**agent.env_settings(), **settings}
-    core = GFNetCore(model, dataset, n, CoreSettings(**s), device="cpu")
-    agent.bind(core)
+    core = GFNetCore(model, dataset, n, EnvSettings(**s), device="cpu")
+    bind_view(core, agent)  # the public view, or the privileged one for label-reading agents
     return core
 
 
@@ -47,7 +50,8 @@ def check_actions(agent: Agent, actions: list[np.ndarray], n: int) -> None:
         assert isinstance(a, np.ndarray)
         if agent.action_mode == "continuous":
             assert a.shape == (n, 2) and a.dtype == np.float32
-            assert np.all((a >= 0) & (a <= 1)) and np.isfinite(a).all()
+            low = -1.0 if agent.action_range == "symmetric" else 0.0  # the env's action box
+            assert np.all((a >= low) & (a <= 1)) and np.isfinite(a).all()
         else:
             g = agent.env_settings()["grid_size"]
             assert a.shape == (n,) and a.dtype == np.int64
@@ -79,9 +83,7 @@ def test_register_custom_agent():
         with pytest.raises(ValueError, match="already registered"):
             agents.register("mine-test", Mine)
     finally:
-        from agents import base
-
-        base._REGISTRY.pop("mine-test")
+        agents.unregister("mine-test")
 
 
 # --- baselines --------------------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ def test_raster_scans_cells_in_snake_order(model, dataset):
     # with a bound core: ⌈√(T−1)⌉ = 2 cells per side for T = 4
     core = core_for(RasterAgent(), model, dataset, n=2)
     agent = RasterAgent()
-    agent.bind(core)
+    agent.bind(core.view())
     assert agent.cell_order() == [(0, 0), (0, 1), (1, 1), (1, 0)]
 
 
@@ -123,11 +125,13 @@ def test_saliency_centres_the_patch_on_the_strongest_cell(model, dataset):
     agent.reset(2)
     core.reset_slots(np.arange(2), [0, 1])  # after the glance the map covers the whole image
     c, h, w = model.feature_map_shape
-    obs = np.zeros((2, c, h, w), np.float32)
-    obs[0, :, 0, 0] = 1.0        # top-left cell
-    obs[1, :, h - 1, 1] = 1.0    # bottom row, second column
-    a = agent.act(obs)
     s, p = model.image_size, model.patch_size
+    fmap = np.zeros((2, c, h, w), np.float32)
+    fmap[0, :, 0, 0] = 1.0        # top-left cell
+    fmap[1, :, h - 1, 1] = 1.0    # bottom row, second column
+    obs = core.observe()
+    assert obs["box"].tolist() == [[0, 0, s, s]] * 2  # the glance saw the whole image
+    a = agent.act({**obs, "feature_map": fmap})
 
     def expect(i, j):
         return np.clip([((i + 0.5) / h * s - p / 2) / (s - p), ((j + 0.5) / w * s - p / 2) / (s - p)], 0, 1)
@@ -147,7 +151,7 @@ def test_oracle_picks_the_cell_with_the_highest_true_class_probability(model, da
     core = core_for(oracle, model, dataset, n=n, grid_size=g)
     oracle.reset(n)
     core.reset_slots(np.arange(n), list(range(n)))
-    probe = GFNetCore(model, dataset, n, CoreSettings(action_mode="grid", grid_size=g), device="cpu")
+    probe = GFNetCore(model, dataset, n, EnvSettings(action_mode="grid", grid_size=g), device="cpu")
     history: list[np.ndarray] = []
     for _step in range(model.T - 1):
         cand = oracle.candidate_probs()                       # (n, G²)
@@ -157,12 +161,12 @@ def test_oracle_picks_the_cell_with_the_highest_true_class_probability(model, da
             for past in history:
                 probe.step(past)
             probe.step(np.full(n, cell))
-            py = torch.softmax(probe.logits, -1).gather(1, probe.targets[:, None])[:, 0]
+            py = torch.as_tensor(probe.privileged_view().true_class_probs())
             torch.testing.assert_close(cand[:, cell], py, atol=1e-5, rtol=0)
         a = oracle.act(core.observe())
         assert np.array_equal(a, cand.argmax(1).numpy())
         core.step(a)
-        py = torch.softmax(core.logits, -1).gather(1, core.targets[:, None])[:, 0]
+        py = torch.as_tensor(core.privileged_view().true_class_probs())
         torch.testing.assert_close(py, cand.max(1).values, atol=1e-5, rtol=0)
         history.append(a)
 
@@ -286,7 +290,7 @@ def test_sb3_train_save_load_roundtrip(tmp_path, name):
     core = core_for(loaded, tiny_model(), tiny_dataset(), n=5)
     actions, _ = run_episode(loaded, core)
     check_actions(loaded, actions, 5)
-    agent.bind(core)
+    bind_view(core, agent)
     again, _ = run_episode(agent, core)
     for a, b in zip(actions, again):
         np.testing.assert_allclose(a, b, atol=1e-6)

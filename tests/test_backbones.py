@@ -241,3 +241,61 @@ def test_small_cnn_cost_and_rebuild():
     pooled, fmap = wide.features(torch.randn(2, 3, 40, 40))
     assert fmap.shape == (2, 64, 3, 3) and wide.feature_map_size(40) == 3
     assert wide.head(pooled).shape == (2, 5)
+
+
+# --- registering a backbone ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_registry():
+    """Undo registrations made by a test (the registry is process-wide)."""
+    from feature_nets import registry
+
+    tables = (registry._REGISTRY, registry.BACKBONE_CONFIGS, registry.ENCODER_BUILDERS)
+    saved = [dict(t) for t in tables]
+    yield
+    for table, before in zip(tables, saved):
+        table.clear()
+        table.update(before)
+
+
+def test_a_new_backbone_of_a_known_family_is_one_decorated_function(restore_registry, tmp_path):
+    import torchvision
+
+    from feature_nets.backbones.resnet import ResNetEncoder
+    from feature_nets.checkpoint import load_checkpoint, save_checkpoint
+    from feature_nets.gfnet import build_gfnet
+    from feature_nets.registry import get_backbone, register_backbone
+    from feature_nets.training import TrainConfig
+
+    @register_backbone(get_config("resnet50").with_overrides(model_name="resnet18", feature_num=512,
+                                                             feature_map_channels=512))
+    def resnet18(num_classes: int = 1000) -> ResNetEncoder:
+        return ResNetEncoder("resnet18", torchvision.models.resnet18(weights=None, num_classes=num_classes),
+                             num_classes)
+
+    assert get_backbone("resnet18").builder is resnet18 and "resnet18" in ENCODER_BUILDERS
+    model = build_gfnet("resnet18", patch_size=32, T=2, num_classes=3)
+    assert model.feature_map_shape == (512, 1, 1) and model.image_size == 224
+    assert TrainConfig.for_model(model).lr_backbone == 0.01  # the ResNet family's recipe
+    path = save_checkpoint(model, tmp_path / "r18.pth.tar")
+    loaded = load_checkpoint(path).model
+    assert loaded.spec.config.model_name == "resnet18"
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone(get_config("resnet18"))(resnet18)
+
+
+def test_the_small_cnn_is_registered_with_a_config_factory():
+    from feature_nets.gfnet import build_gfnet, build_small_gfnet
+    from feature_nets.registry import get_backbone
+
+    backbone = get_backbone("small_cnn")
+    assert backbone.configurable and backbone.default_patch_size == 28
+    assert "small_cnn" not in BACKBONE_CONFIGS
+    torch.manual_seed(0)
+    a = build_gfnet("small_cnn", num_classes=4, encoder_kwargs=dict(widths=[8, 16], feature_num=16), gru_hidden=32)
+    torch.manual_seed(0)
+    b = build_small_gfnet(num_classes=4, widths=[8, 16], feature_num=16, gru_hidden=32)
+    assert a.spec.to_dict() == b.spec.to_dict() and a.patch_size == 28 and a.image_size == 112
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert a.spec.config.feature_num == 16 and a.spec.config.fc_hidden_dim == 32

@@ -11,10 +11,13 @@ import torch
 
 import feature_nets.budgeted as budgeted
 from agents import make
-from agents.benchmark import evaluate_agent, markdown_table, run_benchmark
+from agents.benchmark import run_benchmark
 from agents.paper_ppo import train_paper_ppo
+from agents.results import markdown_table
 from agents.stats import bootstrap_ci, mean_and_ci
-from gfnet_env.core import CoreSettings, GFNetCore
+from gfnet_env.core import GFNetCore
+from gfnet_env.rollout import rollout
+from gfnet_env.settings import EnvSettings
 from tiny import tiny_dataset, tiny_model
 
 ENV_ID = "GFNet-ImageNet-v0"
@@ -117,10 +120,10 @@ def test_oracle_is_listed_as_an_upper_bound_and_wins_each_greedy_step():
     m, ds = tiny_model(), tiny_dataset(n=30)
     idx = list(range(10))
     py = {}
-    for name, settings in (("oracle", CoreSettings(action_mode="grid", grid_size=3)), ("center", CoreSettings()),
-                           ("raster", CoreSettings())):
+    for name, settings in (("oracle", EnvSettings(action_mode="grid", grid_size=3)), ("center", EnvSettings()),
+                           ("raster", EnvSettings())):
         agent = make(name, **({"grid_size": 3} if name == "oracle" else {}))
-        ep = evaluate_agent(agent, GFNetCore(m, ds, 5, settings, device="cpu"), idx)
+        ep = rollout(GFNetCore(m, ds, 5, settings, device="cpu"), agent, idx)
         py[name] = ep.probs[1].gather(1, ep.targets[:, None])[:, 0]
     assert torch.all(py["oracle"] >= py["center"] - 1e-6) and torch.all(py["oracle"] >= py["raster"] - 1e-6)
 
@@ -138,11 +141,11 @@ def test_budgeted_curve_is_the_official_procedure(monkeypatch, tmp_path):
     assert len(calls) == 1
     # recompute by hand: evaluate on 12 images spread over the 30 (i*30//12), fit on 12 of the others
     kw = env_kwargs()
-    core = GFNetCore(kw["checkpoint"], kw["dataset"], 5, CoreSettings(), device="cpu")
+    core = GFNetCore(kw["checkpoint"], kw["dataset"], 5, EnvSettings(), device="cpu")
     eval_idx = [i * 30 // 12 for i in range(12)]
     fit_idx = [i for i in range(30) if i not in eval_idx][:12]
-    ev = evaluate_agent(make("center"), core, eval_idx)
-    fit = evaluate_agent(make("center"), core, fit_idx)
+    ev = rollout(core, make("center"), eval_idx)
+    fit = rollout(core, make("center"), fit_idx)
     ref = original(fit.probs, fit.targets, ev.probs, ev.targets, core.madds_cumulative.tolist())
     assert res["agents"]["center"]["budgeted"]["top1"] == ref["top1"]
     assert res["agents"]["center"]["budgeted"]["madds"] == pytest.approx(ref["madds"])
@@ -199,10 +202,10 @@ def test_bootstrap_ci():
         bootstrap_ci([])
 
 
-def test_evaluate_agent_pads_the_last_batch():
+def test_rollout_pads_the_last_batch():
     m, ds = tiny_model(), tiny_dataset(n=30)
-    small = evaluate_agent(make("center"), GFNetCore(m, ds, 4, CoreSettings(), device="cpu"), list(range(7)))
-    big = evaluate_agent(make("center"), GFNetCore(m, ds, 7, CoreSettings(), device="cpu"), list(range(7)))
+    small = rollout(GFNetCore(m, ds, 4, EnvSettings(), device="cpu"), make("center"), list(range(7)))
+    big = rollout(GFNetCore(m, ds, 7, EnvSettings(), device="cpu"), make("center"), list(range(7)))
     assert small.probs.shape == (m.T, 7, 5)
     torch.testing.assert_close(small.probs, big.probs, atol=1e-5, rtol=0)
     assert torch.equal(small.targets, torch.stack([ds[i][1] for i in range(7)]))

@@ -87,7 +87,7 @@ def test_conformance_budgeted_curve(budgeted_batch, official_curve):
 
 
 # --------------------------------------------------------------------------------------------------
-# An independent, literal sample-by-sample transcription of the documented procedure (reference §6),
+# An independent, literal sample-by-sample transcription of the documented procedure (docs/budgeted.md),
 # used to cross-check the vectorised code on random inputs with many ties.
 
 

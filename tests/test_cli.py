@@ -49,14 +49,6 @@ def test_no_command_prints_help(capsys):
     assert code == 1 and "COMMAND" in out
 
 
-def test_a_missing_command_module_leaves_the_others_working(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + [("ghost", "agents.commands.no_such_module", "a ghost")])
-    code, out = run_cli(["ghost"], capsys)
-    assert code == 2 and "not available" in out and "no_such_module" in out
-    code, out = run_cli(["benchmark", "--help"], capsys)
-    assert code == 0
-
-
 def test_kwarg_parsing():
     assert parse_env_kwargs(["split=train", "grid_size=5", "step_cost=1e-9", "early_exit=none", "x=true", "p=a=b"]) == {
         "split": "train", "grid_size": 5, "step_cost": 1e-9, "early_exit": None, "x": True, "p": "a=b"}

@@ -21,7 +21,6 @@ from gfnet_env.datasets import (
     denormalizer_for,
     eval_transform,
     imagenet_split,
-    make_loader,
     train_transform,
 )
 
@@ -271,19 +270,3 @@ def test_denormalizer_uses_dataset_stats_or_min_max():
     rgb = denormalizer_for(TensorDataset(torch.zeros(1)))(x)
     assert rgb.min() == 0 and rgb.max() == 255
     assert (denormalizer_for(None)(torch.zeros(3, 2, 2)) == 0).all()  # a constant image does not divide by zero
-
-
-def test_make_loader_seeded(folder):
-    ds = ImageFolderDataset(folder, transform=eval_transform(CFG))
-
-    def order(seed):
-        return torch.cat([y for _, y in make_loader(ds, batch_size=4, shuffle=True, seed=seed)]).tolist()
-
-    assert order(1) == order(1)
-    assert sorted(order(1)) == [0, 0, 0, 1, 1, 1]
-    xb, yb = next(iter(make_loader(ds, batch_size=4)))
-    assert xb.shape == (4, 3, S, S) and yb.tolist() == [0, 0, 0, 1]
-    loader = make_loader(ds, batch_size=2, num_workers=1, seed=0)
-    assert loader.persistent_workers
-    with pytest.raises(ValueError):
-        make_loader(ds, batch_size=0)

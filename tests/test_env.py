@@ -16,7 +16,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import gfnet_env
 from tiny import tiny_dataset, tiny_model
 from conformance_utils import config_names, load_config, write_official_checkpoint
-from gfnet_env.core import grid_to_unit
+from gfnet_env.actions import grid_to_unit
 
 ENV_ID = "GFNet-ImageNet-v0"
 MODES = [(o, a) for o in ("gru", "feature_map", "dict") for a in ("continuous", "grid")]
@@ -94,12 +94,12 @@ def test_reward_is_confidence_gain_and_sums_to_total_gain(model, dataset):
     obs, info = env.reset(seed=1, options={"index": 3})
     assert info["image_index"] == 3
     core = env.unwrapped.core
-    p0 = torch.softmax(core.logits, -1)[0, core.targets[0]].item()
+    p0 = float(core.privileged_view().true_class_probs()[0])
     total = 0.0
     for _ in range(model.T - 1):
         _, r, term, _, info = env.step(np.array([0.3, 0.6], np.float32))
         total += r
-    p_last = torch.softmax(core.logits, -1)[0, core.targets[0]].item()
+    p_last = float(core.privileged_view().true_class_probs()[0])
     assert total == pytest.approx(p_last - p0, abs=1e-5)
 
 
@@ -277,7 +277,7 @@ def test_conformance_env_driven_by_checkpoint_policy(name, tmp_path):
     obs, info = venv.reset(options={"indices": list(range(n))})
     core = venv.core
     policy = core.model.policy
-    torch.testing.assert_close(core.logits, data["logits"][0].float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(core._logits, data["logits"][0].float(), atol=1e-4, rtol=0)
     hidden = policy.initial_state(n)
     for t in range(1, meta["T"]):
         with torch.no_grad():
@@ -291,7 +291,7 @@ def test_conformance_env_driven_by_checkpoint_policy(name, tmp_path):
             np.testing.assert_allclose(info["final_info"]["confidence"], want.values.numpy(), atol=1e-5)
             assert info["final_info"]["prediction"].tolist() == want.indices.tolist()
         else:
-            torch.testing.assert_close(core.logits, data["logits"][t].float(), atol=1e-4, rtol=0)
+            torch.testing.assert_close(core._logits, data["logits"][t].float(), atol=1e-4, rtol=0)
 
 
 def test_threaded_prefetch_gives_the_same_episodes(model, dataset):
@@ -305,7 +305,7 @@ def test_threaded_prefetch_gives_the_same_episodes(model, dataset):
             _, _, term, _, info = venv.step(np.full((3, 2), 0.5, np.float32))
             if term.any():
                 seen.append(info["image_index"].tolist())
-        venv.core.loader.close()
+        venv.close()
         return seen
 
     assert images_seen(0) == images_seen(2)

@@ -88,12 +88,17 @@ def test_truncated_checkpoint(mobilenet_ckpt, tmp_path):
         load_checkpoint(cut)
 
 
-def test_legacy_pickle_needs_opt_in(mobilenet_ckpt, tmp_path):
-    ck = torch.load(mobilenet_ckpt, weights_only=True)
+def _edited_copy(checkpoint, tmp_path, edit):
+    """A copy of a checkpoint file with ``edit(raw_dict)`` applied to its content."""
+    ck = torch.load(checkpoint, weights_only=True)
+    edit(ck)
+    path = tmp_path / "edited.pth.tar"
+    torch.save(ck, path)
+    return path
 
-    ck["args"] = _LegacyArgs()
-    legacy = tmp_path / "legacy.pth.tar"
-    torch.save(ck, legacy)
+
+def test_legacy_pickle_needs_opt_in(mobilenet_ckpt, tmp_path):
+    legacy = _edited_copy(mobilenet_ckpt, tmp_path, lambda ck: ck.update(args=_LegacyArgs()))
     with pytest.raises(UntrustedPickleError, match="trusted_pickle=True"):
         load_checkpoint(legacy)
     loaded = load_checkpoint(legacy, trusted_pickle=True)
@@ -105,24 +110,19 @@ class _LegacyArgs:  # a non-tensor object, as old training scripts pickled their
 
 
 def test_unknown_model_name(mobilenet_ckpt, tmp_path):
-    ck = torch.load(mobilenet_ckpt, weights_only=True)
-    ck["model_name"] = "vgg16"
-    p = tmp_path / "u.pth.tar"
-    torch.save(ck, p)
+    p = _edited_copy(mobilenet_ckpt, tmp_path, lambda ck: ck.update(model_name="vgg16"))
     with pytest.raises(UnknownArchitectureError, match="vgg16"):
         load_checkpoint(p)
 
 
 def test_missing_and_unexpected_keys_are_named_with_architecture_hint(mobilenet_ckpt, tmp_path):
-    ck = torch.load(mobilenet_ckpt, weights_only=True)
-    sd = ck["model_state_dict"]
-    removed = "module.conv_head.weight"
-    sd.pop(removed)
-    sd["module.extra.weight"] = torch.zeros(1)
-    p = tmp_path / "k.pth.tar"
-    torch.save(ck, p)
+    def edit(ck):
+        sd = ck["model_state_dict"]
+        sd.pop("module.conv_head.weight")
+        sd["module.extra.weight"] = torch.zeros(1)
+
     with pytest.raises(StateDictMismatchError) as e:
-        load_checkpoint(p)
+        load_checkpoint(_edited_copy(mobilenet_ckpt, tmp_path, edit))
     msg = str(e.value)
     assert "conv_head.weight" in msg and "extra.weight" in msg and "mobilenetv3_large_100" in msg
 
@@ -131,19 +131,14 @@ def test_encoder_of_another_architecture_is_recognised(mobilenet_ckpt, tmp_path)
     meta, _ = load_config("efficientnet_b2_p128_T4")
     other = tmp_path / "e.pth.tar"
     write_official_checkpoint(meta, other)
-    ck = torch.load(mobilenet_ckpt, weights_only=True)
-    ck["model_state_dict"] = torch.load(other, weights_only=True)["model_state_dict"]
-    p = tmp_path / "mixed.pth.tar"
-    torch.save(ck, p)
+    encoder = torch.load(other, weights_only=True)["model_state_dict"]
+    p = _edited_copy(mobilenet_ckpt, tmp_path, lambda ck: ck.update(model_state_dict=encoder))
     with pytest.raises(StateDictMismatchError, match="look like a efficientnet_b2"):
         load_checkpoint(p)
 
 
 def test_shape_mismatch(mobilenet_ckpt, tmp_path):
-    ck = torch.load(mobilenet_ckpt, weights_only=True)
-    ck["fc"]["fc_5.weight"] = torch.zeros(1000, 10)
-    p = tmp_path / "s.pth.tar"
-    torch.save(ck, p)
+    p = _edited_copy(mobilenet_ckpt, tmp_path, lambda ck: ck["fc"].update({"fc_5.weight": torch.zeros(1000, 10)}))
     with pytest.raises(ShapeMismatchError, match="fc_5.weight"):
         load_checkpoint(p)
 
@@ -184,3 +179,42 @@ def test_images_of_wrong_size_are_rejected():
     m = tiny_model()
     with pytest.raises(ValueError, match="48"):
         m.glance(torch.zeros(1, 3, 40, 40))
+
+
+# --- classifier protocol, checked loading into an existing model -------------------------------------
+
+def test_classifiers_satisfy_the_protocol():
+    import math
+
+    from feature_nets.classifiers import CascadeClassifier, Classifier, GRUClassifier
+
+    gru, cascade = GRUClassifier(8, 16, 3), CascadeClassifier(8, 3)
+    assert isinstance(gru, Classifier) and isinstance(cascade, Classifier)
+    assert (gru.state_dim, gru.state_bounds, gru.max_looks, gru.look_dependent) == (16, (-1.0, 1.0), None, False)
+    assert (cascade.state_dim, cascade.max_looks, cascade.look_dependent) == (40, 5, True)
+    assert cascade.state_bounds == (-math.inf, math.inf)
+    gru.freeze_unused_looks(2)
+    assert all(p.requires_grad for p in gru.parameters())
+    cascade.freeze_unused_looks(3)
+    assert [k for k in range(2, 6) if getattr(cascade, f"fc_{k}").weight.requires_grad] == [2, 3]
+
+
+def test_strip_module_prefix():
+    from feature_nets.checkpoint import strip_module_prefix
+
+    sd = {"module.a.weight": 1, "b.bias": 2, "x.module.c": 3}
+    assert strip_module_prefix(sd) == {"a.weight": 1, "b.bias": 2, "x.module.c": 3}
+
+
+def test_load_training_state_checks_keys_and_shapes(tmp_path):
+    from feature_nets.checkpoint import CheckpointError
+    from feature_nets.training import load_training_state
+
+    path = save_checkpoint(tiny_model(), tmp_path / "t.pth.tar")
+    target = tiny_model(seed=1)
+    load_training_state(target, path)
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), tiny_model().state_dict().values()))
+    with pytest.raises(ShapeMismatchError):
+        load_training_state(tiny_model(gru_hidden=24), path)
+    with pytest.raises(CheckpointError):
+        load_training_state(tiny_model(widths=(8, 16)), path)

@@ -19,7 +19,7 @@ from feature_nets.gfnet import build_small_gfnet
 from feature_nets.training import (
     StageLoss,
     TrainConfig,
-    _prepare_trainable,
+    prepare_trainable,
     evaluate_anytime,
     train_stage1,
     train_stage3,
@@ -163,7 +163,7 @@ def test_loss_is_defined_for_the_cascade_classifier():
     model = build_gfnet("mobilenetv3_large_100", patch_size=32, T=3, num_classes=10)
     cfg = TrainConfig.for_model(model)
     assert cfg.freeze_global and cfg.dsn_ratio == 5 and cfg.lr_backbone == 0.005 and cfg.epochs == 90
-    _prepare_trainable(model, cfg)
+    prepare_trainable(model, cfg)
     model.train()
     model.global_encoder.eval()
     images, labels = torch.randn(4, 3, 224, 224), torch.tensor([0, 1, 2, 3])

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import agents
-    from agents.base import factory_of
+    from agents.registry import factory_of
 
     env_kwargs = parse_env_kwargs(args.env_kwarg)
     try:
@@ -58,20 +58,11 @@ def run(args: argparse.Namespace) -> int:
         trainable = [n for n in agents.available() if agents.is_trainable(n)]
         print(f"gfnet train-agent: {args.agent!r} does not learn; trainable agents: {', '.join(trainable)}")
         return 2
-    progress = not args.no_progress
-    if args.agent == "paper-ppo":
-        from agents.paper_ppo import train_paper_ppo
-
-        agent = train_paper_ppo(args.env, args.steps, args.out, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                                resume=args.resume, device=args.device, progress=progress, **env_kwargs)
-    elif args.agent.startswith("sb3-"):
-        from agents.sb3_agents import train_sb3
-
-        agent = train_sb3(args.agent, args.env, args.steps, args.out, seed=args.seed, n_envs=args.n_envs,
-                          obs_mode=args.obs_mode, action_mode=args.action_mode, grid_size=args.grid_size,
-                          device=args.device, eval_episodes=args.eval_episodes, resume=args.resume,
-                          progress_bar=progress, **env_kwargs)
-    else:
-        agent = factory.learn(args.env, args.steps, args.seed, args.out, resume=args.resume, **env_kwargs)
+    # every CLI training option; each agent's train_options hook picks the ones its learn() takes
+    options = {"device": args.device, "progress": not args.no_progress, "n_envs": args.n_envs,
+               "obs_mode": args.obs_mode, "action_mode": args.action_mode, "grid_size": args.grid_size,
+               "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr}
+    agent = factory.learn(args.env, args.steps, args.seed, args.out, resume=args.resume,
+                          **{**factory.train_options(options), **env_kwargs})
     print(f"trained {agent.name} saved in {args.out} (TensorBoard: tensorboard --logdir {args.out})")
     return 0

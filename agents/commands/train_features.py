@@ -1,4 +1,4 @@
-"""Stages 1 and 3 of GFNet training: the encoders and the classifier (gfnet-reference §5).
+"""Stages 1 and 3 of GFNet training: the encoders and the classifier (see docs/training.md).
 
 Stage 1 trains with uniformly random patch locations; stage 3 fine-tunes with locations sampled from a
 learned policy (from stage 2, `gfnet train-policy`). Data: ImageNet or any ImageFolder (--data-root with
@@ -98,14 +98,16 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _build_model(args):
-    """(model, task) from --init / --model."""
-    from feature_nets.checkpoint import load_checkpoint
-    from feature_nets.gfnet import build_gfnet, build_small_gfnet
+#: The encoder family the embedded task's networks use (112×112 canvases, 10 classes).
+TASK_FAMILY = "small_cnn"
+
+
+def _model(args, task: str | None):
+    """The GFNet to train: from --init, or built from --model for the task / the ImageFolder."""
+    from feature_nets.training import build_model, load_model
 
     if args.init:
-        model = load_checkpoint(args.init, trusted_pickle=args.trusted_pickle,
-                                with_policy=_has_policy(args.init, args.trusted_pickle)).model
+        model = load_model(args.init, trusted_pickle=args.trusted_pickle)
         for name, val, have in (("--patch-size", args.patch_size, model.patch_size), ("--T", args.T, model.T)):
             if val is not None and val != have:
                 print(f"note: {name} {val} ignored; {args.init} has {have}", file=sys.stderr)
@@ -114,72 +116,37 @@ def _build_model(args):
         return model
     if not args.model:
         raise ValueError("give --model NAME (or --init CHECKPOINT)")
-    T = args.T or 5
-    if args.model == "small_cnn":
-        widths = [int(w) for w in args.small_widths.split(",") if w.strip()]
-        if args.data_root:
-            from gfnet_env.datasets import ImageFolderDataset
+    encoder_kwargs = dict(widths=[int(w) for w in args.small_widths.split(",") if w.strip()],
+                          feature_num=args.small_feature_num)
+    common = dict(T=args.T or 5, patch_size=args.patch_size, encoder_kwargs=encoder_kwargs)
+    if args.data_root:
+        from gfnet_env.datasets import ImageFolderDataset
 
-            n_classes = len(ImageFolderDataset(Path(args.data_root) / "train").classes)
-            return build_small_gfnet(patch_size=args.patch_size or 28, T=T, image_size=args.image_size or 112,
-                                     num_classes=n_classes, widths=widths, feature_num=args.small_feature_num)
-        return build_small_gfnet(patch_size=args.patch_size or 28, T=T, image_size=112, num_classes=10,
-                                 widths=widths, feature_num=args.small_feature_num)
-    if not args.data_root:
+        n_classes = len(ImageFolderDataset(Path(args.data_root) / "train").classes)
+        return build_model(args.model, n_classes, image_size=args.image_size, **common)
+    if args.model != TASK_FAMILY:
         raise ValueError(f"--model {args.model} trains on an ImageFolder: give --data-root (the embedded task "
-                         "is for --model small_cnn)")
-    from gfnet_env.datasets import ImageFolderDataset
-
-    n_classes = len(ImageFolderDataset(Path(args.data_root) / "train").classes)
-    return build_gfnet(args.model, patch_size=args.patch_size or 96, T=T, num_classes=n_classes)
+                         f"is for --model {TASK_FAMILY})")
+    return build_model(args.model, 10, image_size=112, **common)
 
 
-def _has_policy(path, trusted) -> bool:
-    from feature_nets.checkpoint import read_checkpoint_dict
-
-    return "policy" in read_checkpoint_dict(path, trusted_pickle=trusted)
-
-
-def _load_policy(model, path: str, trusted: bool) -> None:
-    import torch
-
-    from feature_nets.checkpoint import read_checkpoint_dict
-    from feature_nets.policy import PatchPolicy
-
-    try:
-        blob = read_checkpoint_dict(path, trusted_pickle=trusted)
-        sd = blob.get("policy")
-    except Exception:
-        blob = torch.load(path, map_location="cpu", weights_only=not trusted)
-        sd = blob.get("policy_state_dict", blob.get("policy", blob)) if isinstance(blob, dict) else None
-    if not isinstance(sd, dict) or not any(k.startswith("actor.") for k in sd):
-        raise ValueError(f"{path} holds no policy weights (expected a GFNet checkpoint with a 'policy' entry, "
-                         "e.g. from `gfnet train-policy`)")
-    if model.policy is None:
-        cfg = model.spec.config
-        c, h, _ = model.feature_map_shape
-        model.policy = PatchPolicy(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
-    model.policy.load_state_dict(sd)
-
-
-def _datasets(args, model):
-    task = args.task or ("cluttered-fashion-mnist" if not args.data_root else None)
+def _datasets(args, model, task: str | None):
+    """(train, val) of the embedded task or of the ImageFolder, prepared for the model."""
     if task == "cluttered-fashion-mnist":
         from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST
 
-        if model.spec.config.family != "small_cnn":
-            raise ValueError("--task cluttered-fashion-mnist needs --model small_cnn (112×112 canvases, 10 classes)")
+        if model.spec.config.family != TASK_FAMILY:
+            raise ValueError(f"--task cluttered-fashion-mnist needs --model {TASK_FAMILY} (112×112 canvases, "
+                             "10 classes)")
         geo = dict(canvas_size=model.image_size, root=args.fmnist_root, seed=args.seed)
         train = ClutteredFashionMNIST("train", num_samples=args.train_samples, **geo)
         val = ClutteredFashionMNIST("val", num_samples=args.val_samples, **geo)
-        return train, val, task
+        return train, val
     from torch.utils.data import Subset
 
     from gfnet_env.datasets import ImageFolderDataset, eval_transform, train_transform
 
-    cfg = model.spec.config
-    if cfg.family == "small_cnn":
-        cfg = cfg.with_overrides(image_size=model.image_size)
+    cfg = model.spec.config.with_overrides(image_size=model.image_size)
     root = Path(args.data_root)
     train = ImageFolderDataset(root / "train", transform=train_transform(cfg))
     val = ImageFolderDataset(root / "val", transform=eval_transform(cfg))
@@ -187,63 +154,57 @@ def _datasets(args, model):
         train = Subset(train, range(min(args.train_samples, len(train))))
     if args.val_samples:
         val = Subset(val, range(min(args.val_samples, len(val))))
-    return train, val, "imagefolder"
+    return train, val
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from feature_nets.training import TrainConfig, copy_encoder_into, pretrain_encoder, train_stage1, train_stage3
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        model = _build_model(args)
-        train, val, task = _datasets(args, model)
-        if args.stage == 3:
-            if not args.policy_checkpoint and model.policy is None:
-                raise ValueError("stage 3 needs --policy-checkpoint (the stage-2 result, e.g. from gfnet train-policy)")
-            if args.policy_checkpoint:
-                _load_policy(model, args.policy_checkpoint, args.trusted_pickle)
-        if args.backbone_weights:
-            sd = torch.load(args.backbone_weights, map_location="cpu", weights_only=not args.trusted_pickle)
-            sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-            sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
-            model.global_encoder.load_official_state_dict(sd)
-            model.local_encoder.load_official_state_dict(sd)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        return _fail(str(e))
+def _train_config(args, model, task: str | None):
+    from feature_nets.training import TrainConfig
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                      lr_classifier=args.lr_classifier, weight_decay=args.weight_decay, dsn_ratio=args.dsn_ratio,
                      seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch, device=args.device,
                      keep_epoch_checkpoints=args.keep_epoch_checkpoints, progress=not args.no_progress,
-                     workers=args.workers if args.workers is not None else (8 if task == "imagefolder" else 0))
+                     workers=args.workers if args.workers is not None else (0 if task else 8))
     if args.freeze_global is not None:
         overrides["freeze_global"] = args.freeze_global == "yes"
     cfg = TrainConfig.for_model(model, stage=args.stage, **overrides)
     if args.glance_interpolation is not None:
         cfg.glance_interpolation = None if args.glance_interpolation == "model" else args.glance_interpolation
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from feature_nets.training import ensure_policy, load_backbone_weights, pretrain_into, train_stage
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = args.task or ("cluttered-fashion-mnist" if not args.data_root else None)
+    try:
+        model = _model(args, task)
+        train, val = _datasets(args, model, task)
+        if args.stage == 3:
+            ensure_policy(model, args.policy_checkpoint, args.trusted_pickle)
+        if args.backbone_weights:
+            load_backbone_weights(model, args.backbone_weights, args.trusted_pickle)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        return _fail(str(e))
+    cfg = _train_config(args, model, task)
 
     fresh = not args.init and not args.resume and not args.backbone_weights
-    if fresh and args.stage == 1 and task != "cluttered-fashion-mnist" and _rank() == 0:
+    pre_epochs = args.pretrain_epochs if args.pretrain_epochs is not None else 2
+    if fresh and args.stage == 1 and not task and _rank() == 0:
         print("warning: stage 1 from randomly initialised encoders; the paper starts from pretrained backbones "
               "(--backbone-weights FILE)", file=sys.stderr)
-    pre_epochs = args.pretrain_epochs if args.pretrain_epochs is not None else 2
-    if fresh and args.stage == 1 and task == "cluttered-fashion-mnist" and pre_epochs > 0:
-        from feature_nets.small_cnn import build_small_cnn
+    if fresh and args.stage == 1 and task and pre_epochs > 0:
         from gfnet_env.cluttered_fashion_mnist import FashionMNISTItems
 
-        torch.manual_seed(args.seed)
-        enc = build_small_cnn(**model.spec.encoder_kwargs)
-        pretrain_encoder(enc, FashionMNISTItems("train", root=args.fmnist_root), epochs=pre_epochs, seed=args.seed,
-                         device=cfg.device or "cpu", progress=cfg.progress and _rank() == 0,
-                         log=(lambda m: print(m, flush=True)) if _rank() == 0 else None)
-        copy_encoder_into(model, enc.cpu())
-
-    train_fn = train_stage1 if args.stage == 1 else train_stage3
+        pretrain_into(model, FashionMNISTItems("train", root=args.fmnist_root), epochs=pre_epochs, seed=args.seed,
+                      device=cfg.device or "cpu", progress=cfg.progress and _rank() == 0,
+                      log=(lambda m: print(m, flush=True)) if _rank() == 0 else None)
     try:
-        result = train_fn(model, train, val, cfg, args.out, resume=args.resume)
+        result = train_stage(model, train, val, cfg, args.out, resume=args.resume)
     except KeyboardInterrupt:
         if _rank() == 0:
             print(f"\ninterrupted; progress saved in {Path(args.out) / 'last.pth.tar'} (continue with --resume)",

@@ -1,0 +1,153 @@
+"""The paper's patch proposal network as an agent of the benchmark (``paper-ppo``).
+
+The agent acts on feature-map observations with the policy's own GRU memory, one state per env; its weights
+come from a GFNet checkpoint's ``policy`` entry (:meth:`PaperPPOAgent.from_checkpoint`, what the benchmark
+evaluates by default) or from a file :func:`agents.paper_ppo.train.train_paper_ppo` wrote
+(:meth:`PaperPPOAgent.load`). Training is docs/training.md, "Stage 2: policy (PPO)".
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from feature_nets.devices import resolve_device
+from feature_nets.files import atomic_save
+from feature_nets.policy import PatchPolicy
+
+from ..base import Agent, Run, RunContext, train_hint
+from ..trained import jsonable
+
+__all__ = ["AGENT_FILE", "AGENT_FORMAT", "LATEST_FILE", "PaperPPOAgent", "policy_config"]
+
+#: ``format`` entry of the files :meth:`PaperPPOAgent.save` writes.
+AGENT_FORMAT = "gfnet-paper-ppo"
+#: File names inside a training run's folder.
+AGENT_FILE = "paper_ppo.pt"
+LATEST_FILE = "paper_ppo_latest.pt"
+
+
+def policy_config(policy: PatchPolicy) -> dict:
+    """Constructor arguments that rebuild ``policy``."""
+    return {"feature_map_channels": policy.feature_map_channels, "feature_map_size": policy.feature_map_size,
+            "hidden_dim": policy.hidden_dim, "conv": policy.conv, "action_std": policy.action_std}
+
+
+class PaperPPOAgent(Agent):
+    """The paper's patch proposal network as an agent (``paper-ppo``).
+
+    Observations are feature maps (N, C, h, w) (or a dict holding ``feature_map``); the policy's own GRU
+    state, (1, N, H), is kept per env between ``act`` calls and cleared by ``reset``. Deterministic actions
+    are the Gaussian's mean (the original test-time behaviour); stochastic ones are sampled with std 0.1
+    and clamped to [0, 1], as in training.
+
+    Args:
+        policy: a :class:`~feature_nets.policy.PatchPolicy` (used as is, not copied).
+        device: where the policy runs (``"auto"``: CUDA when available).
+        seed: seed of the sampling noise for ``deterministic=False``.
+
+    Attributes:
+        policy: the network; write it into a GFNet checkpoint with
+            :func:`agents.paper_ppo.checkpoint.save_policy_into_checkpoint`.
+    """
+
+    name = "paper-ppo"
+    obs_mode = "feature_map"
+    action_mode = "continuous"
+    trainable = True
+
+    def __init__(self, policy: PatchPolicy, device: str | torch.device = "auto", seed: int = 0) -> None:
+        self.device = resolve_device(device)
+        self.policy = policy.to(self.device).eval()
+        self.hidden: torch.Tensor | None = None
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.metadata: dict = {}
+
+    @classmethod
+    def from_checkpoint(cls, model, device: str | torch.device = "auto",
+                        trusted_pickle: bool = False) -> "PaperPPOAgent":
+        """The policy stored in a GFNet checkpoint (a path or a loaded :class:`~feature_nets.gfnet.GFNet`), copied."""
+        if isinstance(model, (str, os.PathLike)):
+            from feature_nets.checkpoint import load_checkpoint
+
+            model = load_checkpoint(model, trusted_pickle=trusted_pickle).model
+        if getattr(model, "policy", None) is None:
+            raise ValueError("this GFNet checkpoint has no policy; train one with `gfnet train-policy`")
+        return cls(copy.deepcopy(model.policy), device=device)
+
+    # --- hooks for the benchmark and the CLI ---------------------------------------------------------
+    @classmethod
+    def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:
+        """Without a trained copy, the benchmark evaluates the policy stored in the env's checkpoint."""
+        model = ctx.model
+        if getattr(model, "policy", None) is None:
+            raise ValueError(train_hint(ctx.name, ctx.env_id) + "; the env's checkpoint stores no policy")
+        return [Run("checkpoint policy", lambda: cls.from_checkpoint(model, device=ctx.device))], \
+            "the policy stored in the env's checkpoint"
+
+    @classmethod
+    def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``batch_size``, ``lr``, ``device`` and ``progress`` of the CLI's options (those given)."""
+        return {k: options[k] for k in ("batch_size", "lr", "device", "progress") if options.get(k) is not None}
+
+    # --- acting -------------------------------------------------------------------------------------
+    def reset(self, num_envs: int) -> None:
+        super().reset(num_envs)
+        self.hidden = self.policy.initial_state(int(num_envs), device=self.device)
+
+    @torch.no_grad()
+    def act(self, obs, deterministic: bool = True) -> np.ndarray:
+        fmap = obs["feature_map"] if isinstance(obs, dict) else obs
+        fmap = torch.as_tensor(np.asarray(fmap) if not torch.is_tensor(fmap) else fmap).to(self.device).float()
+        if fmap.dim() != 4:
+            raise ValueError(f"paper-ppo acts on feature maps (N, C, h, w); got shape {tuple(fmap.shape)} "
+                             "(build the env with obs_mode='feature_map')")
+        n = fmap.shape[0]
+        if self.hidden is None or self.hidden.shape[1] != n:
+            self.hidden = self.policy.initial_state(n, device=self.device)
+        mean, _value, self.hidden = self.policy.step(fmap, self.hidden)
+        if deterministic:
+            action = mean
+        else:
+            action, _ = self.policy.sample(mean, generator=self.generator)
+        return action.float().cpu().numpy()
+
+    # --- files --------------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write ``{"format", "policy_config", "policy_state_dict", "metadata"}`` (a torch file, tensors only)."""
+        blob = {"format": AGENT_FORMAT, "version": 1, "policy_config": policy_config(self.policy),
+                "policy_state_dict": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
+                "metadata": jsonable(self.metadata)}
+        return atomic_save(blob, path)
+
+    @classmethod
+    def load(cls, path, device: str | torch.device = "auto") -> "PaperPPOAgent":
+        """Load a file written by :meth:`save` (or a training run's ``paper_ppo_latest.pt``)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / AGENT_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no paper-ppo agent at {path}; train one with "
+                                    "`gfnet train-agent --agent paper-ppo --env ID --out DIR`")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or blob.get("format") != AGENT_FORMAT:
+            raise ValueError(f"{path} is not a paper-ppo agent file (no format={AGENT_FORMAT!r} entry)")
+        policy = PatchPolicy(**blob["policy_config"])
+        policy.load_state_dict(blob["policy_state_dict"])
+        agent = cls(policy, device=device)
+        agent.metadata = dict(blob.get("metadata", {}))
+        return agent
+
+    # --- training -----------------------------------------------------------------------------------
+    @classmethod
+    def learn(cls, env_id: str, steps: int, seed: int, out_dir, resume: bool = False, **kwargs) -> "PaperPPOAgent":
+        """:func:`agents.paper_ppo.train.train_paper_ppo` (``batch_size``, ``lr``, ``device``, ``progress`` and
+        env arguments may be passed in ``kwargs``)."""
+        from .train import train_paper_ppo
+
+        return train_paper_ppo(env_id, steps, out_dir, seed=seed, resume=resume, **kwargs)

@@ -1,0 +1,244 @@
+"""Stage 2 of GFNet training: the paper's PPO for the patch policy on the frozen networks of an env.
+
+The algorithm is docs/training.md, "Stage 2: policy (PPO)"; the update itself is :mod:`agents.paper_ppo.ppo`.
+One iteration per batch of B images:
+
+1. the next B images: each epoch of the split is a permutation seeded by (seed, epoch), so a resumed run sees
+   the same images in the same order;
+2. one :func:`gfnet_env.rollout.rollout` of them on a batched env core (glance + T − 1 focus steps) with the
+   policy sampling its actions; the rollout memory receives states, actions, log-probs and rewards;
+3. one :func:`~agents.paper_ppo.ppo.ppo_update`.
+
+The env is stepped only through its public API (:func:`gfnet_env.factory.make_core` and
+:func:`gfnet_env.rollout.rollout`); the networks stay frozen, only the policy learns.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from feature_nets.files import atomic_save
+from feature_nets.policy import PatchPolicy
+
+from ..trained import jsonable, write_agent_json
+from .agent import AGENT_FILE, AGENT_FORMAT, LATEST_FILE, PaperPPOAgent, policy_config
+from .ppo import RolloutMemory, make_optimizer, ppo_update
+
+__all__ = ["collect_rollout", "train_paper_ppo"]
+
+
+def _image_order(seed: int, n_images: int, start: int, count: int) -> tuple[list[int], int]:
+    """Dataset indices of stream positions start..start+count−1: each epoch is a fresh permutation,
+    a pure function of (seed, epoch), so a resumed run sees the same images. Returns (indices, epoch of start)."""
+    out, perms = [], {}
+    for pos in range(start, start + count):
+        epoch = pos // n_images
+        if epoch not in perms:
+            perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n_images)
+        out.append(int(perms[epoch][pos % n_images]))
+    return out, start // n_images
+
+
+def collect_rollout(core, policy: PatchPolicy, generator: torch.Generator, indices: list[int],
+                    memory: RolloutMemory):
+    """One batch of episodes with sampled actions; fills ``memory`` and returns the
+    :class:`~gfnet_env.rollout.Rollout`.
+
+    Before each focus step the policy reads the previous feature map (B, C, h, w) as a tensor on the core's
+    device, samples an action from its Gaussian (std 0.1), clamped to [0, 1] (log-prob of the clamped
+    action), and the env returns p_t(y) − p_{t−1}(y). The memory gets one entry per step: states
+    (B, C, h, w), actions (B, 2), log-probs (B,) and rewards (1, B).
+    """
+    from gfnet_env.rollout import rollout
+
+    hidden = policy.initial_state(len(indices), device=core.device)
+
+    def act(state: torch.Tensor) -> torch.Tensor:
+        nonlocal hidden
+        with torch.no_grad():
+            mean, _value, hidden = policy.step(state, hidden)
+        action, logprob = policy.sample(mean, generator=generator)
+        memory.states.append(state)
+        memory.actions.append(action)
+        memory.logprobs.append(logprob)
+        return action  # stays on the device: the core takes tensor actions
+
+    episodes = rollout(core, act, indices, as_tensor=True)
+    for rewards in episodes.rewards:  # (T − 1, B) → one (1, B) tensor per step
+        memory.rewards.append(torch.as_tensor(rewards, device=core.device).view(1, len(indices)))
+    return episodes
+
+
+def train_paper_ppo(
+    env_id: str,
+    steps: int,
+    out_dir,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 3e-4,
+    init_policy: PatchPolicy | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    gamma: float = 0.7,
+    clip: float = 0.2,
+    epochs: int = 1,
+    save_every: int = 50,
+    progress: bool = False,
+    **env_kwargs,
+) -> PaperPPOAgent:
+    """Train the paper's policy with its PPO on the frozen networks of ``env_id``.
+
+    Loop, one iteration per batch of B images (B = ``batch_size``): the next B images (epochs are seeded
+    permutations of the split), one :func:`collect_rollout` of T − 1 focus steps, one :func:`ppo_update`
+    (γ = 0.7, clip 0.2, ``epochs`` = 1, Adam ``lr``).
+
+    Args:
+        env_id: a GFNet env id (``GFNet-ImageNet-v0``, ``GFNet-ClutteredFashionMNIST-v0``).
+        steps: env steps to train for; one batch uses B·(T − 1), so ⌈steps / (B·(T−1))⌉ updates are made.
+        out_dir: TensorBoard logs (``tensorboard/``), ``progress.csv``, the resumable ``paper_ppo_latest.pt``
+            (every ``save_every`` updates, at the end and on any crash), the final ``paper_ppo.pt`` and
+            ``agent.json``.
+        seed: seeds the fresh policy's weights, the image order and the action noise.
+        init_policy: start from a copy of this policy (e.g. a checkpoint's ``model.policy``) instead of a fresh one.
+        resume: continue from ``out_dir/paper_ppo_latest.pt`` (exactly: weights, Adam state, image stream, noise).
+        device: torch device of the networks and the policy.
+        progress: show a tqdm progress bar.
+        **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``max_steps=``, ``reward=``, …);
+            ``split`` defaults to ``"train"`` (not the env's evaluation split); ``obs_mode`` / ``action_mode`` are
+            fixed to ``feature_map`` / ``continuous``.
+
+    Returns:
+        The trained :class:`PaperPPOAgent` (``agent.policy`` is the network).
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    from gfnet_env.factory import make_core, task_of
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (returns are normalised over the batch), got {batch_size}")
+    env_kwargs = dict(env_kwargs)
+    env_kwargs.setdefault("split", "train")
+    for key, want in (("obs_mode", "feature_map"), ("action_mode", "continuous")):
+        if env_kwargs.get(key, want) != want:
+            raise ValueError(f"paper-ppo trains on {key}={want!r}, got {env_kwargs[key]!r}")
+        env_kwargs[key] = want
+    if env_kwargs.get("early_exit") is not None:
+        raise ValueError("paper-ppo rollouts have a fixed length: leave early_exit unset for training")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(seed)
+    core = make_core(task_of(env_id), batch_size, device=device, **env_kwargs)
+    try:
+        # --- the policy, its optimiser and its noise (from a fresh start or the latest save) -------------
+        dev = core.device
+        if init_policy is not None:
+            policy = copy.deepcopy(init_policy)
+        else:
+            cfg, (c, h, _w) = core.model.spec.config, core.model.feature_map_shape
+            policy = PatchPolicy(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
+        policy.to(dev)
+        optimizer = make_optimizer(policy, lr=lr)
+        generator = torch.Generator(device=dev).manual_seed(seed)
+
+        n_steps = core.max_steps
+        per_batch = batch_size * n_steps
+        n_batches = max(1, math.ceil(steps / per_batch))
+        start = 0
+        latest = out_dir / LATEST_FILE
+        if resume and latest.exists():
+            blob = torch.load(latest, map_location="cpu", weights_only=True)
+            policy.load_state_dict(blob["policy_state_dict"])
+            optimizer.load_state_dict(blob["optimizer"])
+            generator.set_state(blob["generator"].to(generator.get_state().device))
+            start = int(blob["batches_done"])
+        elif resume:
+            print(f"--resume: nothing to resume in {out_dir} (no {LATEST_FILE}); starting from scratch")
+
+        meta = {"env_id": env_id, "env_kwargs": env_kwargs, "seed": seed, "steps": steps, "batch_size": batch_size,
+                "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs}
+
+        def save_latest(batches_done: int) -> None:
+            atomic_save({"format": AGENT_FORMAT, "version": 1, "policy_config": policy_config(policy),
+                         "policy_state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+                         "optimizer": optimizer.state_dict(), "generator": generator.get_state().cpu(),
+                         "batches_done": batches_done, "metadata": jsonable(meta)}, latest)
+
+        # --- logs: TensorBoard, progress.csv (appended to when resuming), a progress bar ----------------
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start * per_batch if start else None)
+        csv_path = out_dir / "progress.csv"
+        fields = ["batch", "env_steps", "mean_return", "loss", "policy_loss", "value_loss", "clip_fraction",
+                  "seconds"] + [f"accuracy_step_{t}" for t in range(n_steps + 1)]
+        new_csv = not (resume and csv_path.exists())
+        csv_file = open(csv_path, "w" if new_csv else "a", newline="")
+        csv_writer = csv.DictWriter(csv_file, fieldnames=fields)
+        if new_csv:
+            csv_writer.writeheader()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_batches * per_batch, initial=start * per_batch, unit="step", desc="paper-ppo")
+
+        # --- the loop: one rollout and one PPO update per batch of images -----------------------------
+        dataset = core.dataset
+        memory = RolloutMemory()
+        batch = start
+        t0 = time.perf_counter()
+        try:
+            for batch in range(start, n_batches):
+                # 1. the next B images
+                indices, epoch = _image_order(seed, len(dataset), batch * batch_size, batch_size)
+                if hasattr(dataset, "set_epoch") and getattr(dataset, "epoch", epoch) != epoch:
+                    dataset.set_epoch(epoch)
+
+                # 2. the rollout: T − 1 focus steps with sampled actions
+                episodes = collect_rollout(core, policy, generator, indices, memory)
+                correct = (episodes.probs.argmax(-1) == episodes.targets[None]).double().mean(1).tolist()
+
+                # 3. one PPO update
+                stats = ppo_update(policy, optimizer, memory, gamma=gamma, clip=clip, epochs=epochs)
+                memory.clear()
+
+                done_steps = (batch + 1) * per_batch
+                row = {"batch": batch + 1, "env_steps": done_steps, "mean_return": float(episodes.returns.mean()),
+                       "loss": stats["loss"], "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
+                       "clip_fraction": stats["clip_fraction"], "seconds": time.perf_counter() - t0}
+                row.update({f"accuracy_step_{t}": c for t, c in enumerate(correct)})
+                csv_writer.writerow(row)
+                for key in ("mean_return", "loss", "policy_loss", "value_loss", "clip_fraction"):
+                    writer.add_scalar(f"train/{key}", row[key], done_steps)
+                for t, c in enumerate(correct):
+                    writer.add_scalar(f"train/accuracy_step_{t}", c, done_steps)
+                if bar is not None:
+                    bar.update(per_batch)
+                    bar.set_postfix(ret=f"{row['mean_return']:.3f}", acc=f"{correct[-1]:.3f}")
+                if (batch + 1) % save_every == 0:
+                    save_latest(batch + 1)
+                    csv_file.flush()
+            batch = n_batches
+        finally:
+            # never lose a long run: whatever was done is saved, also on a crash or Ctrl-C
+            save_latest(batch)
+            csv_file.close()
+            writer.close()
+            if bar is not None:
+                bar.close()
+    finally:
+        core.close()
+
+    agent = PaperPPOAgent(policy, device=dev, seed=seed)
+    agent.metadata = {**meta, "batches": n_batches, "env_steps": n_batches * per_batch}
+    agent.save(out_dir / AGENT_FILE)
+    write_agent_json(out_dir, PaperPPOAgent.name, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed,
+                     steps=steps)
+    return agent

@@ -1,0 +1,115 @@
+"""Trained agents on disk: the ``agent.json`` that describes a training run's folder, and loading from it.
+
+A trained agent's folder holds ``agent.json`` (``{"agent": name, "file": weights file, "env_kwargs": {...}}``)
+next to its weights; :func:`load_agent` reads it, :func:`trained_paths` finds every trained copy under the
+folders given to ``--agent-dir`` (a folder of seed sub-folders counts as several copies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from feature_nets.files import atomic_write_text
+
+from .base import Agent, PathLike
+from .registry import factory_of
+
+__all__ = ["AGENT_JSON", "jsonable", "load_agent", "read_agent_json", "trained_paths", "write_agent_json"]
+
+#: Name of the file that describes a trained agent inside its folder.
+AGENT_JSON = "agent.json"
+
+
+def load_agent(name: str | None, path: PathLike, device: str = "auto") -> Agent:
+    """A trained agent from its folder (with ``agent.json``) or weights file.
+
+    Args:
+        name: registry name, or None to take it from ``agent.json``.
+        path: the folder ``learn`` wrote, or the weights file itself.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no trained agent at {path}: the folder or file does not exist")
+    meta = read_agent_json(path)
+    if name is None:
+        if meta is None:
+            raise ValueError(f"{path} has no {AGENT_JSON}; pass the agent name explicitly")
+        name = meta["agent"]
+    factory = factory_of(name)
+    loader = getattr(factory, "load", None)
+    if loader is None:
+        raise ValueError(f"agent {name!r} cannot be loaded from a file")
+    target = path
+    if path.is_dir():
+        if meta is None or "file" not in meta:
+            raise FileNotFoundError(
+                f"{path} is a folder without {AGENT_JSON}; point at the folder `gfnet train-agent --out` wrote, "
+                "or at the weights file itself"
+            )
+        target = path / meta["file"]
+    return loader(target, device=device)
+
+
+def trained_paths(name: str, paths) -> list[Path]:
+    """Every trained copy under the given folders/files: a folder with agent.json, a weights file, or a folder
+    whose sub-folders hold such copies (one per training seed)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"--agent-dir {name}={p}: no such file or folder")
+        if p.is_file() or (p / AGENT_JSON).exists():
+            out.append(p)
+            continue
+        subs = sorted(s for s in p.iterdir() if s.is_dir() and (s / AGENT_JSON).exists())
+        if not subs:
+            raise FileNotFoundError(f"--agent-dir {name}={p}: neither {AGENT_JSON} nor seed sub-folders holding one; "
+                                    f"point at the folder `gfnet train-agent --agent {name} --out DIR` wrote")
+        out.extend(subs)
+    return out
+
+
+def read_agent_json(path: PathLike) -> dict | None:
+    """``agent.json`` of a trained agent's folder (or of the folder holding a weights file), or None."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    f = folder / AGENT_JSON
+    if not f.exists():
+        return None
+    return json.loads(f.read_text())
+
+
+def write_agent_json(folder: PathLike, name: str, file: str, **extra) -> Path:
+    """Write ``agent.json`` describing the agent saved as ``folder/file`` (atomically)."""
+    text = json.dumps({"agent": name, "file": file, **jsonable(extra)}, indent=2, sort_keys=True)
+    return atomic_write_text(Path(folder) / AGENT_JSON, text)
+
+
+def jsonable(obj):
+    """``obj`` with everything JSON cannot hold (models, datasets, tensors) dropped or converted."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            j = jsonable(v)
+            if j is not _DROP:
+                out[str(k)] = j
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [x for x in (jsonable(v) for v in obj) if x is not _DROP]
+    if isinstance(obj, (str, bool, int, float)) or obj is None:
+        return obj
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return _DROP
+
+
+_DROP = object()

@@ -1,0 +1,95 @@
+"""The training state a stage keeps in its checkpoints, and continuing a run from it.
+
+Checkpoints written by a stage are in the released format (:func:`feature_nets.checkpoint.save_checkpoint`) with
+these extra entries: ``epoch`` (completed epochs), ``step_in_epoch`` (batches done in the next epoch; non-zero
+only after an interruption), ``stage``, ``optimizer``, ``scheduler``, ``rng``, ``train_config``, ``best_top1``,
+``history`` and ``anytime_classification`` (val top-1 % per step). See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_state_dicts, read_checkpoint_dict
+from ..gfnet import GFNet
+from .recipes import TrainConfig
+from .rng import rng_state
+
+__all__ = ["ResumePoint", "load_training_state", "resume_training", "training_state"]
+
+
+@dataclass
+class ResumePoint:
+    """Where a run starts: completed epochs, batches done in the next one, and what was recorded so far.
+
+    Attributes:
+        epoch: completed epochs.
+        step: batches of epoch ``epoch`` already done (non-zero after a mid-epoch interruption).
+        best_top1: best last-step val top-1 so far (%), None before any validation.
+        history: one record per completed epoch.
+        rng: the global random state to restore before continuing a part-done epoch (None otherwise).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    best_top1: float | None = None
+    history: list[dict] = field(default_factory=list)
+    rng: dict | None = None
+
+
+def load_training_state(model: GFNet, path: str | os.PathLike) -> dict:
+    """Load a checkpoint's weights into an existing model (in place) and return the raw checkpoint dict.
+
+    Every key and shape is checked as :func:`~feature_nets.checkpoint.load_checkpoint` checks them (errors are
+    :class:`~feature_nets.checkpoint.CheckpointError` subclasses); the policy is loaded when both the model
+    and the file have one.
+    """
+    ckpt = read_checkpoint_dict(path)
+    load_state_dicts(model, ckpt, path, with_policy=model.policy is not None and "policy" in ckpt)
+    return ckpt
+
+
+def resume_training(
+    model: GFNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    path: Path,
+    stage: int,
+) -> ResumePoint:
+    """Load weights, optimiser and schedule from a stage's ``last.pth.tar``; return where to continue."""
+    if not path.exists():
+        raise FileNotFoundError(f"resume=True but {path} does not exist; start without --resume")
+    ckpt = load_training_state(model, path)
+    if "optimizer" not in ckpt or "epoch" not in ckpt:
+        raise ValueError(f"{path} is a GFNet checkpoint without training state (optimizer, epoch); "
+                         "resume needs the last.pth.tar a training stage wrote")
+    if int(ckpt.get("stage", stage)) != stage:
+        raise ValueError(f"{path} is from stage {ckpt.get('stage')}, not stage {stage}")
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    step = int(ckpt.get("step_in_epoch", 0))
+    return ResumePoint(epoch=int(ckpt["epoch"]), step=step, best_top1=ckpt.get("best_top1"),
+                       history=list(ckpt.get("history", [])), rng=ckpt.get("rng") if step else None)
+
+
+def training_state(
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    step_in_epoch: int,
+    best_top1: float | None,
+    history: list[dict],
+    anytime: list[float] | None,
+) -> dict:
+    """The extra checkpoint entries that let a run continue (the global random state is taken now)."""
+    extra = dict(epoch=epoch, step_in_epoch=step_in_epoch, stage=cfg.stage, optimizer=optimizer.state_dict(),
+                 scheduler=scheduler.state_dict(), rng=rng_state(), train_config=cfg.to_dict(),
+                 best_top1=best_top1, history=history)
+    if anytime is not None:
+        extra["anytime_classification"] = list(anytime)
+    return extra

@@ -1,0 +1,70 @@
+"""The env's settings: every knob of a GFNet env that is not the choice of networks and images.
+
+:class:`EnvSettings` is immutable; :meth:`EnvSettings.resolved` checks it against the model's number of looks T
+and returns a copy with the defaults that depend on T filled in (``max_steps = T − 1``). The meaning of each
+field is in the argument table of :class:`gfnet_env.env.GFNetEnv` and in docs/environment.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .rewards import REWARDS
+
+OBS_MODES = ("gru", "feature_map", "dict")
+ACTION_MODES = ("continuous", "grid")
+ACTION_RANGES = ("unit", "symmetric")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """What the env observes, accepts and rewards, and how it runs (see :class:`gfnet_env.env.GFNetEnv`)."""
+
+    obs_mode: str = "gru"
+    action_mode: str = "continuous"
+    grid_size: int = 7
+    reward: str = "confidence_gain"
+    step_cost: float = 0.0
+    max_steps: int | None = None
+    early_exit: float | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    loader_threads: int | None = None
+    action_range: str = "unit"
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes) -> "EnvSettings":
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self, T: int) -> "EnvSettings":
+        """Check every field for a model with T looks; return a copy with ``max_steps`` set (default T − 1)."""
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"unknown obs_mode {self.obs_mode!r}; choose one of {list(OBS_MODES)}")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {self.action_mode!r}; choose one of {list(ACTION_MODES)}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; choose one of {sorted(REWARDS)}")
+        if isinstance(self.grid_size, bool) or not isinstance(self.grid_size, (int, np.integer)) or self.grid_size < 1:
+            raise ValueError(f"grid_size must be a positive integer, got {self.grid_size!r}")
+        max_steps = T - 1 if self.max_steps is None else self.max_steps
+        if not 1 <= max_steps <= T - 1:
+            raise ValueError(
+                f"max_steps={max_steps} is outside 1..{T - 1}: the checkpoint was trained for T={T} steps "
+                f"(a glance and {T - 1} focus steps). Pass max_steps <= {T - 1}, or a checkpoint with a larger T."
+            )
+        if self.early_exit is not None and not 0.0 < self.early_exit <= 1.0:
+            raise ValueError(f"early_exit is a confidence threshold in (0, 1], got {self.early_exit}")
+        if self.action_range not in ACTION_RANGES:
+            raise ValueError(f"unknown action_range {self.action_range!r}; choose 'unit' ([0, 1]) or 'symmetric' ([-1, 1])")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
+        if self.step_cost < 0:
+            raise ValueError(f"step_cost must be >= 0 (a cost per multiply-add), got {self.step_cost}")
+        return self.replace(max_steps=int(max_steps), grid_size=int(self.grid_size))
