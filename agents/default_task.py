@@ -225,7 +225,7 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
     """
     from feature_nets.checkpoint import load_checkpoint
     from feature_nets.gfnet import build_small_gfnet
-    from feature_nets.small_cnn import build_small_cnn
+    from feature_nets.backbones.small_cnn import build_small_cnn
     from feature_nets.training import TrainConfig, copy_encoder_into, load_training_state, pretrain_encoder, \
         train_stage1, train_stage3
     from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST, FashionMNISTItems

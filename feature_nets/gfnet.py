@@ -227,10 +227,7 @@ class GFNet(nn.Module):
             raise ValueError("this GFNet has no policy; pass choose= to run() or load a checkpoint with one")
 
         def choose(prev: StepOutput, hidden):
-            if hidden is None:
-                hidden = self.policy.initial_state(prev.feature_map.shape[0], device=prev.feature_map.device)
-            mean, _value, hidden = self.policy.step(prev.feature_map, hidden)
-            return mean, hidden
+            return self.policy.mean_action(prev.feature_map, hidden)
 
         return choose
 
@@ -315,7 +312,7 @@ def build_small_gfnet(
 ) -> GFNet:
     """A CPU-sized GFNet on the small CNN encoder (the embedded default task uses this).
 
-    ``encoder_kwargs`` are :class:`~feature_nets.small_cnn.SmallCNNEncoder` arguments (``widths``,
+    ``encoder_kwargs`` are :class:`~feature_nets.backbones.small_cnn.SmallCNNEncoder` arguments (``widths``,
     ``feature_num``, …); ``gru_hidden`` and ``policy_hidden`` are the widths of the classifier's and the
     policy's GRUs.
     """

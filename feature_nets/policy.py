@@ -119,6 +119,23 @@ class PatchPolicy(nn.Module):
         out = out.squeeze(0)
         return self.actor(out), self.critic(out), new_hidden
 
+    def mean_action(
+        self, feature_map: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic action (the Gaussian's mean) and the new GRU state.
+
+        Args:
+            feature_map: (B, C, h, w) the previous step's encoder feature map.
+            hidden: (1, B, H) GRU state, or None before the first focus step (a zero state).
+
+        Returns:
+            mean: (B, 2) action in [0, 1]; new_hidden: (1, B, H).
+        """
+        if hidden is None:
+            hidden = self.initial_state(feature_map.shape[0], device=feature_map.device)
+        mean, _value, new_hidden = self.step(feature_map, hidden)
+        return mean, new_hidden
+
     def distribution(self, mean: torch.Tensor) -> MultivariateNormal:
         """The action distribution N(mean, diag(action_std)²) for means (..., 2)."""
         return MultivariateNormal(mean, scale_tril=self.scale_tril(mean))

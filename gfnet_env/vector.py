@@ -98,6 +98,12 @@ class GFNetVectorEnv(VectorEnv):
         """Release the image-loading threads (``VectorEnv.close`` calls this once)."""
         self.core.close()
 
+    def __enter__(self) -> "GFNetVectorEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _add_masks(info: dict) -> None:
     """Gymnasium's vector info format: every key ``k`` has a boolean ``_k`` saying which envs carry it."""

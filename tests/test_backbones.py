@@ -24,7 +24,7 @@ from feature_nets.backbones import (
 )
 from feature_nets.configs import BACKBONE_CONFIGS, get_config
 from feature_nets.encoder import Encoder
-from feature_nets.small_cnn import SmallCNNEncoder, build_small_cnn, small_cnn
+from feature_nets.backbones.small_cnn import SmallCNNEncoder, build_small_cnn, small_cnn
 
 CONFIGS = config_names()
 TOL = 1e-4

@@ -252,7 +252,8 @@ def test_data_root_missing_or_empty(tmp_path):
 
 def test_corrupt_image_is_skipped_with_warning(tmp_path):
     _write_folder(tmp_path / "val", corrupt="0_bad.png")
-    env = gym.make(ENV_ID, checkpoint=_folder_model(), data_root=tmp_path, device="cpu")
+    # no decoding threads: a background prefetch of the next random image could hit the bad file again
+    env = gym.make(ENV_ID, checkpoint=_folder_model(), data_root=tmp_path, device="cpu", loader_threads=0)
     core = env.unwrapped.core
     bad = [i for i, (p, _) in enumerate(core.dataset.samples) if "bad" in str(p)][0]
     with pytest.warns(UserWarning, match="corrupt"):

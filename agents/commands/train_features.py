@@ -102,7 +102,7 @@ def _rank() -> int:
 TASK_FAMILY = "small_cnn"
 
 
-def _model(args, task: str | None):
+def _model(args):
     """The GFNet to train: from --init, or built from --model for the task / the ImageFolder."""
     from feature_nets.training import build_model, load_model
 
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     task = args.task or ("cluttered-fashion-mnist" if not args.data_root else None)
     try:
-        model = _model(args, task)
+        model = _model(args)
         train, val = _datasets(args, model, task)
         if args.stage == 3:
             ensure_policy(model, args.policy_checkpoint, args.trusted_pickle)

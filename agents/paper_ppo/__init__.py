@@ -2,8 +2,11 @@
 "Stage 2: policy (PPO)"), in four parts, each readable top to bottom:
 
 * :mod:`.ppo` — the maths: :class:`RolloutMemory`, :func:`ppo_loss`, :func:`ppo_update` (no env, no files);
-* :mod:`.agent` — :class:`PaperPPOAgent`, the policy as an agent of the benchmark (``paper-ppo``), its files;
-* :mod:`.train` — :func:`train_paper_ppo`, the training loop over batches of images on a batched env core;
+* :mod:`.train` — :func:`~.train.train_policy`, the training loop over batches of images on a batched env core,
+  stepping the env only through :func:`gfnet_env.rollout.rollout`;
+* :mod:`.agent` — :class:`PaperPPOAgent`, the policy as an agent of the benchmark (``paper-ppo``), and
+  :func:`train_paper_ppo`, training that returns the agent;
+* :mod:`.files` — the policy file both write;
 * :mod:`.checkpoint` — :func:`save_policy_into_checkpoint`, the learned policy back into a GFNet checkpoint.
 
 Importing the package imports neither Gymnasium nor TensorBoard; training imports them when it starts.
@@ -11,8 +14,9 @@ Importing the package imports neither Gymnasium nor TensorBoard; training import
 
 from __future__ import annotations
 
-from .agent import AGENT_FILE, AGENT_FORMAT, LATEST_FILE, PaperPPOAgent, policy_config
+from .agent import PaperPPOAgent, train_paper_ppo
 from .checkpoint import save_policy_into_checkpoint
+from .files import AGENT_FILE, AGENT_FORMAT, LATEST_FILE, policy_config
 from .ppo import (
     RETURN_NORM_EPS,
     RolloutMemory,
@@ -22,7 +26,6 @@ from .ppo import (
     ppo_loss,
     ppo_update,
 )
-from .train import train_paper_ppo
 
 __all__ = [
     "AGENT_FILE",

@@ -17,25 +17,13 @@ import numpy as np
 import torch
 
 from feature_nets.devices import resolve_device
-from feature_nets.files import atomic_save
 from feature_nets.policy import PatchPolicy
 
 from ..base import Agent, Run, RunContext, train_hint
-from ..trained import jsonable
+from .files import AGENT_FILE, read_policy_file, write_policy_file
+from .train import train_policy
 
-__all__ = ["AGENT_FILE", "AGENT_FORMAT", "LATEST_FILE", "PaperPPOAgent", "policy_config"]
-
-#: ``format`` entry of the files :meth:`PaperPPOAgent.save` writes.
-AGENT_FORMAT = "gfnet-paper-ppo"
-#: File names inside a training run's folder.
-AGENT_FILE = "paper_ppo.pt"
-LATEST_FILE = "paper_ppo_latest.pt"
-
-
-def policy_config(policy: PatchPolicy) -> dict:
-    """Constructor arguments that rebuild ``policy``."""
-    return {"feature_map_channels": policy.feature_map_channels, "feature_map_size": policy.feature_map_size,
-            "hidden_dim": policy.hidden_dim, "conv": policy.conv, "action_std": policy.action_std}
+__all__ = ["PaperPPOAgent", "train_paper_ppo"]
 
 
 class PaperPPOAgent(Agent):
@@ -107,10 +95,9 @@ class PaperPPOAgent(Agent):
         if fmap.dim() != 4:
             raise ValueError(f"paper-ppo acts on feature maps (N, C, h, w); got shape {tuple(fmap.shape)} "
                              "(build the env with obs_mode='feature_map')")
-        n = fmap.shape[0]
-        if self.hidden is None or self.hidden.shape[1] != n:
-            self.hidden = self.policy.initial_state(n, device=self.device)
-        mean, _value, self.hidden = self.policy.step(fmap, self.hidden)
+        if self.hidden is not None and self.hidden.shape[1] != fmap.shape[0]:
+            self.hidden = None  # another batch size: a fresh episode batch
+        mean, self.hidden = self.policy.mean_action(fmap, self.hidden)
         if deterministic:
             action = mean
         else:
@@ -119,11 +106,8 @@ class PaperPPOAgent(Agent):
 
     # --- files --------------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write ``{"format", "policy_config", "policy_state_dict", "metadata"}`` (a torch file, tensors only)."""
-        blob = {"format": AGENT_FORMAT, "version": 1, "policy_config": policy_config(self.policy),
-                "policy_state_dict": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
-                "metadata": jsonable(self.metadata)}
-        return atomic_save(blob, path)
+        """Write the policy file (:mod:`agents.paper_ppo.files`): config, weights and metadata, atomically."""
+        return write_policy_file(self.policy, path, self.metadata)
 
     @classmethod
     def load(cls, path, device: str | torch.device = "auto") -> "PaperPPOAgent":
@@ -131,14 +115,7 @@ class PaperPPOAgent(Agent):
         path = Path(path)
         if path.is_dir():
             path = path / AGENT_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"no paper-ppo agent at {path}; train one with "
-                                    "`gfnet train-agent --agent paper-ppo --env ID --out DIR`")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict) or blob.get("format") != AGENT_FORMAT:
-            raise ValueError(f"{path} is not a paper-ppo agent file (no format={AGENT_FORMAT!r} entry)")
-        policy = PatchPolicy(**blob["policy_config"])
-        policy.load_state_dict(blob["policy_state_dict"])
+        policy, blob = read_policy_file(path)
         agent = cls(policy, device=device)
         agent.metadata = dict(blob.get("metadata", {}))
         return agent
@@ -146,8 +123,15 @@ class PaperPPOAgent(Agent):
     # --- training -----------------------------------------------------------------------------------
     @classmethod
     def learn(cls, env_id: str, steps: int, seed: int, out_dir, resume: bool = False, **kwargs) -> "PaperPPOAgent":
-        """:func:`agents.paper_ppo.train.train_paper_ppo` (``batch_size``, ``lr``, ``device``, ``progress`` and
-        env arguments may be passed in ``kwargs``)."""
-        from .train import train_paper_ppo
-
+        """:func:`train_paper_ppo` (``batch_size``, ``lr``, ``device``, ``progress`` and env arguments may be
+        passed in ``kwargs``)."""
         return train_paper_ppo(env_id, steps, out_dir, seed=seed, resume=resume, **kwargs)
+
+
+def train_paper_ppo(env_id: str, steps: int, out_dir, seed: int = 0, **kwargs) -> PaperPPOAgent:
+    """Train the paper's policy on ``env_id`` (:func:`agents.paper_ppo.train.train_policy`, same arguments) and
+    return it as a :class:`PaperPPOAgent` (``agent.policy`` is the network; the run's folder holds it too)."""
+    trained = train_policy(env_id, steps, out_dir, seed=seed, **kwargs)
+    agent = PaperPPOAgent(trained.policy, device=trained.device, seed=seed)
+    agent.metadata = trained.metadata
+    return agent

@@ -19,19 +19,37 @@ import copy
 import csv
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from feature_nets.files import atomic_save
 from feature_nets.policy import PatchPolicy
 
-from ..trained import jsonable, write_agent_json
-from .agent import AGENT_FILE, AGENT_FORMAT, LATEST_FILE, PaperPPOAgent, policy_config
+from ..trained import write_agent_json
+from .files import AGENT_FILE, LATEST_FILE, write_policy_file
 from .ppo import RolloutMemory, make_optimizer, ppo_update
 
-__all__ = ["collect_rollout", "train_paper_ppo"]
+__all__ = ["TrainedPolicy", "collect_rollout", "train_policy"]
+
+#: Registry name the run's ``agent.json`` records.
+AGENT_NAME = "paper-ppo"
+
+
+@dataclass
+class TrainedPolicy:
+    """What a training run produced (also written to its folder).
+
+    Attributes:
+        policy: the trained :class:`~feature_nets.policy.PatchPolicy` (on ``device``).
+        device: where it was trained.
+        metadata: the run's settings and size (env id and kwargs, seed, steps, batches, learning rate, …).
+    """
+
+    policy: PatchPolicy
+    device: torch.device
+    metadata: dict
 
 
 def _image_order(seed: int, n_images: int, start: int, count: int) -> tuple[list[int], int]:
@@ -76,7 +94,7 @@ def collect_rollout(core, policy: PatchPolicy, generator: torch.Generator, indic
     return episodes
 
 
-def train_paper_ppo(
+def train_policy(
     env_id: str,
     steps: int,
     out_dir,
@@ -92,7 +110,7 @@ def train_paper_ppo(
     save_every: int = 50,
     progress: bool = False,
     **env_kwargs,
-) -> PaperPPOAgent:
+) -> TrainedPolicy:
     """Train the paper's policy with its PPO on the frozen networks of ``env_id``.
 
     Loop, one iteration per batch of B images (B = ``batch_size``): the next B images (epochs are seeded
@@ -115,7 +133,7 @@ def train_paper_ppo(
             fixed to ``feature_map`` / ``continuous``.
 
     Returns:
-        The trained :class:`PaperPPOAgent` (``agent.policy`` is the network).
+        :class:`TrainedPolicy` (:func:`agents.paper_ppo.agent.train_paper_ppo` wraps it as an agent).
     """
     from torch.utils.tensorboard import SummaryWriter
 
@@ -168,10 +186,8 @@ def train_paper_ppo(
                 "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs}
 
         def save_latest(batches_done: int) -> None:
-            atomic_save({"format": AGENT_FORMAT, "version": 1, "policy_config": policy_config(policy),
-                         "policy_state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
-                         "optimizer": optimizer.state_dict(), "generator": generator.get_state().cpu(),
-                         "batches_done": batches_done, "metadata": jsonable(meta)}, latest)
+            write_policy_file(policy, latest, meta, optimizer=optimizer.state_dict(),
+                              generator=generator.get_state().cpu(), batches_done=batches_done)
 
         # --- logs: TensorBoard, progress.csv (appended to when resuming), a progress bar ----------------
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start * per_batch if start else None)
@@ -236,9 +252,7 @@ def train_paper_ppo(
     finally:
         core.close()
 
-    agent = PaperPPOAgent(policy, device=dev, seed=seed)
-    agent.metadata = {**meta, "batches": n_batches, "env_steps": n_batches * per_batch}
-    agent.save(out_dir / AGENT_FILE)
-    write_agent_json(out_dir, PaperPPOAgent.name, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed,
-                     steps=steps)
-    return agent
+    metadata = {**meta, "batches": n_batches, "env_steps": n_batches * per_batch}
+    write_policy_file(policy, out_dir / AGENT_FILE, metadata)
+    write_agent_json(out_dir, AGENT_NAME, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
+    return TrainedPolicy(policy, dev, metadata)

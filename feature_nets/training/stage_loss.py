@@ -76,10 +76,7 @@ def policy_actions(model: GFNet, prev: StepOutput, hidden, noise: torch.Tensor |
     Returns ``((B, 2) actions, new GRU memory)``; ``hidden`` None starts the memory from zero.
     """
     policy = model.policy
-    fmap = prev.feature_map.detach()
-    if hidden is None:
-        hidden = policy.initial_state(fmap.shape[0], device=fmap.device)
-    mean, _value, hidden = policy.step(fmap, hidden)
+    mean, hidden = policy.mean_action(prev.feature_map.detach(), hidden)
     if noise is None:
         return mean, hidden
     noise = noise.to(device=mean.device, dtype=mean.dtype)

@@ -1,0 +1,54 @@
+"""The paper-ppo policy file: what :meth:`PaperPPOAgent.save` and the trainer write, and how it is read.
+
+A torch file (tensors and plain values only, loaded with ``weights_only=True``) holding
+``{"format": "gfnet-paper-ppo", "version": 1, "policy_config", "policy_state_dict", "metadata"}``; a training
+run's resumable ``paper_ppo_latest.pt`` adds the optimizer and noise state and is readable the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from feature_nets.files import atomic_save
+from feature_nets.policy import PatchPolicy
+
+from ..trained import jsonable
+
+__all__ = ["AGENT_FILE", "AGENT_FORMAT", "LATEST_FILE", "policy_config", "read_policy_file", "write_policy_file"]
+
+#: ``format`` entry of the files written here.
+AGENT_FORMAT = "gfnet-paper-ppo"
+#: File names inside a training run's folder.
+AGENT_FILE = "paper_ppo.pt"
+LATEST_FILE = "paper_ppo_latest.pt"
+
+
+def policy_config(policy: PatchPolicy) -> dict:
+    """Constructor arguments that rebuild ``policy``."""
+    return {"feature_map_channels": policy.feature_map_channels, "feature_map_size": policy.feature_map_size,
+            "hidden_dim": policy.hidden_dim, "conv": policy.conv, "action_std": policy.action_std}
+
+
+def write_policy_file(policy: PatchPolicy, path: str | os.PathLike, metadata: dict | None = None, **extra) -> Path:
+    """Write ``policy`` (and ``extra`` entries, e.g. optimizer state) to ``path``, atomically."""
+    blob = {"format": AGENT_FORMAT, "version": 1, "policy_config": policy_config(policy),
+            "policy_state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+            "metadata": jsonable(metadata or {}), **extra}
+    return atomic_save(blob, path)
+
+
+def read_policy_file(path: str | os.PathLike) -> tuple[PatchPolicy, dict]:
+    """(the policy, the whole file's dict) from a file :func:`write_policy_file` wrote."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no paper-ppo agent at {path}; train one with "
+                                "`gfnet train-agent --agent paper-ppo --env ID --out DIR`")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != AGENT_FORMAT:
+        raise ValueError(f"{path} is not a paper-ppo agent file (no format={AGENT_FORMAT!r} entry)")
+    policy = PatchPolicy(**blob["policy_config"])
+    policy.load_state_dict(blob["policy_state_dict"])
+    return policy, blob
