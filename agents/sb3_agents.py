@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from feature_nets.files import atomic_write_text
+
 from .base import Agent, PathLike, Run, RunContext, train_hint
 from .trained import jsonable, write_agent_json
 
@@ -158,7 +160,7 @@ class SB3Agent(Agent):
         self.model.save(str(path))
         sidecar = {"agent": self.name, "algo": algo_key(self.algo), "num_timesteps": int(self.model.num_timesteps),
                    "env_kwargs": jsonable({**self.env_kwargs, **self.env_settings()}), **jsonable(self.metadata)}
-        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True))
         return path
 
     @classmethod

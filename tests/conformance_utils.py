@@ -1,4 +1,4 @@
-"""Shared helpers for tests that read the GFNet conformance data (shared/conformance/README.md).
+"""Shared helpers for tests that read the GFNet conformance data (docs/checkpoints.md, "Conformance").
 
 The data folder is the one named by the environment variable ``GFNET_CONFORMANCE_DIR``, defaulting to the
 copy in ``tests/fixtures/conformance``; tests must pass for any seed's data set of the same format.
