@@ -35,6 +35,8 @@ def count_madds(model: GFNet, T: int | None = None) -> dict:
         ``focus`` (local encoder), ``classifier_step``, ``policy_step`` (0 without a policy), and
         ``cumulative``: list of T totals, entry t = multiply-adds of a sequence of t+1 steps (the released
         checkpoints' ``flops``). ``per_step``: list of T per-step costs (step 0 = glance + classifier).
+        ``env_per_step`` / ``env_cumulative``: the same without the policy — what a GFNet environment charges
+        every agent for its looks (an agent's own decision cost is counted apart).
     """
     T = model.T if T is None else T
     m = copy.deepcopy(model).cpu().eval()
@@ -58,10 +60,7 @@ def count_madds(model: GFNet, T: int | None = None) -> dict:
         h = m.policy.initial_state(1)
         policy = count_module_madds(m.policy.step, fmap, h)
     per_step = [glance + classifier_steps[0]] + [focus + policy + classifier_steps[t] for t in range(1, T)]
-    cumulative, total = [], 0
-    for c in per_step:
-        total += c
-        cumulative.append(total)
+    env_per_step = [c - (policy if t else 0) for t, c in enumerate(per_step)]
     return {
         "glance": glance,
         "focus": focus,
@@ -69,5 +68,15 @@ def count_madds(model: GFNet, T: int | None = None) -> dict:
         "classifier_steps": classifier_steps,
         "policy_step": policy,
         "per_step": per_step,
-        "cumulative": cumulative,
+        "cumulative": _running_total(per_step),
+        "env_per_step": env_per_step,
+        "env_cumulative": _running_total(env_per_step),
     }
+
+
+def _running_total(values: list[int]) -> list[int]:
+    out, total = [], 0
+    for v in values:
+        total += v
+        out.append(total)
+    return out

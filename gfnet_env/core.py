@@ -28,6 +28,7 @@ from feature_nets.gfnet import GFNet, StepOutput
 from feature_nets.madds import count_madds
 
 from .actions import make_action_decoder
+from .checks import check_buffer_memory, check_int
 from .loading import SlotImageLoader
 from .rewards import StepReward
 from .settings import EnvSettings
@@ -59,8 +60,7 @@ class GFNetCore:
         device: str | torch.device = "auto",
         feature_cache=None,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        num_envs = check_int(num_envs, "num_envs", minimum=1, hint=" (the number of episodes stepped as one batch)")
         if len(dataset) == 0:
             raise ValueError("the dataset is empty; point data_root/dataset at a folder with images")
         settings = settings.resolved(model.T)
@@ -68,6 +68,10 @@ class GFNetCore:
             raise ValueError("feature_cache needs action_mode='grid' (features are cached per grid cell)")
         self.settings = settings
         self.device = resolve_device(device)
+        s, fmap = model.image_size, int(np.prod(model.feature_map_shape))
+        check_buffer_memory(  # before anything is allocated: 10**7 envs fail here, with the estimate
+            num_envs, 4 * 2 * (3 * s * s + fmap + model.num_classes + model.state_dim) + 4096, self.device,
+            f"the image 3×{s}×{s} and feature map {fmap} floats, each held twice during a reset, plus ~4 kB")
         self._model = model.to(self.device).eval()
         if settings.channels_last:
             self._model = self._model.to(memory_format=torch.channels_last)
@@ -80,9 +84,10 @@ class GFNetCore:
         self._feature_cache = feature_cache
 
         madds = count_madds(self._model)
-        #: multiply-adds of step t (0 = glance), and cumulative: what every agent pays for its looks.
-        self.madds_per_step = np.asarray(madds["per_step"], dtype=np.float64)
-        self.madds_cumulative = np.asarray(madds["cumulative"], dtype=np.float64)
+        #: multiply-adds of step t (0 = glance), and cumulative: what every agent pays for its looks (encoders
+        #: and classifier; an agent's own decisions, e.g. the paper's policy network, are not the env's cost).
+        self.madds_per_step = np.asarray(madds["env_per_step"], dtype=np.float64)
+        self.madds_cumulative = np.asarray(madds["env_cumulative"], dtype=np.float64)
         self._reward = StepReward(settings.reward, settings.step_cost, self.madds_per_step, self.device)
 
         self._build_spaces()
@@ -90,7 +95,7 @@ class GFNetCore:
         threads = settings.loader_threads
         if threads is None:  # decoding files pays off in threads; in-memory tensors do not
             threads = min(8, os.cpu_count() or 1) if getattr(dataset, "decodes_files", False) else 0
-        self._loader = SlotImageLoader(dataset, n, threads)
+        self._loader = SlotImageLoader(dataset, n, threads, image_size=model.image_size)
         self._closed = False
         self._steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode
         self._image_index = np.full(n, -1, dtype=np.int64)
@@ -160,7 +165,10 @@ class GFNetCore:
     def seed_slot(self, slot: int, seed: int | np.random.Generator | None) -> None:
         """Seed the image draws of one slot (env i of a vector env seeded with s gets s + i).
 
-        A ``Generator`` is used as is (the single env passes its ``np_random``)."""
+        A ``Generator`` is used as is (the single env passes its ``np_random``); otherwise an integer >= 0 or None.
+        """
+        if not isinstance(seed, np.random.Generator) and seed is not None:
+            seed = check_int(seed, f"seed of env {slot}", minimum=0)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self._loader.set_rng(slot, rng)
 
@@ -173,8 +181,7 @@ class GFNetCore:
     @torch.inference_mode()
     def reset_slots(self, slots: np.ndarray, indices: list[int | None] | None = None) -> None:
         """Start new episodes in ``slots``: draw (or take) images and run the glance on them as one batch."""
-        if self._closed:
-            raise RuntimeError("this env is closed; make a new one")
+        self._check_open()
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0:
             return
@@ -190,6 +197,7 @@ class GFNetCore:
                 f"dataset images have shape {tuple(batch.shape[1:])}, the model needs {tuple(self._images.shape[1:])}; "
                 "transform them to the checkpoint's image_size (datasets.eval_transform does)"
             )
+        self._check_batch(batch, labels, used)
         sl = torch.as_tensor(slots, device=self.device)
         with self._autocast():
             out = self._model.glance(batch)
@@ -205,6 +213,23 @@ class GFNetCore:
         self._locations[slots] = -1.0
         if self._feature_cache is not None:
             self._feature_cache.prepare(self, slots)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this env is closed; make a new one")
+
+    def _check_batch(self, batch: torch.Tensor, labels: list[int], used: list[int]) -> None:
+        """Cheap checks of a loaded batch (B, 3, S, S): finite pixels (one reduction) and labels in range."""
+        finite = torch.isfinite(batch).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = [used[i] for i in torch.nonzero(~finite).flatten().tolist()]
+            raise ValueError(f"dataset images {bad[:10]} contain NaN or infinite values; they would give NaN "
+                             "observations and rewards. Fix the data or the transform that produced them.")
+        c = self._model.num_classes
+        wrong = [(used[i], y) for i, y in enumerate(labels) if not 0 <= y < c]
+        if wrong:
+            raise ValueError(f"dataset labels {wrong[:10]} (index, label) are outside the checkpoint's classes "
+                             f"0..{c - 1}; the dataset does not match the checkpoint")
 
     def _write(self, sl: torch.Tensor, out: StepOutput) -> None:
         self._logits[sl] = out.logits.float()
@@ -236,6 +261,7 @@ class GFNetCore:
             rewards (N,) float32, terminated (N,) bool, info dict of (N,)/(N, 4) numpy arrays
             (``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box``, ``madds``, ``image_index``).
         """
+        self._check_open()
         if self._done.any():
             raise RuntimeError(
                 f"envs {np.flatnonzero(self._done).tolist()} have finished their episode; reset them before stepping"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from .checks import check_option_keys
 from .core import GFNetCore, slice_obs
 from .factory import make_core
 
@@ -25,11 +26,11 @@ class GFNetEnv(gym.Env):
     | Action (``action_mode="continuous"``, default) | ``Box(0, 1, (2,), float32)``: the patch's top-left corner as fractions (row, col); corner = floor(a·(S−P)) pixels. Values outside [0, 1] are clipped; NaN or a wrong shape raises ``ValueError`` |
     | Action (``action_range="symmetric"``) | ``Box(-1, 1, (2,), float32)``, mapped to (a + 1) / 2: the same corners, in the symmetric range SB3's Gaussian policies expect (their zero mean is then the image centre) |
     | Action (``"grid"``) | ``Discrete(G·G)``: cell r·G + c of a G×G grid of corners spread evenly over the image |
-    | Reward (``"confidence_gain"``, default) | p_t(y) − p_{t−1}(y), the gain in softmax probability of the true class (the paper's). Also ``"log_confidence_gain"`` (log p_t(y) − log p_{t−1}(y)) and ``"correct_gain"`` (1[correct now] − 1[correct before]); minus ``step_cost`` × the step's multiply-adds |
+    | Reward (``"confidence_gain"``, default) | p_t(y) − p_{t−1}(y), the gain in softmax probability of the true class (the paper's). Also ``"log_confidence_gain"`` (log p_t(y) − log p_{t−1}(y)) and ``"correct_gain"`` (1[correct now] − 1[correct before]); minus ``step_cost`` × the step's multiply-adds (its look: encoder and classifier) |
     | Start | a random image of the split (``self.np_random``), or ``options={"index": i}``; the glance has been run |
     | Termination | after ``max_steps`` focus steps (default T−1), or as soon as the top-1 confidence reaches ``early_exit`` |
     | Truncation | never (the horizon is part of the task) |
-    | Info | ``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box`` (row, col, h, w in pixels), ``madds`` (cumulative multiply-adds), ``image_index``; ``is_success`` (= correct) on the last step |
+    | Info | ``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box`` (row, col, h, w in pixels), ``madds`` (cumulative multiply-adds of the looks: encoders and classifier, not the agent's own decisions), ``image_index``; ``is_success`` (= correct) on the last step |
 
     Arguments:
 
@@ -78,9 +79,10 @@ class GFNetEnv(gym.Env):
         return self.core.model
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = check_option_keys(options, ("index",))  # {"indx": 3} is an error, not ignored
         super().reset(seed=seed)
         self.core.seed_slot(0, self.np_random)
-        index = None if not options else options.get("index")
+        index = options.get("index")  # an integer image position (1.7 or "3" raise), or None for a random image
         self.core.reset_slots(np.array([0]), [index])
         info = _first(self.core.reset_info(np.array([0])))
         self._confidences = [float(info["confidence"])]
