@@ -20,7 +20,8 @@ Protocol (:func:`run_benchmark`; docs/benchmark.md):
 
 Outputs in ``out_dir`` (:mod:`agents.results`): ``results.json``, ``results.csv``, ``results.md`` (the
 table, also printed) and the PNG plots of :mod:`agents.plots`. Same seed, same numbers (only the ``seconds``
-fields vary).
+fields vary). ``out_dir`` is checked and locked before any work, and the files replace the previous results
+all at once at the end (:class:`agents.results.ResultsFolder`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from gfnet_env.rollout import rollout
 
 from .base import Agent, PathLike, Run, RunContext
 from .registry import factory_of
-from .results import aggregate_runs, markdown_table, write_outputs
+from .results import ResultsFolder, aggregate_runs, markdown_table
 from .trained import jsonable, load_agent, trained_paths
 
 __all__ = ["evaluate_run", "resolve_runs", "run_benchmark", "spread_indices"]
@@ -54,13 +55,15 @@ def spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:
     return chosen, [i for i in range(n) if i not in taken]
 
 
-def resolve_runs(ctx: RunContext, agent_dirs: dict) -> tuple[list[Run], str]:
+def resolve_runs(ctx: RunContext, agent_dirs: dict, trust_agent: bool = False) -> tuple[list[Run], str]:
     """The runs of agent ``ctx.name`` and a description of where its weights came from: trained copies when
-    ``agent_dirs`` names it, else the agent's own ``runs`` hook (:meth:`agents.base.Agent.runs`)."""
+    ``agent_dirs`` names it (loaded with ``trust_agent``, see :func:`agents.trained.load_agent`), else the
+    agent's own ``runs`` hook (:meth:`agents.base.Agent.runs`)."""
     name = ctx.name
     if name in agent_dirs:
         paths = trained_paths(name, agent_dirs[name])
-        runs = [Run(str(p), lambda p=p: load_agent(name, p, device=ctx.device)) for p in paths]
+        runs = [Run(str(p), lambda p=p: load_agent(name, p, device=ctx.device, trust_agent=trust_agent))
+                for p in paths]
         return runs, f"trained: {', '.join(map(str, paths))}"
     factory = factory_of(name)
     hook = getattr(factory, "runs", None)
@@ -124,6 +127,7 @@ def run_benchmark(
     device: str = "auto",
     seed: int = 0,
     verbose: bool = True,
+    trust_agent: bool = False,
 ) -> dict:
     """Compare agents on ``env_id`` (see the module docstring for the protocol).
 
@@ -146,6 +150,8 @@ def run_benchmark(
         device: torch device.
         seed: base seed (random agent seeds are seed..seed+K−1; torch is seeded with it).
         verbose: print the markdown table.
+        trust_agent: ``True`` (the boolean) to load ``agent_dirs`` files with full unpickling, which may run
+            code (``--trust-agent``); by default SB3 files are read with a restricted unpickler.
 
     Returns:
         dict with ``env_id``, ``episodes``, ``T``, ``madds_per_step``, ``madds_cumulative``, ``fit``, and
@@ -171,62 +177,70 @@ def run_benchmark(
     if env_kwargs.get("early_exit") is not None:
         raise ValueError("the benchmark runs every episode to max_steps; drop early_exit "
                          "(the budgeted curve is the early-exit measurement)")
+    if not isinstance(trust_agent, bool):
+        raise TypeError(f"trust_agent must be True or False, got {trust_agent!r}")
     for key in AGENT_KWARGS:
         env_kwargs.pop(key, None)  # each agent picks its own
     grid_size = int(env_kwargs.get("grid_size", 7))
     task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"})
-    torch.manual_seed(seed)
-
-    # images: E evaluation indices spread evenly over the split (an ImageFolder is sorted by class, so a
-    # prefix would cover few classes); fit images held out
-    model, eval_ds = load_task(task, **task_kwargs)
-    E = min(int(episodes), len(eval_ds))
-    F_wanted = int(fit_episodes or E)
-    eval_indices, rest = spread_indices(len(eval_ds), E)
-    if fit_split is None and task == "cluttered_fashion_mnist" and "dataset" not in task_kwargs:
-        fit_split = "val"
-    if fit_split is not None:
-        _, fit_ds = load_task(task, **{**task_kwargs, "checkpoint": model, "split": fit_split})
-        fit_indices, _ = spread_indices(len(fit_ds), min(F_wanted, len(fit_ds)))
-        fit_source = f"split {fit_split!r}, {len(fit_indices)} images spread evenly over it"
-    elif rest:
-        fit_ds = eval_ds
-        fit_indices = rest[:: max(1, len(rest) // F_wanted)][:F_wanted]
-        fit_source = f"{len(fit_indices)} held-out images of the evaluation split (disjoint from the evaluated ones)"
-    else:
-        warnings.warn("no images left to hold out for fitting the budgeted thresholds: fitted on the evaluation "
-                      "images themselves (pass fit_split or fewer episodes)", stacklevel=2)
-        fit_ds, fit_indices = eval_ds, eval_indices
-        fit_source = "the evaluation images (nothing held out)"
-
-    results: dict[str, Any] = {
-        "env_id": env_id,
-        "env_kwargs": jsonable(env_kwargs),
-        "episodes": E,
-        "seeds": seeds,
-        "seed": seed,
-        "batch_size": batch_size,
-        "eval_images": f"{E} indices spread evenly over the evaluation split (index i*N//E)",
-        "fit": {"images": fit_source, "episodes": len(fit_indices)},
-        "agents": {},
-    }
-    cores = CoreCache(model, {"eval": eval_ds, "fit": fit_ds}, settings, batch_size, grid_size, device)
+    folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
     try:
-        for name in agents:
-            ctx = RunContext(name=name, env_id=env_id, model=model, env_kwargs=env_kwargs, seeds=seeds, seed=seed,
-                             device=device)
-            runs, source = resolve_runs(ctx, agent_dirs)
-            per_run = [evaluate_run(run, cores, eval_indices, fit_indices) for run in runs]
-            results["agents"][name] = aggregate_runs(per_run, source, seed)
-    finally:
-        cores.close()
-    first = next(iter(results["agents"].values()))
-    results["T"] = len(first["anytime_top1"])
-    results["madds_per_step"] = first["madds_per_step"]
-    results["madds_cumulative"] = np.cumsum(first["madds_per_step"]).tolist()
+        torch.manual_seed(seed)
 
-    if out_dir is not None:
-        write_outputs(results, out_dir)
+        # images: E evaluation indices spread evenly over the split (an ImageFolder is sorted by class, so a
+        # prefix would cover few classes); fit images held out
+        model, eval_ds = load_task(task, **task_kwargs)
+        E = min(int(episodes), len(eval_ds))
+        F_wanted = int(fit_episodes or E)
+        eval_indices, rest = spread_indices(len(eval_ds), E)
+        if fit_split is None and task == "cluttered_fashion_mnist" and "dataset" not in task_kwargs:
+            fit_split = "val"
+        if fit_split is not None:
+            _, fit_ds = load_task(task, **{**task_kwargs, "checkpoint": model, "split": fit_split})
+            fit_indices, _ = spread_indices(len(fit_ds), min(F_wanted, len(fit_ds)))
+            fit_source = f"split {fit_split!r}, {len(fit_indices)} images spread evenly over it"
+        elif rest:
+            fit_ds = eval_ds
+            fit_indices = rest[:: max(1, len(rest) // F_wanted)][:F_wanted]
+            fit_source = (f"{len(fit_indices)} held-out images of the evaluation split "
+                          "(disjoint from the evaluated ones)")
+        else:
+            warnings.warn("no images left to hold out for fitting the budgeted thresholds: fitted on the evaluation "
+                          "images themselves (pass fit_split or fewer episodes)", stacklevel=2)
+            fit_ds, fit_indices = eval_ds, eval_indices
+            fit_source = "the evaluation images (nothing held out)"
+
+        results: dict[str, Any] = {
+            "env_id": env_id,
+            "env_kwargs": jsonable(env_kwargs),
+            "episodes": E,
+            "seeds": seeds,
+            "seed": seed,
+            "batch_size": batch_size,
+            "eval_images": f"{E} indices spread evenly over the evaluation split (index i*N//E)",
+            "fit": {"images": fit_source, "episodes": len(fit_indices)},
+            "agents": {},
+        }
+        cores = CoreCache(model, {"eval": eval_ds, "fit": fit_ds}, settings, batch_size, grid_size, device)
+        try:
+            for name in agents:
+                ctx = RunContext(name=name, env_id=env_id, model=model, env_kwargs=env_kwargs, seeds=seeds,
+                                 seed=seed, device=device)
+                runs, source = resolve_runs(ctx, agent_dirs, trust_agent=trust_agent)
+                per_run = [evaluate_run(run, cores, eval_indices, fit_indices) for run in runs]
+                results["agents"][name] = aggregate_runs(per_run, source, seed)
+        finally:
+            cores.close()
+        first = next(iter(results["agents"].values()))
+        results["T"] = len(first["anytime_top1"])
+        results["madds_per_step"] = first["madds_per_step"]
+        results["madds_cumulative"] = np.cumsum(first["madds_per_step"]).tolist()
+
+        if folder is not None:
+            folder.write(results)
+    finally:
+        if folder is not None:
+            folder.release()
     if verbose:
         print(markdown_table(results))
     return results

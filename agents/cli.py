@@ -1,12 +1,16 @@
 """The ``gfnet`` console script: one sub-command per module of :mod:`agents.commands`.
 
-Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only assembles them.
+Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file assembles them, checks the
+numeric arguments every command shares (:data:`MINIMUMS`) before any work, and turns a command's input error
+(``ValueError``, ``TypeError``, ``KeyError``, ``OSError``, ``CheckpointError``) into one line on stderr,
+``gfnet <command>: <message>``, with exit status 2. ``GFNET_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: (sub-command, module, one-line help)
@@ -20,6 +24,26 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train-default-task", "agents.commands.train_default_task",
      "train the embedded default task's GFNet from scratch (CPU)"),
 ]
+
+#: Smallest valid value of numeric options, by destination (``--fit-episodes`` → ``fit_episodes``), for the
+#: commands that have them; None values (option left at its default) are not checked.
+MINIMUMS: dict[str, dict[str, float]] = {
+    "train-agent": {"steps": 1, "n_envs": 1, "grid_size": 1, "eval_episodes": 1, "batch_size": 1},
+    "train-policy": {"steps": 1, "batch_size": 1},
+    "show": {"n": 1, "start": 0, "duration_ms": 1},
+    "benchmark": {"episodes": 1, "seeds": 1, "fit_episodes": 1, "batch_size": 1},
+    "train-features": {"patch_size": 1, "T": 1, "image_size": 1, "small_feature_num": 1, "epochs": 1,
+                       "batch_size": 1, "train_samples": 1, "val_samples": 1, "max_steps_per_epoch": 1,
+                       "pretrain_epochs": 0, "workers": 0, "threads": 1},
+    "train-default-task": {"pretrain_epochs": 0, "epochs": 1, "batch_size": 1, "ppo_steps": 0, "ppo_batch_size": 1,
+                           "stage3_epochs": 0, "sb3_steps": 0, "train_samples": 1, "eval_samples": 1, "workers": 0,
+                           "threads": 1},
+}
+#: Options that must be > 0 (learning rates), in every command that has them.
+POSITIVE = ("lr", "lr_backbone", "lr_classifier")
+#: Error types that mean bad input (a bug shows its traceback). CheckpointError is matched by name, so that the
+#: CLI need not import torch before a command does.
+INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError)
 
 EXAMPLE = """Example:
   gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 --agents random,center,saliency,oracle,paper-ppo --out results/
@@ -45,13 +69,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse numeric options below their minimum (:data:`MINIMUMS`, :data:`POSITIVE`) with a ``ValueError``."""
+    for dest, minimum in MINIMUMS.get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{dest.replace('_', '-')} must be >= {minimum}, got {value}")
+    for dest in POSITIVE:
+        value = getattr(args, dest, None)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{dest.replace('_', '-')} must be > 0, got {value}")
+
+
+def is_input_error(error: BaseException) -> bool:
+    """Whether ``error`` reports bad input (printed in one line) rather than a bug (shown with its traceback)."""
+    return isinstance(error, INPUT_ERRORS) or any(c.__name__ == "CheckpointError" for c in type(error).__mro__)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a KeyError's without its quotes)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    text = " ".join(str(text).split())
+    return text or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 1
-    return int(args._run(args) or 0)
+    try:
+        check_arguments(args)
+        return int(args._run(args) or 0)
+    except Exception as e:  # noqa: BLE001 - input errors become one line; anything else is re-raised
+        if not is_input_error(e) or os.environ.get("GFNET_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"gfnet {args.command}: {one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,15 +1,30 @@
-"""Benchmark results: per-run numbers aggregated per agent, and the files they are written to.
+"""Benchmark results: per-run numbers aggregated per agent, and the folder they are written to.
 
 :func:`aggregate_runs` turns the runs of one agent into means and 95 % bootstrap intervals over runs;
-:func:`markdown_table`, :func:`write_csv` and :func:`write_outputs` write ``results.md``, ``results.csv``,
-``results.json`` and the plots, each file atomically (docs/benchmark.md, "Outputs").
+:func:`markdown_table` and :func:`write_csv` format them; :class:`ResultsFolder` owns ``--out``:
+
+* :meth:`ResultsFolder.claim`, before any work: ``--out`` must be a folder (created if missing) that this
+  process can write, and not in use — a lock file ``.lock`` (created with ``O_EXCL``, holding the owner's
+  host and pid; a lock whose process is gone on this host is taken over) refuses a second benchmark on the
+  same folder. Every problem is an :class:`OutputFolderError` with a one-line message.
+* :meth:`ResultsFolder.write` (also :func:`write_outputs`): every file — ``results.md``, ``results.csv``,
+  the PNG plots, then ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
+  when all are complete are they renamed into place, ``results.json`` last (it is removed first, so it marks
+  a complete folder), with SIGINT/SIGTERM held back during those renames. Ctrl-C, a crash or a full disk
+  while writing leaves the previous results untouched; the staging folder is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
+import shutil
+import signal
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +34,12 @@ from feature_nets.files import atomic_write_text
 from .base import PathLike
 from .stats import mean_and_ci
 
-__all__ = ["aggregate_runs", "markdown_table", "write_csv", "write_outputs"]
+__all__ = ["OutputFolderError", "ResultsFolder", "aggregate_runs", "markdown_table", "write_csv", "write_outputs"]
+
+#: Files a benchmark writes into its folder; ``results.json`` is written last and marks it complete.
+RESULT_FILES = ("results.md", "results.csv", "anytime_top1.png", "budgeted.png", "mean_return.png",
+                "madds_per_step.png", "seconds.png", "results.json")
+LOCK_FILE = ".lock"
 
 
 def aggregate_runs(per_run: list[dict], source: str, seed: int) -> dict:
@@ -106,13 +126,144 @@ def write_csv(results: dict, path: PathLike) -> Path:
 
 
 def write_outputs(results: dict, out_dir: PathLike) -> list[Path]:
-    """results.json, results.md, results.csv and the PNG plots, each written atomically."""
-    from .plots import make_plots
+    """results.md, results.csv, the PNG plots and results.json into ``out_dir``, all or nothing
+    (:meth:`ResultsFolder.write`; the caller holds the folder's lock, or no other run uses it)."""
+    return ResultsFolder(out_dir).write(results)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2)),
-             atomic_write_text(out_dir / "results.md", markdown_table(results)),
-             write_csv(results, out_dir / "results.csv")]
-    paths += make_plots(results, out_dir)
-    return paths
+
+class OutputFolderError(ValueError):
+    """``--out`` cannot be used: a file, not writable, or in use by another run."""
+
+
+class ResultsFolder:
+    """A benchmark's output folder: claimed before any work, filled all at once at the end (module docstring).
+
+    Use as ``with ResultsFolder(out).claim() as folder: ...; folder.write(results)``.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self._locked = False
+        self._created = False
+
+    # --- before any work -----------------------------------------------------------------------------
+    def claim(self) -> "ResultsFolder":
+        """Check ``--out`` and take its lock; raises :class:`OutputFolderError` (one line) when it cannot be used."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise OutputFolderError(f"--out {out} is a file, not a folder; give a folder path (created if missing)")
+        try:
+            self._created = not out.exists()
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputFolderError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+        lock = out / LOCK_FILE
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _read_lock(lock)
+                if owner is not None and owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                    lock.unlink(missing_ok=True)  # its run died without cleaning up
+                    continue
+                who = f"pid {owner['pid']} on {owner['host']}" if owner else "another process"
+                raise OutputFolderError(f"--out {out} is in use by another benchmark ({who}); wait for it, choose "
+                                        f"another --out, or delete {lock} if no run uses it") from None
+            except OSError as e:
+                raise OutputFolderError(f"cannot write in the output folder {out}: {e.strerror or e}") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._locked = True
+            for stale in out.glob(".staging-*"):  # left by runs killed while writing
+                shutil.rmtree(stale, ignore_errors=True)
+            return self
+        raise OutputFolderError(f"could not take the lock {lock}")
+
+    def release(self) -> None:
+        """Drop the lock (and the folder itself if this run created it and left it empty)."""
+        if self._locked:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            self._locked = False
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only succeeds when empty
+
+    def __enter__(self) -> "ResultsFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # --- at the end ----------------------------------------------------------------------------------
+    def write(self, results: dict) -> list[Path]:
+        """Every output file into a staging folder, then all of them into place (``results.json`` last)."""
+        from .plots import make_plots
+
+        out = self.path
+        out.mkdir(parents=True, exist_ok=True)
+        stage = out / f".staging-{os.getpid()}"
+        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            stage.mkdir()
+            staged = [atomic_write_text(stage / "results.md", markdown_table(results)),
+                      write_csv(results, stage / "results.csv")]
+            staged += make_plots(results, stage)
+            staged.append(atomic_write_text(stage / "results.json", json.dumps(results, indent=2)))
+            names = [p.name for p in staged]
+            with _signals_held():
+                (out / "results.json").unlink(missing_ok=True)  # from here until the last rename: incomplete
+                for name in RESULT_FILES:
+                    if name not in names:
+                        (out / name).unlink(missing_ok=True)  # a stale file of an older version
+                for name in names:  # results.json is the last one
+                    os.replace(stage / name, out / name)
+                _fsync_dir(out)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            self._created = False  # it holds results now
+        return [out / name for name in names]
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        owner = json.loads(path.read_text())
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+    except (OSError, ValueError):
+        return None  # being written right now, or not ours: treat as in use
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, TypeError, ValueError):
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold SIGINT/SIGTERM back while the block runs (main thread only), then deliver the first one received."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])

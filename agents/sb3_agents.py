@@ -6,10 +6,19 @@ Training goes through :func:`gfnet_env.make_sb3_vec_env` (one batched core for a
 * TensorBoard logs under ``out_dir/tensorboard``;
 * an ``EvalCallback`` on a held-out split (``val`` by default) every ``eval_freq`` env steps, writing
   ``out_dir/eval/evaluations.npz`` and the best model to ``out_dir/best/``;
-* a ``CheckpointCallback`` writing ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (plus the replay buffer of
-  off-policy algorithms) every ``checkpoint_freq`` env steps, at the end, and when a run crashes;
-* ``resume=True``: continue from the newest checkpoint (and its replay buffer) with
+* checkpoints ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (plus the replay buffer of off-policy
+  algorithms), written atomically at a rollout start every ``checkpoint_freq`` env steps, at the end, and when
+  a run crashes or is interrupted (an on-policy run first rolls back to the start of its unfinished rollout:
+  :func:`agents.sb3_files.checkpoint_callback`);
+* ``resume=True``: continue from the newest *valid* checkpoint (and its replay buffer) with
   ``reset_num_timesteps=False`` until ``steps`` env steps in total.
+
+Step counts: SB3 collects whole rollouts, so a run trains ``steps`` rounded up to the next multiple of
+``n_steps·n_envs`` (on-policy) or of ``train_freq·n_envs`` (off-policy); the rounding is printed, the sidecar
+and ``agent.json`` record the steps actually made (``num_timesteps``), and an interrupted + resumed run makes
+exactly as many as an uninterrupted one.
+
+Loading never runs code from a file unless ``trust_agent=True`` (:mod:`agents.sb3_files`).
 
 The final model is ``out_dir/<sb3_algo>.zip`` with a sidecar ``<sb3_algo>.json`` (the env kwargs it was
 trained on: ``obs_mode``, ``action_mode``, ``grid_size``, …) and ``out_dir/agent.json``. When the sidecar is
@@ -27,7 +36,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,8 @@ import numpy as np
 from feature_nets.files import atomic_write_text
 
 from .base import Agent, PathLike, Run, RunContext, train_hint
+from .sb3_files import (best_model_callback, check_trust_flag, checkpoint_callback, latest_checkpoint,
+                        load_replay_buffer, load_sb3_model, safe_custom_objects, save_model, step_unit)
 from .trained import jsonable, write_agent_json
 
 #: registry name -> (module, class) of the SB3 algorithm.
@@ -99,6 +109,8 @@ class SB3Agent(Agent):
             ``grid_size`` are checked against the model's spaces.
         path: load the model from this zip instead (``model`` must then be None).
         device: torch device for loading.
+        trust_agent: ``True`` to let SB3 unpickle ``path`` fully (it may run code); by default only
+            known-safe data types are built (:func:`agents.sb3_files.load_sb3_model`).
 
     RecurrentPPO keeps its LSTM state and episode-start flags per env between ``act`` calls; ``reset`` clears them.
     """
@@ -107,13 +119,13 @@ class SB3Agent(Agent):
     trainable = True
 
     def __init__(self, model=None, env_kwargs: dict | None = None, path: PathLike | None = None,
-                 device: str = "auto") -> None:
+                 device: str = "auto", trust_agent: bool = False) -> None:
         if model is None:
             if path is None:
                 raise ValueError(f"{self.name} needs a trained model: train one with "
                                  f"`gfnet train-agent --agent {self.name} --env ID --out DIR`, then "
                                  f"agents.load_agent({self.name!r}, DIR) or agents.make({self.name!r}, path=ZIP)")
-            loaded = type(self).load(path, device=device)
+            loaded = type(self).load(path, device=device, trust_agent=trust_agent)
             model, env_kwargs = loaded.model, loaded.env_kwargs
         self.model = model
         self.env_kwargs = dict(env_kwargs or {})
@@ -152,28 +164,31 @@ class SB3Agent(Agent):
 
     # --- files --------------------------------------------------------------------------------------
     def save(self, path: PathLike) -> Path:
-        """``path`` (.zip, SB3's format) plus ``path.with_suffix('.json')`` holding the env kwargs."""
+        """``path`` (.zip, SB3's format) plus ``path.with_suffix('.json')`` holding the env kwargs, each atomically."""
         path = Path(path)
         if path.suffix != ".zip":
             path = path.with_suffix(".zip")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.model.save(str(path))
+        save_model(self.model, path)
         sidecar = {"agent": self.name, "algo": algo_key(self.algo), "num_timesteps": int(self.model.num_timesteps),
                    "env_kwargs": jsonable({**self.env_kwargs, **self.env_settings()}), **jsonable(self.metadata)}
         atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True))
         return path
 
     @classmethod
-    def load(cls, path: PathLike, device: str = "auto") -> "SB3Agent":
-        """Load an SB3 zip (and its sidecar json when present)."""
+    def load(cls, path: PathLike, device: str = "auto", trust_agent: bool = False) -> "SB3Agent":
+        """Load an SB3 zip (and its sidecar json when present).
+
+        Without ``trust_agent=True`` the zip's pickled entries are built by a restricted unpickler (known-safe
+        data types only; anything else is an :class:`~agents.sb3_files.UntrustedAgentError` saying how to opt
+        in). The shipped agent loads this way.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / f"{cls.name.replace('-', '_')}.zip"
         if not path.exists():
             raise FileNotFoundError(f"no {cls.name} model at {path}; train one with "
                                     f"`gfnet train-agent --agent {cls.name} --env ID --out DIR`")
-        model = algorithm_class(cls.algo).load(str(path), device=device)
-        env_kwargs = {}
+        model = load_sb3_model(algorithm_class(cls.algo), path, trust_agent=trust_agent, device=device)
         sidecar = path.with_suffix(".json")
         meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
         agent = cls(model, env_kwargs=meta.pop("env_kwargs", {}))
@@ -193,8 +208,9 @@ class SB3Agent(Agent):
 
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size``, ``device``, ``eval_episodes`` and the progress bar."""
-        keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes")
+        """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size``, ``device``, ``eval_episodes``, ``trust_agent``
+        (for ``--resume``) and the progress bar."""
+        keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes", "trust_agent")
         out = {k: options[k] for k in keys if k in options}
         if "progress" in options:
             out["progress_bar"] = options["progress"]
@@ -239,20 +255,6 @@ def _default_algo_kwargs(algo: str, n_envs: int, obs_bytes: int) -> dict[str, An
     return {}
 
 
-_CKPT = re.compile(r"_(\d+)_steps\.zip$")
-
-
-def latest_checkpoint(folder: PathLike, prefix: str) -> tuple[Path, int] | None:
-    """(path, timesteps) of the newest ``<prefix>_<N>_steps.zip`` in ``folder``, or None."""
-    folder = Path(folder)
-    best = None
-    for f in folder.glob(f"{prefix}_*_steps.zip"):
-        m = _CKPT.search(f.name)
-        if m and "replay_buffer" not in f.name and (best is None or int(m.group(1)) > best[1]):
-            best = (f, int(m.group(1)))
-    return best
-
-
 def _default_eval_split(env_id: str, env_kwargs: dict) -> str | None:
     if "dataset" in env_kwargs:
         return None  # a user dataset has no split; evaluate on it (pass eval_env_kwargs to hold out)
@@ -276,8 +278,10 @@ def train_sb3(
     eval_freq: int | None = None,
     checkpoint_freq: int | None = None,
     resume: bool = False,
+    trust_agent: bool = False,
     progress_bar: bool = False,
     algo_kwargs: dict | None = None,
+    callback=None,
     verbose: int = 0,
     **env_kwargs,
 ) -> SB3Agent:
@@ -286,7 +290,8 @@ def train_sb3(
     Args:
         algo: ``ppo``, ``sac``, ``a2c``, ``td3``, ``dqn``, ``recurrent-ppo`` (``sb3-`` prefix accepted).
         env_id: a GFNet env id.
-        steps: total env steps (SB3 ``total_timesteps``; on resume, the total including earlier runs).
+        steps: total env steps (SB3 ``total_timesteps``; on resume, the total including earlier runs), rounded
+            up to whole rollouts (see the module docstring).
         out_dir: logs, checkpoints and the final model (see the module docstring).
         seed: seeds SB3 (weights, exploration) and the env's image draws.
         n_envs: episodes stepped as one batch.
@@ -299,22 +304,26 @@ def train_sb3(
             ``dataset`` is passed); ``eval_env_kwargs`` override any eval env kwarg.
         eval_episodes, eval_freq: episodes per evaluation and env steps between evaluations.
         checkpoint_freq: env steps between checkpoints (default steps / 10).
-        resume: continue from the newest checkpoint in ``out_dir/checkpoints``.
+        resume: continue from the newest valid checkpoint in ``out_dir/checkpoints``.
+        trust_agent: ``True`` to unpickle the checkpoint fully when resuming (it may run code); by default only
+            known-safe data types are built.
         progress_bar: SB3's progress bar.
         algo_kwargs: extra constructor arguments of the algorithm (override the defaults here).
+        callback: extra SB3 callback(s), run after the checkpoint and evaluation callbacks.
         **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``reward=``, …); ``split``
             defaults to ``"train"`` (not the env's evaluation split).
 
     Returns:
         The trained :class:`SB3Agent`.
     """
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
     from stable_baselines3.common.vec_env import VecMonitor
 
     from gfnet_env import make_sb3_vec_env
 
     algo = algo_key(algo)
     agent_cls = AGENT_CLASSES[algo]
+    check_trust_flag(trust_agent)
     if action_mode is None:
         action_mode = ACTION_MODES[algo][0]
     if action_mode not in ACTION_MODES[algo]:
@@ -332,6 +341,18 @@ def train_sb3(
         settings["action_range"] = env_kwargs.pop("action_range", "symmetric")
     env_kwargs = {"split": "train", **env_kwargs, **settings}
 
+    prefix = algo.replace("-", "_")
+    ckpt_dir = out_dir / "checkpoints"
+    tb_dir = str(out_dir / "tensorboard")
+    cls = algorithm_class(algo)
+    found = None
+    if resume:
+        for stale in ckpt_dir.glob(f"{prefix}_*.tmp"):  # left by a run killed while saving
+            stale.unlink(missing_ok=True)
+        found = latest_checkpoint(ckpt_dir, prefix, replay_buffer=algo in OFF_POLICY)
+        if found is not None and not trust_agent:
+            safe_custom_objects(found[0])  # refuse an untrusted file before building any env
+
     train_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, device=device, **env_kwargs))
     eval_kwargs = dict(env_kwargs)
     split = eval_split if eval_split is not None else _default_eval_split(env_id, env_kwargs)
@@ -341,17 +362,13 @@ def train_sb3(
     eval_n = max(1, min(n_envs, eval_episodes))
     eval_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=eval_n, seed=seed + 10_000, device=device, **eval_kwargs))
 
-    prefix = algo.replace("-", "_")
-    ckpt_dir = out_dir / "checkpoints"
-    tb_dir = str(out_dir / "tensorboard")
-    cls = algorithm_class(algo)
-    found = latest_checkpoint(ckpt_dir, prefix) if resume else None
     if found is not None:
         path, done = found
-        model = cls.load(str(path), env=train_env, device=device, tensorboard_log=tb_dir)
+        model = load_sb3_model(cls, path, trust_agent=trust_agent, env=train_env, device=device,
+                               tensorboard_log=tb_dir)
         buffer = ckpt_dir / f"{prefix}_replay_buffer_{done}_steps.pkl"
         if algo in OFF_POLICY and buffer.exists():
-            model.load_replay_buffer(str(buffer))
+            load_replay_buffer(model, buffer, trust_agent=trust_agent)
         if verbose:
             print(f"resuming {agent_cls.name} from {path} ({model.num_timesteps} steps done)")
     else:
@@ -367,47 +384,50 @@ def train_sb3(
         model = cls(policy, train_env, seed=seed, device=device, tensorboard_log=tb_dir, verbose=verbose, **kwargs)
 
     remaining = steps - int(model.num_timesteps)
-    freq = max(1, (checkpoint_freq or max(steps // 10, n_envs)) // n_envs)
-    callbacks = CallbackList([
-        CheckpointCallback(freq, str(ckpt_dir), name_prefix=prefix, save_replay_buffer=True),
-        EvalCallback(eval_env, n_eval_episodes=eval_episodes,
-                     eval_freq=max(1, (eval_freq or max(steps // 10, n_envs)) // n_envs),
-                     log_path=str(out_dir / "eval"), best_model_save_path=str(out_dir / "best"),
-                     deterministic=True, verbose=verbose, warn=False),
-    ])
-
-    def checkpoint_now() -> None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        model.save(str(ckpt_dir / f"{prefix}_{model.num_timesteps}_steps.zip"))
-        if algo in OFF_POLICY and getattr(model, "replay_buffer", None) is not None:
-            model.save_replay_buffer(str(ckpt_dir / f"{prefix}_replay_buffer_{model.num_timesteps}_steps.pkl"))
+    unit = step_unit(model)
+    if unit and remaining > 0 and steps % unit:
+        print(f"{agent_cls.name}: SB3 trains in whole rollouts of {unit} env steps (n_envs={model.n_envs}); "
+              f"--steps {steps} trains {math.ceil(steps / unit) * unit} in total")
+    checkpoints = checkpoint_callback(ckpt_dir, prefix, checkpoint_freq or max(steps // 10, n_envs),
+                                      replay_buffer=algo in OFF_POLICY)
+    callbacks = [checkpoints,
+                 EvalCallback(eval_env, n_eval_episodes=eval_episodes,
+                              eval_freq=max(1, (eval_freq or max(steps // 10, n_envs)) // n_envs),
+                              log_path=str(out_dir / "eval"), best_model_save_path=None,
+                              callback_on_new_best=best_model_callback(out_dir / "best" / "best_model.zip"),
+                              deterministic=True, verbose=verbose, warn=False)]
+    callbacks += list(callback) if isinstance(callback, (list, tuple)) else [callback] if callback else []
 
     if remaining > 0:
         try:
-            model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=found is None,
-                        tb_log_name=prefix, progress_bar=progress_bar)
-        finally:
-            checkpoint_now()  # also on a crash or Ctrl-C: nothing done is lost
+            model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
+                        reset_num_timesteps=found is None, tb_log_name=prefix, progress_bar=progress_bar)
+        except BaseException:
+            # also on a crash or Ctrl-C nothing done is lost: save the last consistent state
+            checkpoints.rollback()
+            checkpoints.save()
+            raise
+        checkpoints.save()
 
     agent = agent_cls(model, env_kwargs=jsonable(env_kwargs))
     agent.metadata = {"env_id": env_id, "seed": seed, "steps": steps}
     file = f"sb3_{prefix}.zip"
     agent.save(out_dir / file)
-    write_agent_json(out_dir, agent_cls.name, file, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
+    write_agent_json(out_dir, agent_cls.name, file, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps,
+                     num_timesteps=int(model.num_timesteps))
     train_env.close()
     eval_env.close()
     return agent
 
 
-def export_for_inference(zip_in: PathLike, zip_out: PathLike) -> Path:
+def export_for_inference(zip_in: PathLike, zip_out: PathLike, trust_agent: bool = False) -> Path:
     """Copy an SB3 model zip without its optimizer moments (about 2/3 of the file for Adam).
 
     The policy acts exactly the same; training resumed from the copy restarts Adam's running averages.
-    Used to keep the shipped agent small.
+    Used to keep the shipped agent small. ``trust_agent`` as in :meth:`SB3Agent.load`.
     """
     zip_in, zip_out = Path(zip_in), Path(zip_out)
     meta = json.loads(zip_in.with_suffix(".json").read_text()) if zip_in.with_suffix(".json").exists() else {}
-    model = algorithm_class(meta.get("algo", "ppo")).load(zip_in, device="cpu")
+    model = load_sb3_model(algorithm_class(meta.get("algo", "ppo")), zip_in, trust_agent=trust_agent, device="cpu")
     model.policy.optimizer.state.clear()
-    model.save(zip_out)
-    return zip_out
+    return save_model(model, zip_out)

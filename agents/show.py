@@ -24,10 +24,11 @@ __all__ = ["episode_frames_for", "labelled_rows"]
 
 def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], env_kwargs: dict | None = None,
                        agent_dirs: dict | None = None, device: str = "auto",
-                       seed: int = 0) -> list[list[list[np.ndarray]]]:
+                       seed: int = 0, trust_agent: bool = False) -> list[list[list[np.ndarray]]]:
     """frames[a][i][k]: agent a, image i, after step k (0 = glance only), as (S', S', 3) uint8 drawings.
 
-    Each agent is its first run (``random`` with ``seed``; a trained agent from ``agent_dirs``).
+    Each agent is its first run (``random`` with ``seed``; a trained agent from ``agent_dirs``, loaded with
+    ``trust_agent`` as in :func:`agents.trained.load_agent`).
     """
     env_id = env_id_of(env_id)
     env_kwargs = {k: v for k, v in (env_kwargs or {}).items() if k not in AGENT_KWARGS and k != "early_exit"}
@@ -42,7 +43,7 @@ def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], 
     for name in agent_names:
         ctx = RunContext(name=name, env_id=env_id, model=model, env_kwargs=env_kwargs, seeds=1, seed=seed,
                          device=device)
-        runs, _ = resolve_runs(ctx, agent_dirs or {})
+        runs, _ = resolve_runs(ctx, agent_dirs or {}, trust_agent=trust_agent)
         agent = runs[0].build()
         s = agent.env_settings()
         agent_settings = settings.replace(obs_mode=s["obs_mode"], action_mode=s["action_mode"],

@@ -7,6 +7,7 @@ folders given to ``--agent-dir`` (a folder of seed sub-folders counts as several
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -24,13 +25,19 @@ __all__ = ["AGENT_JSON", "jsonable", "load_agent", "read_agent_json", "trained_p
 AGENT_JSON = "agent.json"
 
 
-def load_agent(name: str | None, path: PathLike, device: str = "auto") -> Agent:
+def load_agent(name: str | None, path: PathLike, device: str = "auto", trust_agent: bool = False) -> Agent:
     """A trained agent from its folder (with ``agent.json``) or weights file.
 
     Args:
         name: registry name, or None to take it from ``agent.json``.
         path: the folder ``learn`` wrote, or the weights file itself.
+        device: torch device.
+        trust_agent: ``True`` (the boolean) lets a loader unpickle the file fully, which may run code; only for
+            files you trust (``--trust-agent``). Passed to loaders that take it (SB3 agents); paper-ppo files
+            hold tensors only and are always read safely.
     """
+    if not isinstance(trust_agent, bool):
+        raise TypeError(f"trust_agent must be True or False, got {trust_agent!r}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no trained agent at {path}: the folder or file does not exist")
@@ -51,6 +58,8 @@ def load_agent(name: str | None, path: PathLike, device: str = "auto") -> Agent:
                 "or at the weights file itself"
             )
         target = path / meta["file"]
+    if "trust_agent" in inspect.signature(loader).parameters:
+        return loader(target, device=device, trust_agent=trust_agent)
     return loader(target, device=device)
 
 

@@ -8,10 +8,16 @@ layout (encoder keys without the prefix, as the original training stages wrote t
 entry so that non-released architectures (the small CNN) can be rebuilt.
 
 Every failure raises a :class:`CheckpointError` subclass whose message names the problem and the fix.
+
+Safety: files are read with ``torch.load(weights_only=True)``, which never runs code from the file. Full unpickling
+(which can run any code stored in the file) happens only when the caller passes ``trusted_pickle=True`` — the
+bool itself: ``"no"``, ``"off"`` or ``1`` raise a ``TypeError`` rather than being taken as true. A refused file
+raises :class:`UntrustedPickleError` naming the Python objects it would have created.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import zipfile
@@ -23,8 +29,9 @@ from torch import nn
 
 from .configs import BACKBONE_CONFIGS, get_config
 from .files import atomic_save
-from .gfnet import GFNet, GFNetSpec, build_gfnet_from_spec
+from .gfnet import GFNet, GFNetSpec, build_gfnet_from_spec, positive_int
 from .registry import build_encoder
+from .safe_pickle import check_path, check_trusted_pickle, pickled_globals, torch_reason
 
 #: Checkpoint entries holding state dicts, and the module of a GFNet each one fills.
 STATE_DICT_FIELDS = {
@@ -50,6 +57,14 @@ class NotACheckpointError(CheckpointError):
 
 class UntrustedPickleError(CheckpointError):
     """The file needs full unpickling, which runs code from the file; the caller must opt in."""
+
+
+class InvalidMetadataError(CheckpointError):
+    """``patch_size``, ``flops``, ``gfnet_spec`` or another metadata entry has the wrong type or value."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """Some tensors of the file hold NaN or infinite values (a diverged training run or a corrupted file)."""
 
 
 class UnknownArchitectureError(CheckpointError):
@@ -101,10 +116,17 @@ def read_checkpoint_dict(path: str | os.PathLike, trusted_pickle: bool = False) 
 
     Args:
         path: the ``*.pth.tar`` file.
-        trusted_pickle: allow full unpickling (``weights_only=False``). Only for files you trust: a pickle
-            can run arbitrary code. Needed for some legacy files that store non-tensor Python objects.
+        trusted_pickle: allow full unpickling (``weights_only=False``); must be the bool True to do so. Only for
+            files you trust: a pickle can run arbitrary code. Needed for some legacy files that store non-tensor
+            Python objects.
+
+    Raises:
+        TypeError: ``path`` is not a path, or ``trusted_pickle`` is not a bool.
+        UntrustedPickleError: the file holds Python objects that only full unpickling would create.
+        CheckpointNotFoundError, NotACheckpointError: see the classes.
     """
-    path = Path(path)
+    trusted_pickle = check_trusted_pickle(trusted_pickle)
+    path = check_path(path)
     if not path.exists():
         raise CheckpointNotFoundError(
             f"checkpoint file not found: {path}. Download a released GFNet checkpoint (links in the official "
@@ -113,20 +135,24 @@ def read_checkpoint_dict(path: str | os.PathLike, trusted_pickle: bool = False) 
     if path.is_dir():
         raise NotACheckpointError(f"{path} is a directory; pass the *.pth.tar file inside it")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trusted_pickle)
+        obj = torch.load(path, map_location="cpu", weights_only=trusted_pickle is not True)
     except pickle.UnpicklingError as e:
-        # weights_only refuses Python objects with "Unsupported global"; anything else is not a pickle at all.
-        if not trusted_pickle and "Unsupported global" in str(e):
+        # The safe loader refused the file. A well-formed pickle it refuses holds Python objects (which would run
+        # code); a malformed one is not a checkpoint at all. The opcodes are read without running anything.
+        found = None if trusted_pickle is True else pickled_globals(path)
+        if found is not None:
+            shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
             raise UntrustedPickleError(
-                f"{path} contains Python objects that torch.load(weights_only=True) refuses "
-                f"({_first_line_with(str(e), 'Unsupported global')}). If you trust the file, load it with trusted_pickle=True "
-                "(CLI: --trusted-pickle); this runs code stored in the file."
-            ) from e
-        raise NotACheckpointError(f"{path} is not a readable torch checkpoint: {e}") from e
+                f"{path} contains pickled Python objects ({shown or 'objects the safe loader does not allow'}) "
+                "that would run code when loaded, so it was not loaded. If you trust this file (you made it, or it "
+                "comes from a source you trust), load it with trusted_pickle=True (CLI: --trusted-pickle, or "
+                "--env-kwarg trusted_pickle=true); otherwise re-save its tensors from a trusted environment."
+            ) from None
+        raise NotACheckpointError(f"{path} is not a readable torch checkpoint (truncated download or another file "
+                                  f"type?): {torch_reason(str(e))}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise NotACheckpointError(
-            f"{path} is not a readable torch checkpoint (truncated download or another file type?): {e}"
-        ) from e
+        raise NotACheckpointError(f"{path} is not a readable torch checkpoint (truncated download or another file "
+                                  f"type?): {torch_reason(str(e))}") from e
     if not isinstance(obj, dict):
         raise NotACheckpointError(f"{path} holds a {type(obj).__name__}, not a GFNet checkpoint dict")
     missing = [k for k in ("model_name", "patch_size", "model_prime_state_dict", "model_state_dict", "fc")
@@ -140,20 +166,50 @@ def read_checkpoint_dict(path: str | os.PathLike, trusted_pickle: bool = False) 
     return obj
 
 
-def _first_line_with(text: str, needle: str) -> str:
-    return next((line.strip() for line in text.splitlines() if needle in line), text.splitlines()[0])
-
-
 def strip_module_prefix(state_dict: dict) -> dict:
     """The same state dict without the ``module.`` prefix ``nn.DataParallel`` puts on keys (other keys kept)."""
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
 
+def _checked_flops(ckpt: dict, path) -> list[float] | None:
+    """``ckpt["flops"]`` as floats (cumulative multiply-adds after 1..T steps), checked; None when absent."""
+    flops = ckpt.get("flops")
+    if flops is None:
+        return None
+    try:
+        values = [float(v) for v in (flops.tolist() if isinstance(flops, torch.Tensor) else flops)]
+    except (TypeError, ValueError):
+        raise InvalidMetadataError(f"{path}: 'flops' must be a list of numbers (cumulative multiply-adds per "
+                                   f"number of steps), got {flops!r:.200}") from None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise InvalidMetadataError(f"{path}: 'flops' must be a non-empty list of finite, non-negative numbers, "
+                                   f"got {values[:8]}")
+    return values
+
+
+def _metadata_error(path, name: str, err: Exception) -> InvalidMetadataError:
+    return InvalidMetadataError(f"{path}: the checkpoint's {name} is invalid: {err}. The file's metadata does not "
+                                "describe a GFNet; re-save it with feature_nets.checkpoint.save_checkpoint.")
+
+
 def _spec_from_checkpoint(ckpt: dict, path) -> GFNetSpec:
+    flops = _checked_flops(ckpt, path)
+    try:
+        patch_size = positive_int(ckpt["patch_size"], "patch_size", "side of the glance and of each patch, pixels")
+    except (TypeError, ValueError) as e:
+        raise _metadata_error(path, "'patch_size'", e) from None
     if "gfnet_spec" in ckpt:
-        spec = GFNetSpec.from_dict(ckpt["gfnet_spec"])
-        if "flops" in ckpt and ckpt["flops"] is not None:
-            spec.T = len(ckpt["flops"])
+        try:
+            spec = GFNetSpec.from_dict(ckpt["gfnet_spec"])
+        except (TypeError, ValueError, KeyError) as e:
+            raise _metadata_error(path, "'gfnet_spec'", e) from None
+        if flops is not None and len(flops) != spec.T:
+            raise InvalidMetadataError(
+                f"{path}: 'flops' has {len(flops)} entries but gfnet_spec says T={spec.T} (one cumulative count per "
+                "number of steps); the file was edited or is inconsistent. Re-save it with save_checkpoint.")
+        if patch_size != spec.patch_size:
+            raise InvalidMetadataError(f"{path}: 'patch_size' is {patch_size} but gfnet_spec says "
+                                       f"{spec.patch_size}; the file is inconsistent. Re-save it with save_checkpoint.")
         return spec
     name = ckpt["model_name"]
     if name not in BACKBONE_CONFIGS:
@@ -167,10 +223,14 @@ def _spec_from_checkpoint(ckpt: dict, path) -> GFNetSpec:
             f"{path}: no 'flops' list, so the number of steps T is unknown (T = len(flops) in released files)"
         )
     fc = ckpt["fc"]
+    if not isinstance(fc, dict):
+        raise NotACheckpointError(f"{path}: 'fc' is a {type(fc).__name__}, not a state dict")
     num_classes = int(fc["fc.weight"].shape[0]) if "fc.weight" in fc else (
         int(fc["fc_2.weight"].shape[0]) if "fc_2.weight" in fc else 1000)
-    return GFNetSpec(get_config(name), patch_size=int(ckpt["patch_size"]), T=len(ckpt["flops"]),
-                     num_classes=num_classes)
+    try:
+        return GFNetSpec(get_config(name), patch_size=patch_size, T=len(flops), num_classes=num_classes)
+    except (TypeError, ValueError) as e:
+        raise _metadata_error(path, "'patch_size'/'flops'", e) from None
 
 
 _KEYSET_CACHE: dict[str, set[str]] = {}
@@ -225,10 +285,22 @@ def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, 
             f"{'; …' if len(bad) > 5 else ''}). The weights were made for another configuration (patch size, "
             "class count or width) than model_name/patch_size say."
         )
+    _check_finite(state_dict, field_name, path)
     if is_encoder:
         module.load_official_state_dict(state_dict)
     else:
         module.load_state_dict(state_dict, strict=True)
+
+
+def _check_finite(state_dict: dict, field_name: str, path) -> None:
+    """:class:`NonFiniteWeightsError` naming the floating-point tensors that hold NaN or ±inf."""
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{path}: '{field_name}' has {len(bad)} tensors with NaN or infinite values ({', '.join(bad[:5])}"
+            f"{', …' if len(bad) > 5 else ''}). The training run that wrote it diverged, or the file is corrupted; "
+            "use an earlier checkpoint of the run or retrain with a lower learning rate.")
 
 
 def load_state_dicts(model: GFNet, ckpt: dict, path: str | os.PathLike, with_policy: bool) -> None:
@@ -241,7 +313,8 @@ def load_state_dicts(model: GFNet, ckpt: dict, path: str | os.PathLike, with_pol
         with_policy: also load ``ckpt["policy"]`` into ``model.policy``.
 
     Raises:
-        NotACheckpointError, StateDictMismatchError, ShapeMismatchError: the model is left partly loaded.
+        NotACheckpointError, StateDictMismatchError, ShapeMismatchError, NonFiniteWeightsError: the model is
+            left partly loaded.
     """
     for field_name, attr in STATE_DICT_FIELDS.items():
         if attr == "policy" and not with_policy:
@@ -271,30 +344,42 @@ def load_checkpoint(
 
     Returns:
         :class:`LoadedCheckpoint` with the model in eval mode.
+
+    Raises:
+        TypeError: ``path`` is not a path or ``trusted_pickle`` not a bool; otherwise :class:`CheckpointError`
+            subclasses (bad metadata, NaN/inf weights, mismatched state dicts, refused pickles, …).
     """
     ckpt = read_checkpoint_dict(path, trusted_pickle=trusted_pickle)
     spec = _spec_from_checkpoint(ckpt, path)
     if with_policy and "policy" not in ckpt:
         raise StateDictMismatchError(f"{path}: no 'policy' entry; load it with with_policy=False")
     model = build_gfnet_from_spec(spec, with_policy=with_policy)
+    max_looks = model.classifier.max_looks
+    if max_looks is not None and spec.T > max_looks:
+        raise InvalidMetadataError(f"{path}: T={spec.T} steps (len(flops)) but the classifier has heads for only "
+                                   f"{max_looks} looks; the file's 'flops' list is wrong. Re-save it with "
+                                   "save_checkpoint.")
     load_state_dicts(model, ckpt, path, with_policy=with_policy)
     model.eval().to(map_location)
     known = {"model_name", "patch_size", "flops", "model_flops", "policy_flops", "fc_flops",
              "anytime_classification", "budgeted_batch_classification", "dynamic_threshold", "gfnet_spec",
              *STATE_DICT_FIELDS}
+    try:
+        stored = dict(model_flops=_as_float(ckpt.get("model_flops")), policy_flops=_as_float(ckpt.get("policy_flops")),
+                      fc_flops=_as_float(ckpt.get("fc_flops")),
+                      anytime_classification=_as_list(ckpt.get("anytime_classification")),
+                      dynamic_threshold=_as_list(ckpt.get("dynamic_threshold")))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise _metadata_error(path, "multiply-add counts or results", e) from None
     return LoadedCheckpoint(
         model=model,
         model_name=str(ckpt["model_name"]),
-        patch_size=int(ckpt["patch_size"]),
+        patch_size=spec.patch_size,
         T=spec.T,
         flops=_as_list(ckpt.get("flops")),
-        model_flops=_as_float(ckpt.get("model_flops")),
-        policy_flops=_as_float(ckpt.get("policy_flops")),
-        fc_flops=_as_float(ckpt.get("fc_flops")),
-        anytime_classification=_as_list(ckpt.get("anytime_classification")),
         budgeted_batch_classification=ckpt.get("budgeted_batch_classification"),
-        dynamic_threshold=_as_list(ckpt.get("dynamic_threshold")),
         extra={k: v for k, v in ckpt.items() if k not in known},
+        **stored,
     )
 
 

@@ -4,17 +4,64 @@ Every file the project writes (checkpoints, agents, results, JSON sidecars) goes
 the content is written to ``<name>.tmp`` in the same folder, flushed to disk, then renamed over the final
 name (``os.replace`` is atomic on POSIX and Windows). On any error the temporary file is removed and the
 previous file, if any, is left as it was.
+
+A full disk is reported as ``OSError(errno.ENOSPC, "no space left on device while writing <path> …")``, also
+when the writer hides the cause: torch's zip writer raises ``RuntimeError: … unexpected pos …`` (or ``… failed
+writing file …``), mapped to the ``OSError`` in its exception chain when there is one (ENOSPC → the message
+above, e.g. EFBIG → "could not write <path>: File too large"), else to ENOSPC when the disk has less than
+16 MiB free, else to ``EIO`` naming the file. Other errors are re-raised as they are.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 __all__ = ["atomic_write", "atomic_save", "atomic_write_text"]
+
+#: Below this many free bytes a failed write is reported as a full disk.
+LOW_SPACE_BYTES = 16 * 2**20
+#: Text of torch's zip-writer errors, which hide the errno of the failed write.
+_TORCH_WRITE_ERRORS = ("unexpected pos", "failed writing file", "PytorchStreamWriter failed")
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _os_cause(error: BaseException) -> OSError | None:
+    """The first ``OSError`` with an errno in ``error``'s chain (itself, its cause or context)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _write_error(path: Path, error: BaseException) -> OSError | None:
+    """The clear ``OSError`` to raise instead of ``error`` (a failed write of ``path``), or None to keep it."""
+    kept = "; the previous file, if any, is unchanged"
+    cause = _os_cause(error)
+    if cause is not None and cause.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, f"no space left on device while writing {path}{kept}")
+    if isinstance(error, RuntimeError) and any(t in str(error) for t in _TORCH_WRITE_ERRORS):
+        if cause is not None:
+            return OSError(cause.errno, f"could not write {path}: {cause.strerror}{kept}")
+        free = _free_bytes(path.parent)
+        if free is not None and free < LOW_SPACE_BYTES:
+            return OSError(errno.ENOSPC, f"no space left on device while writing {path} ({free} bytes free){kept}")
+        return OSError(errno.EIO, f"could not write {path} (torch: {' '.join(str(error).split())}){kept}")
+    return None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -37,8 +84,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        clear = _write_error(path, e)
+        if clear is not None:
+            raise clear from e
         raise
     return path
 

@@ -15,6 +15,7 @@ inference code does. Nothing here knows about RL: the policy is only called to c
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -51,12 +52,21 @@ class GFNetSpec:
     encoder_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Check every field (positive integers, P <= S); numpy / 0-d tensor integers become ints.
+
+        Raises:
+            TypeError: a size that is not an integer (``"ninety-six"``, 96.5, True).
+            ValueError: a size < 1, or ``patch_size > image_size``.
+        """
         if self.image_size is None:
             self.image_size = self.config.image_size
+        self.patch_size = positive_int(self.patch_size, "patch_size", "side of the glance and of each patch, pixels")
+        self.image_size = positive_int(self.image_size, "image_size", "side of the full-resolution input, pixels")
+        self.T = positive_int(self.T, "T", "number of steps: the glance plus T-1 focus steps")
+        self.num_classes = positive_int(self.num_classes, "num_classes", "classifier outputs")
         if self.patch_size > self.image_size:
-            raise ValueError(f"patch_size {self.patch_size} exceeds image_size {self.image_size}")
-        if self.T < 1:
-            raise ValueError(f"T must be at least 1 (the glance), got {self.T}")
+            raise ValueError(f"patch_size {self.patch_size} exceeds image_size {self.image_size}: a patch is a "
+                             "crop of the full-resolution image, so it must not be larger than it")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,6 +78,22 @@ class GFNetSpec:
         d = dict(d)
         d["config"] = BackboneConfig(**d["config"])
         return cls(**d)
+
+
+def positive_int(value, name: str, meaning: str) -> int:
+    """``value`` as an int, if it is a positive integer (int, numpy integer or 0-d integer tensor; not a bool).
+
+    Raises:
+        TypeError: not an integer; ValueError: < 1. The message names ``name`` and says what it means.
+    """
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer ({meaning}), got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer ({meaning}), got {value}")
+    return int(value)
 
 
 @dataclass
@@ -155,16 +181,27 @@ class GFNet(nn.Module):
         p = self.patch_size
         return F.interpolate(images, size=(p, p), mode=self.glance_interpolation, align_corners=True)
 
-    def glance(self, images: torch.Tensor) -> StepOutput:
-        """Step 0 on a batch of full-resolution images (B, 3, S, S)."""
+    def glance(self, images: torch.Tensor, step0_head: str | None = None) -> StepOutput:
+        """Step 0 on a batch of full-resolution images (B, 3, S, S); ``step0_head`` as in
+        :meth:`glance_from_features`."""
         self._check_images(images)
         pooled, fmap = self.global_encoder(self.glance_input(images))
-        state = self.classifier.initial_state(images.shape[0], device=images.device, dtype=pooled.dtype)
+        return self.glance_from_features(pooled, fmap, step0_head)
+
+    def glance_from_features(self, pooled: torch.Tensor, fmap: torch.Tensor,
+                             step0_head: str | None = None) -> StepOutput:
+        """Finish the glance whose global-encoder output, (B, F) ``pooled`` and (B, C, h, w) ``fmap``, is known.
+
+        ``step0_head`` picks the step-0 logits: None, the configuration's (inference); ``"classifier"``, the
+        classifier's own where it gives some (the GRU; the original training loss uses these for every GRU
+        family), else the encoder head; ``"encoder"``, the global encoder's head.
+        """
+        b = pooled.shape[0]
+        state = self.classifier.initial_state(b, device=pooled.device, dtype=pooled.dtype)
         logits, state = self.classifier.step(pooled, state, 0)
-        if self.spec.config.step0_head == "encoder" or logits is None:
+        if (step0_head or self.spec.config.step0_head) == "encoder" or logits is None:
             logits = self.global_encoder.head(pooled)
-        b = images.shape[0]
-        boxes = torch.tensor([0, 0, self.image_size, self.image_size], device=images.device).expand(b, 4)
+        boxes = torch.tensor([0, 0, self.image_size, self.image_size], device=pooled.device).expand(b, 4)
         return StepOutput(logits, state, fmap, pooled, boxes, 0)
 
     def focus(self, images: torch.Tensor, actions: torch.Tensor, previous: StepOutput) -> StepOutput:

@@ -71,7 +71,7 @@ class ContinuousActions:
                 raise _shape_error(tuple(a.shape[1:] if single else a.shape), n, single, (n, 2), (2,), what)
             bad = torch.isnan(a).any(1)
             if bool(bad.any()):
-                raise ValueError(f"NaN in actions of envs {torch.flatnonzero(bad).tolist()}; a policy produced NaN "
+                raise ValueError(f"NaN in actions of envs {torch.nonzero(bad).flatten().tolist()}; a policy produced NaN "
                                  "(check its inputs/learning rate)")
             if self.action_range == "symmetric":
                 a = (a + 1.0) * 0.5

@@ -9,13 +9,15 @@
   silently — the environment's core catches the error, warns, counts it and moves on to the next image.
 * :func:`imagenet_split`: ``data_root/train`` or ``data_root/val`` with the right transform.
 * :func:`check_image_dataset`: a cheap sanity check of a user dataset passed to the environment (the tasks
-  run it on every ``dataset=`` argument).
+  run it on every ``dataset=`` argument); defined in :mod:`gfnet_env.checks`, re-exported here.
 * :func:`denormalizer_for`: normalised tensor → uint8 RGB array, for rendering.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
@@ -27,6 +29,9 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from feature_nets.configs import BackboneConfig
+
+from .checks import check_image_dataset  # noqa: F401  (re-exported)
+from . import seeded
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -96,11 +101,14 @@ def eval_transform(config: BackboneConfig) -> transforms.Compose:
 
 def train_transform(config: BackboneConfig) -> transforms.Compose:
     """The training transform: RandomResizedCrop(S) (dataset interpolation), horizontal flip, ToTensor,
-    ImageNet normalisation. Input: a PIL RGB image; output: float32 (3, S, S)."""
+    ImageNet normalisation. Input: a PIL RGB image; output: float32 (3, S, S).
+
+    The two random steps are the seeded ones of :mod:`gfnet_env.seeded`: inside the env each load is seeded
+    from the slot's generator (so seeded resets repeat), elsewhere they draw from torch's global RNG."""
     return transforms.Compose(
         [
-            transforms.RandomResizedCrop(config.image_size, interpolation=_interpolation(config.dataset_interpolation)),
-            transforms.RandomHorizontalFlip(),
+            seeded.RandomResizedCrop(config.image_size, interpolation=_interpolation(config.dataset_interpolation)),
+            seeded.RandomHorizontalFlip(),
             transforms.ToTensor(),
             _normalize(),
         ]
@@ -136,8 +144,18 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _is_ancestor(real: str, folder: str) -> bool:
+    """Whether the real path ``real`` is ``folder``'s real path or one of its parents (following it would loop)."""
+    own = os.path.realpath(folder)
+    return own == real or own.startswith(real.rstrip(os.sep) + os.sep)
+
+
 class ImageFolderDataset(Dataset):
     """Images in ``root/<class>/<image files>`` (class folders may hold sub-folders; files are found recursively).
+
+    Symlinks are followed, but each folder is listed once (by its real path) and never one that leads back to the
+    root, another class or an ancestor (a warning counts the links skipped); only regular files are listed, so a
+    FIFO or device named like an image is never opened.
 
     Class indices follow the sorted class-folder names, as in ``torchvision.datasets.ImageFolder``. Hidden
     entries (names starting with ``.``, e.g. ``.ipynb_checkpoints``) are ignored. Files are matched by
@@ -198,8 +216,12 @@ class ImageFolderDataset(Dataset):
 
         self.samples: list[tuple[str, int]] = []
         empty: list[str] = []
+        self._skipped_links = 0
+        class_dirs = {os.path.realpath(self.root / c) for c in self.classes}
         for c in self.classes:
-            files = self._image_files(self.root / c, recursive=True)
+            # a class's walk never enters the root, another class or a folder it has already listed
+            blocked = {os.path.realpath(self.root)} | (class_dirs - {os.path.realpath(self.root / c)})
+            files = self._image_files(self.root / c, recursive=True, blocked=blocked)
             if not files:
                 empty.append(c)
             self.samples.extend((f, self.class_to_idx[c]) for f in files)
@@ -214,24 +236,45 @@ class ImageFolderDataset(Dataset):
                 f"class folder(s) {shown} of {self.root} hold no image files ({exts}); every class needs at least "
                 f"one image ({_layout_hint()})"
             )
+        if self._skipped_links:
+            warnings.warn(f"{self.root}: skipped {self._skipped_links} symlinked folder(s) that lead back to a folder "
+                          "already listed (a loop, the dataset root or another class)", stacklevel=2)
         self.targets = [label for _, label in self.samples]
 
-    def _image_files(self, folder: Path, recursive: bool) -> list[str]:
+    @property
+    def seeded_augmentation(self) -> bool:
+        """Whether the transform augments at random with :mod:`gfnet_env.seeded` transforms (the train split's);
+        the env's loader then seeds each load from the slot's generator, so seeded resets repeat."""
+        return seeded.has_seeded_transform(self.transform)
+
+    def _image_files(self, folder: Path, recursive: bool, blocked: set[str] | None = None) -> list[str]:
+        """Regular image files in ``folder`` (sorted; sub-folders after files, depth first when ``recursive``).
+
+        Symlinks are followed, but a folder is listed at most once (by its real path) and never one in
+        ``blocked``; FIFOs, sockets and devices are skipped (``DirEntry.is_file`` is true only for regular files,
+        so opening one can never block)."""
         out: list[str] = []
-        if recursive:
-            for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-                out.extend(
-                    os.path.join(dirpath, f)
-                    for f in sorted(filenames)
-                    if not _is_hidden(f) and f.lower().endswith(self.extensions)
-                )
-        else:
-            out = sorted(
-                e.path
-                for e in os.scandir(folder)
-                if e.is_file() and not _is_hidden(e.name) and e.name.lower().endswith(self.extensions)
-            )
+        seen = set(blocked or ())
+        stack = [str(folder)]
+        seen.add(os.path.realpath(folder))
+        while stack:
+            with os.scandir(stack.pop()) as it:
+                entries = sorted((e for e in it if not _is_hidden(e.name)), key=lambda e: e.name)
+            subdirs = []
+            for e in entries:
+                try:
+                    if recursive and e.is_dir():
+                        real = os.path.realpath(e.path)
+                        if real in seen or _is_ancestor(real, str(folder)):
+                            self._skipped_links += 1
+                            continue
+                        seen.add(real)
+                        subdirs.append(e.path)
+                    elif e.is_file() and e.name.lower().endswith(self.extensions):
+                        out.append(e.path)
+                except OSError:  # a broken link or an entry removed meanwhile: not an image
+                    continue
+            stack.extend(reversed(subdirs))
         return out
 
     def __len__(self) -> int:
@@ -241,6 +284,8 @@ class ImageFolderDataset(Dataset):
         """The decoded RGB image of sample ``index`` (no transform); :class:`CorruptImageError` if unreadable."""
         path = self.samples[index][0]
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # replaced by a FIFO or device since listing: never open
+                raise CorruptImageError.for_file(path, "not a regular file")
             with open(path, "rb") as f:
                 img = Image.open(f)
                 return img.convert("RGB")  # forces the full decode while the file is open
@@ -278,8 +323,16 @@ def imagenet_split(data_root: PathLike, split: str, config: BackboneConfig) -> I
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if not isinstance(data_root, (str, os.PathLike)):
+        raise TypeError(f"data_root must be a folder path, got {data_root!r:.100} ({type(data_root).__name__})")
     root = Path(data_root).expanduser()
     folder = root / split
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"data_root {root} is a file, not a folder; pass the ImageNet folder that holds "
+                                 f"train/ and val/ ({IMAGENET_LAYOUT.replace('<root>', str(root))})")
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder; expected "
+                                 f"{IMAGENET_LAYOUT.replace('<root>', str(root))}")
     if not folder.is_dir():
         what = f"ImageNet folder {root} does not exist" if not root.is_dir() else f"{folder} does not exist"
         raise FileNotFoundError(f"{what}; expected ImageNet in ImageFolder layout: {IMAGENET_LAYOUT.replace('<root>', str(root))}")
@@ -296,52 +349,6 @@ def imagenet_split(data_root: PathLike, split: str, config: BackboneConfig) -> I
         raise FileNotFoundError(
             f"{err}. Expected ImageNet in ImageFolder layout: {IMAGENET_LAYOUT.replace('<root>', str(root))}.{hint}"
         ) from err
-
-
-# --------------------------------------------------------------------------------------------- checks
-
-
-def _is_int_label(label: Any) -> bool:
-    if isinstance(label, bool):
-        return False
-    if isinstance(label, (int, np.integer)):
-        return True
-    if isinstance(label, torch.Tensor) and label.ndim == 0 and not label.is_floating_point() and label.dtype != torch.bool:
-        return not label.is_complex()
-    return False
-
-
-def check_image_dataset(dataset: Any, image_size: int) -> None:
-    """Check that ``dataset[0]`` is ``(float tensor (3, S, S), int label)`` with ``S = image_size``.
-
-    Used for user datasets passed to the environment as ``dataset=``. Integer labels may be Python ints,
-    numpy integers or 0-d integer tensors.
-
-    Raises:
-        ValueError: the dataset is empty, or its first sample has the wrong structure, type, dtype or shape;
-            the message says what was found and what is expected.
-    """
-    expected = f"each sample must be (image, label) with image a float tensor of shape (3, {image_size}, {image_size}) and label an int"
-    try:
-        n = len(dataset)
-    except TypeError:
-        raise ValueError(f"dataset {type(dataset).__name__} has no len(); {expected}") from None
-    if n == 0:
-        raise ValueError(f"dataset {type(dataset).__name__} is empty")
-    sample = dataset[0]
-    if not isinstance(sample, (tuple, list)) or len(sample) != 2:
-        kind = f"a {type(sample).__name__}" + (f" of length {len(sample)}" if isinstance(sample, (tuple, list)) else "")
-        raise ValueError(f"dataset[0] is {kind}; {expected}")
-    image, label = sample
-    if not isinstance(image, torch.Tensor):
-        raise ValueError(f"dataset[0][0] is a {type(image).__name__}, not a torch.Tensor; {expected} (add a transform ending in ToTensor/Normalize)")
-    if not image.is_floating_point():
-        raise ValueError(f"dataset[0][0] has dtype {image.dtype}; {expected}")
-    if tuple(image.shape) != (3, image_size, image_size):
-        raise ValueError(f"dataset[0][0] has shape {tuple(image.shape)}; {expected}")
-    if not _is_int_label(label):
-        desc = f"a {type(label).__name__}" + (f" {tuple(label.shape)} {label.dtype}" if isinstance(label, torch.Tensor) else "")
-        raise ValueError(f"dataset[0][1] (the label) is {desc}; {expected}")
 
 
 # --------------------------------------------------------------------------------------------- rendering helper

@@ -54,7 +54,7 @@ class GFNetEnv(gym.Env):
     | ``channels_last`` | False | channels-last memory format for the networks |
     | ``loader_threads`` | auto | threads decoding images (and prefetching each env's next one); auto = up to 8 for image folders, 0 for in-memory datasets |
     | ``render_mode`` | None | ``"rgb_array"``: the image with the glance frame and each patch in order |
-    | ``trusted_pickle`` | False | allow full unpickling of legacy checkpoints you trust |
+    | ``trusted_pickle`` | False | allow full unpickling of legacy checkpoints you trust: only the bool True enables it (``"no"`` or 1 raise ``TypeError``) |
 
     Close the env (``env.close()`` or ``with gym.make(...) as env:``) to stop its image-loading threads.
     Details: docs/environment.md.

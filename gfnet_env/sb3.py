@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
+from .checks import check_option_keys
 from .core import GFNetCore, slice_obs
 
 
@@ -33,7 +34,8 @@ class GFNetSB3VecEnv(VecEnv):
                 self.core.seed_slot(i, int(s))
         self._reset_seeds()
         # set_options({"indices": [...]}) fixes the next reset's images (one index per env).
-        indices = self._options[0].get("indices") if self._options and self._options[0] else None
+        options = check_option_keys(self._options[0] if self._options else None, ("indices",), "set_options")
+        indices = options.get("indices")
         self._reset_options()
         self.core.reset_slots(np.arange(n), indices)
         return self.core.observe()

@@ -8,6 +8,8 @@ field is in the argument table of :class:`gfnet_env.env.GFNetEnv` and in docs/en
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,18 +55,38 @@ class EnvSettings:
             raise ValueError(f"unknown reward {self.reward!r}; choose one of {sorted(REWARDS)}")
         if isinstance(self.grid_size, bool) or not isinstance(self.grid_size, (int, np.integer)) or self.grid_size < 1:
             raise ValueError(f"grid_size must be a positive integer, got {self.grid_size!r}")
-        max_steps = T - 1 if self.max_steps is None else self.max_steps
+        max_steps = T - 1 if self.max_steps is None else _integer(self.max_steps, "max_steps")
         if not 1 <= max_steps <= T - 1:
             raise ValueError(
                 f"max_steps={max_steps} is outside 1..{T - 1}: the checkpoint was trained for T={T} steps "
                 f"(a glance and {T - 1} focus steps). Pass max_steps <= {T - 1}, or a checkpoint with a larger T."
             )
-        if self.early_exit is not None and not 0.0 < self.early_exit <= 1.0:
+        if self.early_exit is not None and not 0.0 < _real(self.early_exit, "early_exit") <= 1.0:  # NaN fails too
             raise ValueError(f"early_exit is a confidence threshold in (0, 1], got {self.early_exit}")
         if self.action_range not in ACTION_RANGES:
             raise ValueError(f"unknown action_range {self.action_range!r}; choose 'unit' ([0, 1]) or 'symmetric' ([-1, 1])")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
-        if self.step_cost < 0:
-            raise ValueError(f"step_cost must be >= 0 (a cost per multiply-add), got {self.step_cost}")
+        step_cost = _real(self.step_cost, "step_cost")
+        if not (math.isfinite(step_cost) and step_cost >= 0):
+            raise ValueError(f"step_cost must be a finite number >= 0 (a reward cost per multiply-add), "
+                             f"got {self.step_cost}")
+        if self.loader_threads is not None and _integer(self.loader_threads, "loader_threads") < 0:
+            raise ValueError(f"loader_threads must be >= 0 (0 loads images in the caller), got {self.loader_threads}")
+        if not isinstance(self.channels_last, (bool, np.bool_)):
+            raise TypeError(f"channels_last must be True or False, got {self.channels_last!r}")
         return self.replace(max_steps=int(max_steps), grid_size=int(self.grid_size))
+
+
+def _real(value, name: str) -> float:
+    """``value`` as a float if it is a real number (not a bool or a string), else a ``TypeError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _integer(value, name: str) -> int:
+    """``value`` as an int if it is an integer (not a bool, a float or a string), else a ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from feature_nets.checkpoint import load_checkpoint
+from feature_nets.checkpoint import check_trusted_pickle, load_checkpoint
 from feature_nets.gfnet import GFNet
 
 from .datasets import check_image_dataset, imagenet_split
@@ -32,9 +32,18 @@ IMAGENET_HELP = (
 
 
 def load_model(checkpoint, trusted_pickle: bool = False) -> GFNet:
-    """A GFNet from a path or an existing model."""
+    """A GFNet from a path or an existing model.
+
+    Raises:
+        TypeError: ``checkpoint`` is neither a path nor a GFNet, or ``trusted_pickle`` is not True/False (only the
+            bool True turns on full unpickling, which runs code stored in the file).
+    """
+    check_trusted_pickle(trusted_pickle)
     if isinstance(checkpoint, GFNet):
         return checkpoint
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path to a GFNet *.pth.tar file or a feature_nets GFNet model, got "
+                        f"{checkpoint!r:.100} ({type(checkpoint).__name__})")
     return load_checkpoint(checkpoint, trusted_pickle=trusted_pickle).model
 
 
@@ -54,7 +63,7 @@ def imagenet_task(checkpoint=None, data_root=None, dataset: Dataset | None = Non
     if dataset is None:
         dataset = imagenet_split(data_root, split, model.spec.config)
     else:
-        check_image_dataset(dataset, model.image_size)
+        check_image_dataset(dataset, model.image_size, model.num_classes)
     return model, dataset
 
 
@@ -82,7 +91,7 @@ def cluttered_fashion_mnist_task(checkpoint=None, data_root=None, dataset: Datas
         dataset = ClutteredFashionMNIST(split=split, root=data_root, canvas_size=model.image_size,
                                         seed=seed, num_samples=num_samples)
     else:
-        check_image_dataset(dataset, model.image_size)
+        check_image_dataset(dataset, model.image_size, model.num_classes)
     return model, dataset
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from .checks import check_int, check_option_keys
 from .core import GFNetCore, slice_obs
 from .factory import make_core
 
@@ -40,17 +41,32 @@ class GFNetVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self._confidences = [[] for _ in range(self.num_envs)]
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        super().reset(seed=seed)
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        """Start an episode in every env.
+
+        Args:
+            seed: None; an int s (env i gets s + i); or a list of N seeds (ints or None), one per env.
+            options: ``{"indices": [i_0, …, i_{N-1}]}`` fixes each env's image (integer dataset positions).
+        """
+        options = check_option_keys(options, ("indices",))
         n = self.num_envs
+        seeds = None
         if seed is not None:
-            seeds = [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
-            if len(seeds) != n:
-                raise ValueError(f"expected {n} seeds, got {len(seeds)}")
-            for i, s in enumerate(seeds):
-                self.core.seed_slot(i, s)
+            if isinstance(seed, (list, tuple, np.ndarray)):
+                seeds = list(seed)
+                if len(seeds) != n:
+                    raise ValueError(f"expected {n} seeds (one per env), got {len(seeds)}")
+                seeds = [None if s is None else check_int(s, f"seed[{i}]", minimum=0) for i, s in enumerate(seeds)]
+            else:
+                s0 = check_int(seed, "seed", minimum=0, hint=" (or a list of one seed per env)")
+                seeds = [s0 + i for i in range(n)]
+        super().reset(seed=None if seeds is None else seeds[0])
+        for i, s in enumerate(seeds or []):
+            self.core.seed_slot(i, s)
         indices = None
-        if options and "indices" in options:
+        if "indices" in options:
+            if isinstance(options["indices"], (str, bytes)) or not hasattr(options["indices"], "__len__"):
+                raise TypeError(f"options['indices'] must be a list of {n} image indices, got {options['indices']!r}")
             indices = list(options["indices"])
             if len(indices) != n:
                 raise ValueError(f"options['indices'] needs {n} image indices, got {len(indices)}")

@@ -6,6 +6,7 @@ IDX files are not installed), and a MobileNet-V3 GFNet on random tensors for the
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -13,17 +14,25 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from feature_nets.checkpoint import load_checkpoint
-from feature_nets.gfnet import build_small_gfnet
+from feature_nets.configs import BACKBONE_CONFIGS
+from feature_nets.gfnet import build_gfnet, build_small_gfnet
 from feature_nets.training import (
+    FAMILY_DEFAULTS,
     StageLoss,
     TrainConfig,
+    build_optimizer,
+    build_schedule,
     prepare_trainable,
     evaluate_anytime,
+    set_train_mode,
     train_stage1,
     train_stage3,
+    train_step,
 )
+from conformance_utils import fill_tensor
 from tiny import needs_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,6 +183,128 @@ def test_loss_is_defined_for_the_cascade_classifier():
     assert model.classifier.fc_4.weight.grad is None and model.classifier.fc_5.weight.grad is None
     assert all(p.grad is None for p in model.global_encoder.parameters())
     assert next(model.local_encoder.parameters()).grad is not None
+
+
+def test_schedule_steps_once_per_epoch_as_the_original():
+    """lr_schedule "epoch" (the released families): ½(1 + cos(π·e/E)) of epoch e, constant inside the epoch;
+    "iteration" (the small CNN's recipe, which the shipped weights were trained with): every step."""
+    model = _tiny_model()
+    assert TrainConfig.for_model(model).lr_schedule == "iteration"
+    for name in BACKBONE_CONFIGS:
+        assert FAMILY_DEFAULTS[BACKBONE_CONFIGS[name].family].lr_schedule == "epoch"
+    lrs = {}
+    for mode in ("epoch", "iteration"):
+        cfg = TrainConfig(epochs=3, lr_backbone=0.01, lr_classifier=0.1, lr_schedule=mode)
+        prepare_trainable(model, cfg)
+        opt = build_optimizer(model, cfg)
+        sched = build_schedule(opt, cfg, steps_per_epoch=4)
+        lrs[mode] = []
+        for _ in range(12):
+            lrs[mode].append([g["lr"] for g in opt.param_groups])
+            opt.step()
+            sched.step()
+    expect = [lr * 0.5 * (1 + math.cos(math.pi * (i // 4) / 3)) for i in range(12) for lr in (0.01, 0.01, 0.1)]
+    assert sum(lrs["epoch"], []) == pytest.approx(expect, rel=1e-12)
+    assert lrs["iteration"][1][0] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi / 12)), rel=1e-12)
+
+
+def test_glance_loss_term_uses_the_classifier_logits():
+    """RegNet: the original trains the GRU's own step-0 logits (its inference glance logits are the encoder
+    head); ``glance_logits="inference"`` trains the latter instead."""
+    torch.manual_seed(0)
+    model = build_gfnet("regnety_600m", patch_size=32, T=2, num_classes=10, with_policy=False).eval()
+    images, labels, draws = torch.randn(2, 3, 224, 224), torch.tensor([3, 4]), torch.rand(2, 1, 2)
+    with torch.no_grad():
+        out = model.glance(images)
+        clf = F.cross_entropy(model.glance(images, step0_head="classifier").logits, labels)
+        head = F.cross_entropy(model.global_encoder.head(out.pooled), labels)
+        assert torch.equal(out.logits, model.global_encoder.head(out.pooled))  # inference: the encoder head
+        for mode, want in (("classifier", clf), ("inference", head)):
+            loss = StageLoss(model, 1, 1.0, glance_logits=mode)
+            loss(images, labels, draws)
+            assert torch.allclose(loss.last_terms["cls"][0], want) and torch.allclose(loss.last_terms["dsn"][0], head)
+
+
+def test_drop_connect_and_dropout_follow_the_original():
+    """MobileNet-V3 / EfficientNet recipes: dropout on the pooled vector and drop-connect rate·i/n in block i."""
+    from feature_nets.training.drop_connect import drop_connect_blocks, set_drop_connect
+
+    torch.manual_seed(0)
+    model = build_gfnet("mobilenetv3_large_100", patch_size=32, T=2, num_classes=10, with_policy=False)
+    cfg = TrainConfig.for_model(model)
+    assert (cfg.dropout, cfg.drop_connect) == (0.2, 0.2)
+    prepare_trainable(model, cfg)
+    blocks = drop_connect_blocks(model.local_encoder)
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for b in blocks]
+    assert rates[1:-1] == pytest.approx([0.2 * i / len(blocks) for i in range(1, len(blocks) - 1)])
+    assert rates[0] == 0.0 and rates[-1] == 0.0  # the first block's rate is 0; the last (ConvBnAct) has none
+    assert set_drop_connect(model, 0.0) == 0
+    with pytest.raises(ValueError, match="drop_connect"):
+        set_drop_connect(_tiny_model(), 0.2)
+    set_train_mode(model, cfg)
+    loss = StageLoss.from_config(model, cfg)
+    images, labels, draws = torch.randn(2, 3, 224, 224), torch.tensor([0, 1]), torch.rand(2, 1, 2)
+    torch.manual_seed(1)
+    a = loss(images, labels, draws)[0]
+    torch.manual_seed(2)
+    assert not torch.equal(a, loss(images, labels, draws)[0])  # dropout draws differ
+    model.eval()
+    assert torch.equal(loss(images, labels, draws)[0], loss(images, labels, draws)[0])  # eval: no dropout
+
+
+def test_resume_reads_the_former_two_group_optimiser_state():
+    """Checkpoints written when both encoders shared one group (global encoder first) still resume."""
+    from feature_nets.training.resume import _upgrade_two_groups
+
+    model = _tiny_model()
+    cfg = _cfg(model)
+    prepare_trainable(model, cfg)
+    glob, loc, clf = (list(m.parameters()) for m in (model.global_encoder, model.local_encoder, model.classifier))
+    old = torch.optim.SGD([{"params": glob + loc, "lr": 0.1, "name": "encoders"},
+                           {"params": clf, "lr": 0.2, "name": "classifier"}], lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    old.step()
+    new = build_optimizer(model, cfg)
+    state, _ = _upgrade_two_groups(model, new, old.state_dict(), {"base_lrs": [0.1, 0.2]})
+    new.load_state_dict(state)
+    assert [g["name"] for g in new.param_groups] == ["local_encoder", "global_encoder", "classifier"]
+    for p in glob + loc + clf:
+        assert torch.equal(new.state[p]["momentum_buffer"], old.state[p]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONE_CONFIGS))
+def test_stage1_step_every_backbone(name):
+    """One stage-1 step of every released architecture with its family recipe (batch 2, P = 32, T = 2, weights by
+    the conformance fill rule, so no zero-initialised layer blocks a gradient): the loss is finite, every trained
+    parameter moves, a frozen global encoder does not. (The original training code cannot do this for DenseNet:
+    it asks its encoders for a head named ``fc``.)"""
+    torch.manual_seed(0)
+    model = build_gfnet(name, patch_size=32, T=2, num_classes=10, with_policy=False)
+    for component, module in (("model", model.local_encoder), ("model_prime", model.global_encoder),
+                              ("fc", model.classifier)):
+        module.load_state_dict({k: fill_tensor(component, k, list(v.shape), str(v.dtype), seed=0)
+                                for k, v in module.state_dict().items()})
+    cfg = TrainConfig.for_model(model, stage=1, batch_size=2, progress=False)
+    prepare_trainable(model, cfg)
+    optimizer = build_optimizer(model, cfg)
+    expected = ["local_encoder", "global_encoder", "classifier"]
+    if cfg.freeze_global:
+        expected.remove("global_encoder")
+    assert [g["name"] for g in optimizer.param_groups] == expected
+    trained = [p for g in optimizer.param_groups for p in g["params"]]
+    before = [p.detach().clone() for p in trained]
+    frozen = {k: v.clone() for k, v in model.global_encoder.state_dict().items()} if cfg.freeze_global else None
+    set_train_mode(model, cfg)
+    s = model.image_size
+    images, labels = torch.randn(2, 3, s, s), torch.tensor([1, 7])
+    loss, correct = train_step(StageLoss.from_config(model, cfg), images, labels, torch.rand(2, 1, 2), optimizer,
+                               build_schedule(optimizer, cfg, steps_per_epoch=1))
+    assert torch.isfinite(loss) and correct.shape == (2,)
+    moved = [not torch.equal(b, p.detach()) for b, p in zip(before, trained)]
+    assert all(moved), f"{moved.count(False)} of {len(trained)} trained parameters did not change"
+    if frozen is not None:
+        assert all(torch.equal(v, model.global_encoder.state_dict()[k]) for k, v in frozen.items())
 
 
 @needs_fashion_mnist

@@ -4,6 +4,10 @@ Every agent sees the same N evaluation images (spread evenly over the split) in 
 --seeds seeds, trained agents over their training seeds (several --agent-dir entries, or seed sub-folders of one).
 Budgeted-batch thresholds are fitted on held-out images. The oracle reads the label and is listed apart as an
 upper bound. Writes results.json, results.csv, results.md and PNG plots to --out and prints the table.
+
+--out is checked before any work (a folder this process can write, not used by another benchmark: a .lock file
+inside it); the results replace the previous ones all at once at the end, results.json last. Trained SB3 agents are
+loaded without running code from their files; --trust-agent allows full unpickling of agent files you trust.
 """
 
 from __future__ import annotations
@@ -36,6 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="episodes per batch (default 64)")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    add_trust_agent(parser)
+
+
+def add_trust_agent(parser: argparse.ArgumentParser) -> None:
+    """``--trust-agent``: let agent files be unpickled fully (shared by benchmark, show and train-agent)."""
+    parser.add_argument("--trust-agent", action="store_true",
+                        help="load agent files with full unpickling, which can run code: only for files you trust "
+                             "(by default only known-safe data types are read from them)")
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an error: its message (an OSError's text and file, not its errno)."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return str(e.args[0]) if e.args else type(e).__name__
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
         run_benchmark(args.env, names, args.out, episodes=args.episodes, seeds=args.seeds,
                       agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
                       fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
-                      device=args.device, seed=args.seed)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"gfnet benchmark: {e.args[0] if e.args else e}")
+                      device=args.device, seed=args.seed, trust_agent=args.trust_agent)
+    except (ValueError, KeyError, OSError) as e:
+        print(f"gfnet benchmark: {error_line(e)}")
         return 2
     print(f"results in {args.out}: results.json, results.csv, results.md, *.png")
     return 0

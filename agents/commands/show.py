@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ._common import add_agent_dir, add_env_kwarg, parse_agent_dirs, parse_env_kwargs, raw_formatter
+from .benchmark import add_trust_agent
 
 EXAMPLE = """  gfnet show --env GFNet-ClutteredFashionMNIST-v0 --agent paper-ppo --n 8 --out ppo.png
   gfnet show --env GFNet-ClutteredFashionMNIST-v0 --agent random,saliency,oracle --n 6 --out looks.gif"""
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="torch device")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random agent")
     parser.add_argument("--duration-ms", type=int, default=700, help="GIF frame duration")
+    add_trust_agent(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,18 +39,16 @@ def run(args: argparse.Namespace) -> int:
     names = [a.strip() for a in args.agent.split(",") if a.strip()]
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".gif"):
-        print(f"gfnet show: --out must end in .png or .gif, got {out}")
-        return 2
-    if args.n < 1:
-        print("gfnet show: --n must be >= 1")
-        return 2
-    indices = list(range(args.start, args.start + args.n))
-    try:
-        frames = episode_frames_for(names, args.env, indices, parse_env_kwargs(args.env_kwarg),
-                                    parse_agent_dirs(args.agent_dir), device=args.device, seed=args.seed)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"gfnet show: {e.args[0] if e.args else e}")
-        return 2
+        raise ValueError(f"--out must end in .png or .gif, got {out}")
+    if not names:
+        raise ValueError("--agent names no agent")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise NotADirectoryError(f"--out {out}: {out.parent} is a file, not a folder")
+    indices = list(range(args.start, args.start + args.n))  # --n >= 1 and --start >= 0: checked by agents.cli
+    # bad input (unknown agent, env kwarg, checkpoint, index) raises; agents.cli prints it in one line
+    frames = episode_frames_for(names, args.env, indices, parse_env_kwargs(args.env_kwarg),
+                                parse_agent_dirs(args.agent_dir), device=args.device, seed=args.seed,
+                                trust_agent=args.trust_agent)
     if out.suffix.lower() == ".png":
         save_png(labelled_rows([[img[-1] for img in agent] for agent in frames], names), out)
     else:

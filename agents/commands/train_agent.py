@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import add_env_kwarg, parse_env_kwargs, raw_formatter
+from .benchmark import add_trust_agent
 
 EXAMPLE = """  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNIST-v0 --steps 200000 --seed 0 \\
       --out runs/sb3_ppo/seed_0
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ppo.add_argument("--batch-size", type=int, default=64, help="images per PPO update (default 64)")
     ppo.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_agent(parser)  # --resume of an SB3 agent reads its checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     # every CLI training option; each agent's train_options hook picks the ones its learn() takes
     options = {"device": args.device, "progress": not args.no_progress, "n_envs": args.n_envs,
                "obs_mode": args.obs_mode, "action_mode": args.action_mode, "grid_size": args.grid_size,
-               "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr}
+               "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr,
+               "trust_agent": args.trust_agent}
     agent = factory.learn(args.env, args.steps, args.seed, args.out, resume=args.resume,
                           **{**factory.train_options(options), **env_kwargs})
     print(f"trained {agent.name} saved in {args.out} (TensorBoard: tensorboard --logdir {args.out})")

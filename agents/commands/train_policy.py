@@ -51,21 +51,18 @@ def stage2_checkpoint_path(checkpoint: str | Path, out_dir: str | Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from agents.paper_ppo import save_policy_into_checkpoint, train_paper_ppo
-    from feature_nets.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_dict
+    from feature_nets.checkpoint import load_checkpoint, read_checkpoint_dict
 
     env_kwargs = parse_env_kwargs(args.env_kwarg)
     if "checkpoint" in env_kwargs:
-        print("gfnet train-policy: pass the checkpoint with --checkpoint, not --env-kwarg checkpoint=...")
-        return 2
-    try:
-        has_policy = "policy" in read_checkpoint_dict(args.checkpoint, trusted_pickle=args.trusted_pickle)
-        model = load_checkpoint(args.checkpoint, trusted_pickle=args.trusted_pickle, with_policy=has_policy).model
-    except CheckpointError as e:
-        print(f"gfnet train-policy: {e}")
-        return 2
+        raise ValueError("pass the checkpoint with --checkpoint, not --env-kwarg checkpoint=...")
+    if "trusted_pickle" in env_kwargs:
+        raise ValueError("pass --trusted-pickle (for a checkpoint you trust), not --env-kwarg trusted_pickle=...")
+    # a CheckpointError (missing, refused or broken file) is printed in one line by agents.cli
+    has_policy = "policy" in read_checkpoint_dict(args.checkpoint, trusted_pickle=args.trusted_pickle)
+    model = load_checkpoint(args.checkpoint, trusted_pickle=args.trusted_pickle, with_policy=has_policy).model
     if args.init == "checkpoint" and model.policy is None:
-        print("gfnet train-policy: --init checkpoint, but the checkpoint stores no policy; use --init fresh")
-        return 2
+        raise ValueError("--init checkpoint, but the checkpoint stores no policy; use --init fresh")
     agent = train_paper_ppo(args.env, args.steps, args.out, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                             init_policy=model.policy if args.init == "checkpoint" else None, resume=args.resume,
                             device=args.device, progress=not args.no_progress, checkpoint=model, **env_kwargs)

@@ -11,14 +11,21 @@ One iteration per batch of B images:
 
 The env is stepped only through its public API (:func:`gfnet_env.factory.make_core` and
 :func:`gfnet_env.rollout.rollout`); the networks stay frozen, only the policy learns.
+
+Resume is exact after Ctrl-C as after ``kill -9``: ``paper_ppo_latest.pt`` is only ever written with the state
+of a batch boundary (an interrupted batch is rolled back to its start before the save), atomically; every row
+of ``progress.csv`` is flushed as a whole, and resuming truncates the file to the resumed batch count (dropping
+a torn last row or rows of batches redone).
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +33,8 @@ import numpy as np
 import torch
 
 from feature_nets.policy import PatchPolicy
+
+from feature_nets.files import atomic_write_text
 
 from ..trained import write_agent_json
 from .files import AGENT_FILE, LATEST_FILE, write_policy_file
@@ -62,6 +71,39 @@ def _image_order(seed: int, n_images: int, start: int, count: int) -> tuple[list
             perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n_images)
         out.append(int(perms[epoch][pos % n_images]))
     return out, start // n_images
+
+
+def _snapshot(policy: PatchPolicy, optimizer, generator: torch.Generator) -> tuple:
+    """Copies of the policy weights, the optimizer state and the noise generator's state (a batch boundary)."""
+    return ({k: v.detach().clone() for k, v in policy.state_dict().items()}, copy.deepcopy(optimizer.state_dict()),
+            generator.get_state())
+
+
+def _restore(snapshot: tuple, policy: PatchPolicy, optimizer, generator: torch.Generator) -> None:
+    weights, optim, noise = snapshot
+    policy.load_state_dict(weights)
+    optimizer.load_state_dict(optim)
+    generator.set_state(noise)
+
+
+def _truncate_progress(path: Path, fields: list[str], batches: int) -> None:
+    """Keep the header and the whole rows of batches 1..``batches`` of ``progress.csv`` (rewritten atomically);
+    a torn row (a crash or full disk mid-write) and rows of batches the resumed run redoes are dropped."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    kept = []
+    if lines and next(csv.reader([lines[0]]), None) == fields:
+        for line in lines[1:]:
+            row = next(csv.reader([line]), [])
+            if len(kept) == batches or len(row) != len(fields) or row[0] != str(len(kept) + 1):
+                break
+            kept.append(line)
+    if len(kept) < batches:
+        warnings.warn(f"{path}: {batches - len(kept)} of the {batches} resumed batches have no whole row",
+                      stacklevel=3)
+    out = io.StringIO()
+    csv.writer(out).writerow(fields)
+    atomic_write_text(path, out.getvalue() + "".join(line + "\r\n" for line in kept))
 
 
 def collect_rollout(core, policy: PatchPolicy, generator: torch.Generator, indices: list[int],
@@ -125,7 +167,8 @@ def train_policy(
             ``agent.json``.
         seed: seeds the fresh policy's weights, the image order and the action noise.
         init_policy: start from a copy of this policy (e.g. a checkpoint's ``model.policy``) instead of a fresh one.
-        resume: continue from ``out_dir/paper_ppo_latest.pt`` (exactly: weights, Adam state, image stream, noise).
+        resume: continue from ``out_dir/paper_ppo_latest.pt`` (exactly: weights, Adam state, image stream, noise;
+            after Ctrl-C or ``kill -9`` alike), truncating ``progress.csv`` to the resumed batches.
         device: torch device of the networks and the policy.
         progress: show a tqdm progress bar.
         **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``max_steps=``, ``reward=``, …);
@@ -186,15 +229,18 @@ def train_policy(
                 "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs}
 
         def save_latest(batches_done: int) -> None:
+            """Only ever called at a batch boundary: weights, Adam and noise state all after ``batches_done``."""
             write_policy_file(policy, latest, meta, optimizer=optimizer.state_dict(),
                               generator=generator.get_state().cpu(), batches_done=batches_done)
 
-        # --- logs: TensorBoard, progress.csv (appended to when resuming), a progress bar ----------------
+        # --- logs: TensorBoard, progress.csv (truncated to the resumed batches), a progress bar ---------
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start * per_batch if start else None)
         csv_path = out_dir / "progress.csv"
         fields = ["batch", "env_steps", "mean_return", "loss", "policy_loss", "value_loss", "clip_fraction",
                   "seconds"] + [f"accuracy_step_{t}" for t in range(n_steps + 1)]
         new_csv = not (resume and csv_path.exists())
+        if not new_csv:
+            _truncate_progress(csv_path, fields, start)
         csv_file = open(csv_path, "w" if new_csv else "a", newline="")
         csv_writer = csv.DictWriter(csv_file, fieldnames=fields)
         if new_csv:
@@ -208,10 +254,12 @@ def train_policy(
         # --- the loop: one rollout and one PPO update per batch of images -----------------------------
         dataset = core.dataset
         memory = RolloutMemory()
-        batch = start
+        done = start  # batches whose update is complete; the state is consistent with it outside a batch
+        snapshot = None  # the state at the start of the batch in progress
         t0 = time.perf_counter()
         try:
             for batch in range(start, n_batches):
+                snapshot = _snapshot(policy, optimizer, generator)
                 # 1. the next B images
                 indices, epoch = _image_order(seed, len(dataset), batch * batch_size, batch_size)
                 if hasattr(dataset, "set_epoch") and getattr(dataset, "epoch", epoch) != epoch:
@@ -231,6 +279,8 @@ def train_policy(
                        "clip_fraction": stats["clip_fraction"], "seconds": time.perf_counter() - t0}
                 row.update({f"accuracy_step_{t}": c for t, c in enumerate(correct)})
                 csv_writer.writerow(row)
+                csv_file.flush()  # whole rows only reach the file (a torn one is dropped on resume)
+                done, snapshot = batch + 1, None  # a batch boundary again
                 for key in ("mean_return", "loss", "policy_loss", "value_loss", "clip_fraction"):
                     writer.add_scalar(f"train/{key}", row[key], done_steps)
                 for t, c in enumerate(correct):
@@ -238,17 +288,24 @@ def train_policy(
                 if bar is not None:
                     bar.update(per_batch)
                     bar.set_postfix(ret=f"{row['mean_return']:.3f}", acc=f"{correct[-1]:.3f}")
-                if (batch + 1) % save_every == 0:
-                    save_latest(batch + 1)
-                    csv_file.flush()
-            batch = n_batches
+                if done % save_every == 0:
+                    save_latest(done)
         finally:
-            # never lose a long run: whatever was done is saved, also on a crash or Ctrl-C
-            save_latest(batch)
-            csv_file.close()
-            writer.close()
-            if bar is not None:
-                bar.close()
+            # never lose a long run: the last batch boundary is saved, also on a crash or Ctrl-C (a batch
+            # interrupted midway is rolled back to its start: its rollout drew noise, its update moved weights)
+            try:
+                memory.clear()
+                if snapshot is not None:
+                    _restore(snapshot, policy, optimizer, generator)
+                save_latest(done)
+            finally:
+                try:
+                    csv_file.close()
+                except OSError:
+                    pass  # a row torn by a full disk is dropped when resuming
+                writer.close()
+                if bar is not None:
+                    bar.close()
     finally:
         core.close()
 

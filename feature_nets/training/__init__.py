@@ -14,6 +14,7 @@ One module per job:
 - :mod:`.recipes`: :class:`TrainConfig` and the per-family recipes it starts from;
 - :mod:`.stage_loss`: the loss over all T steps, and the focus locations / policy noise each stage draws;
 - :mod:`.optim`: trainable parameters, the optimiser, the cosine schedule and :func:`train_step`;
+- :mod:`.drop_connect`: the MobileNet-V3 / EfficientNet blocks' stochastic depth while training;
 - :mod:`.loop`: :func:`train_stage1` / :func:`train_stage3`, epochs, validation, checkpoints;
 - :mod:`.resume`: the training state in checkpoints and continuing a run from it;
 - :mod:`.evaluation`: :func:`evaluate_anytime`, top-1 after every step;
@@ -25,9 +26,11 @@ One module per job:
 """
 
 from .distributed import CPUSyncBatchNorm, DistContext, ShardSampler, convert_sync_batchnorm, init_distributed
+from .drop_connect import set_drop_connect
 from .evaluation import EvalResult, evaluate_anytime, random_actions_table
 from .loop import TrainResult, train_stage, train_stage1, train_stage3
-from .optim import build_optimizer, cosine_schedule, param_groups, prepare_trainable, set_train_mode, train_step
+from .optim import (build_optimizer, build_schedule, cosine_schedule, param_groups, prepare_trainable, set_train_mode,
+                    train_step)
 from .prepare import build_model, ensure_policy, load_backbone_weights, load_model, load_policy
 from .pretrain import copy_encoder_into, pretrain_encoder, pretrain_into
 from .recipes import FAMILY_DEFAULTS, FamilyRecipe, TrainConfig
@@ -55,6 +58,8 @@ __all__ = [
     "param_groups",
     "build_optimizer",
     "cosine_schedule",
+    "build_schedule",
+    "set_drop_connect",
     "train_step",
     "train_stage",
     "train_stage1",

@@ -41,7 +41,7 @@ from ..madds import count_madds
 from ..seeding import seed_worker
 from .distributed import DistContext, ShardSampler, convert_sync_batchnorm, finish_distributed, init_distributed
 from .evaluation import evaluate_anytime
-from .optim import build_optimizer, cosine_schedule, prepare_trainable, set_train_mode, train_step
+from .optim import build_optimizer, build_schedule, prepare_trainable, set_train_mode, train_step
 from .progress import progress_bar
 from .recipes import TrainConfig
 from .resume import ResumePoint, resume_training, training_state
@@ -145,7 +145,6 @@ class _StageRun:
             steps = min(steps, int(cfg.max_steps_per_epoch))
         self.steps = steps
         self.inference_interp = model.spec.config.glance_interpolation
-        self.train_interp = cfg.glance_interpolation or self.inference_interp
         self.val_actions = cfg.val_actions or ("random" if cfg.stage == 1 else "policy")
         self.out_dir = out_dir
         self.last_path, self.best_path = out_dir / "last.pth.tar", out_dir / "best.pth.tar"
@@ -162,7 +161,7 @@ class _StageRun:
                 warnings.warn(f"{len(skipped)} BatchNorm layers of a type that cannot be synchronised on "
                               f"{ctx.device.type} keep per-rank statistics (e.g. {skipped[0]})")
         self.optimizer = build_optimizer(model, cfg)
-        self.scheduler = cosine_schedule(self.optimizer, cfg.epochs * steps)
+        self.scheduler = build_schedule(self.optimizer, cfg, steps)
         self.best_top1: float | None = None
         self.history: list[dict] = []
         self.writer = None
@@ -175,7 +174,7 @@ class _StageRun:
             model.to(ctx.device)
         self.best_top1, self.history = start.best_top1, start.history
 
-        net = StageLoss(model, cfg.stage, cfg.dsn_ratio)
+        net = StageLoss.from_config(model, cfg)
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -230,8 +229,7 @@ class _StageRun:
             worker_init_fn=seed_worker if cfg.workers else None,
             generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 0x10AD, epoch, first, ctx.rank)),
         )
-        set_train_mode(model, cfg)
-        model.glance_interpolation = self.train_interp
+        set_train_mode(model, cfg)  # train / eval modes and the training glance interpolation
         loss_sum, seen, correct_sum = 0.0, 0, torch.zeros(T, dtype=torch.float64)
         t0 = time.time()
         bar = progress_bar(total=self.steps, desc=f"stage {cfg.stage} epoch {epoch + 1}/{cfg.epochs}",

@@ -1,17 +1,19 @@
 """How a stage updates the model: which parameters train, the optimiser, the schedule, one update step.
 
-SGD (momentum 0.9, Nesterov), weight decay on every trained parameter, separate learning rates for the
-encoders and the classifier, cosine decay to 0 stepped every iteration. The policy never trains here; a
-frozen global encoder (MobileNet-V3 / EfficientNet recipes) stays in eval mode with no gradient, and the
-classifier's parameters that T looks never use get none either. See docs/training.md.
+As the original training code: SGD (momentum 0.9, Nesterov) over three parameter groups — local encoder,
+global encoder (left out when frozen), classifier — with weight decay on every parameter in them (batch-norm
+weights and biases included), and a cosine decay to 0 set once per epoch (``lr_schedule="epoch"``; every
+iteration with ``"iteration"``). The policy never trains here; a frozen global encoder (MobileNet-V3 /
+EfficientNet recipes) stays in eval mode with no gradient, and the classifier's parameters that T looks never
+use get none either. See docs/training.md.
 
 The loop calls, once per batch, :func:`train_step`; a caller can drive a stage one step at a time::
 
     prepare_trainable(model, cfg)
     optimizer = build_optimizer(model, cfg)
-    scheduler = cosine_schedule(optimizer, total_steps=cfg.epochs * steps_per_epoch)
+    scheduler = build_schedule(optimizer, cfg, steps_per_epoch)
     set_train_mode(model, cfg)
-    loss, correct = train_step(StageLoss(model, cfg.stage, cfg.dsn_ratio), images, labels, draws, optimizer, scheduler)
+    loss, correct = train_step(StageLoss.from_config(model, cfg), images, labels, draws, optimizer, scheduler)
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import torch
 from torch import nn
 
 from ..gfnet import GFNet
+from .drop_connect import set_drop_connect
 from .recipes import TrainConfig
 
-__all__ = ["prepare_trainable", "set_train_mode", "param_groups", "build_optimizer", "cosine_schedule", "train_step"]
+__all__ = ["prepare_trainable", "set_train_mode", "param_groups", "build_optimizer", "cosine_schedule",
+           "build_schedule", "train_step"]
 
 
 def prepare_trainable(model: GFNet, cfg: TrainConfig) -> None:
-    """requires_grad: policy never (stages 1 and 3), global encoder unless frozen, unused classifier heads never."""
+    """requires_grad: policy never (stages 1 and 3), global encoder unless frozen, unused classifier heads never;
+    and the encoders' drop-connect rate ``cfg.drop_connect`` (:func:`~.drop_connect.set_drop_connect`)."""
     for p in model.parameters():
         p.requires_grad_(True)
     if model.policy is not None:
@@ -36,11 +41,14 @@ def prepare_trainable(model: GFNet, cfg: TrainConfig) -> None:
     if cfg.freeze_global:
         model.global_encoder.requires_grad_(False)
     model.classifier.freeze_unused_looks(model.T)
+    set_drop_connect(model, cfg.drop_connect)
 
 
 def set_train_mode(model: GFNet, cfg: TrainConfig) -> None:
-    """Training mode, except for the modules that do not train (frozen global encoder, policy): eval mode."""
+    """Training mode, except for the modules that do not train (frozen global encoder, policy): eval mode; and
+    the training glance interpolation (``cfg.glance_interpolation``, else the model's inference mode)."""
     model.train()
+    model.glance_interpolation = cfg.glance_interpolation or model.spec.config.glance_interpolation
     if cfg.freeze_global:
         model.global_encoder.eval()
     if model.policy is not None:
@@ -48,16 +56,17 @@ def set_train_mode(model: GFNet, cfg: TrainConfig) -> None:
 
 
 def param_groups(model: GFNet, cfg: TrainConfig) -> list[dict]:
-    """Optimiser groups ``encoders`` (lr_backbone) and ``classifier`` (lr_classifier) of the trainable parameters;
-    empty groups are left out."""
-    enc: list[nn.Parameter] = []
-    if not cfg.freeze_global:
-        enc += [p for p in model.global_encoder.parameters() if p.requires_grad]
-    enc += [p for p in model.local_encoder.parameters() if p.requires_grad]
-    clf = [p for p in model.classifier.parameters() if p.requires_grad]
+    """Optimiser groups of the trainable parameters, in the original's order: ``local_encoder`` and
+    ``global_encoder`` (lr_backbone), ``classifier`` (lr_classifier); empty groups (a frozen global encoder)
+    are left out."""
+    def trainable(module: nn.Module) -> list[nn.Parameter]:
+        return [p for p in module.parameters() if p.requires_grad]
+
+    glob = [] if cfg.freeze_global else trainable(model.global_encoder)
     groups = [
-        {"params": enc, "lr": cfg.lr_backbone, "name": "encoders"},
-        {"params": clf, "lr": cfg.lr_classifier, "name": "classifier"},
+        {"params": trainable(model.local_encoder), "lr": cfg.lr_backbone, "name": "local_encoder"},
+        {"params": glob, "lr": cfg.lr_backbone, "name": "global_encoder"},
+        {"params": trainable(model.classifier), "lr": cfg.lr_classifier, "name": "classifier"},
     ]
     return [g for g in groups if g["params"]]
 
@@ -69,10 +78,26 @@ def build_optimizer(model: GFNet, cfg: TrainConfig) -> torch.optim.SGD:
                            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """lr × ½(1 + cos(π·min(i, N) / N)) after i scheduler steps, N = ``total_steps`` (stepped every iteration)."""
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
+                    steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """A cosine decay to 0, stepped (``scheduler.step()``) after every iteration.
+
+    After i steps each group's lr is its initial lr × ½(1 + cos(π·e / E)) with e = ⌊i / steps_per_epoch⌋ and
+    E = total_steps / steps_per_epoch (e capped at E): with ``steps_per_epoch`` = 1 the rate changes every
+    iteration, with the true steps per epoch once per epoch, as the original sets it at each epoch start.
+    """
+    k = max(int(steps_per_epoch), 1)
+    n = max(total_steps / k, 1e-12)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: 0.5 * (1.0 + math.cos(math.pi * min(it, total_steps) / total_steps)))
+        optimizer, lambda it: 0.5 * (1.0 + math.cos(math.pi * min(it // k, n) / n)))
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The stage's :func:`cosine_schedule` over ``cfg.epochs`` epochs of ``steps_per_epoch`` iterations, stepped
+    per epoch or per iteration as ``cfg.lr_schedule`` says."""
+    per = steps_per_epoch if cfg.lr_schedule == "epoch" else 1
+    return cosine_schedule(optimizer, cfg.epochs * steps_per_epoch, steps_per_epoch=per)
 
 
 def train_step(
@@ -91,7 +116,7 @@ def train_step(
         labels: (B,) class indices.
         draws: (B, T−1, 2) focus locations (stage 1) or policy noise (stage 3), see
             :func:`~feature_nets.training.stage_loss.focus_draws`.
-        optimizer, scheduler: from :func:`build_optimizer` and :func:`cosine_schedule`.
+        optimizer, scheduler: from :func:`build_optimizer` and :func:`build_schedule`.
 
     Returns:
         (loss, correct): the scalar loss before the update (detached) and the (T,) correct predictions per step.

@@ -69,11 +69,42 @@ def resume_training(
                          "resume needs the last.pth.tar a training stage wrote")
     if int(ckpt.get("stage", stage)) != stage:
         raise ValueError(f"{path} is from stage {ckpt.get('stage')}, not stage {stage}")
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
+    opt_state, sched_state = _upgrade_two_groups(model, optimizer, ckpt["optimizer"], ckpt["scheduler"])
+    optimizer.load_state_dict(opt_state)
+    scheduler.load_state_dict(sched_state)
     step = int(ckpt.get("step_in_epoch", 0))
     return ResumePoint(epoch=int(ckpt["epoch"]), step=step, best_top1=ckpt.get("best_top1"),
                        history=list(ckpt.get("history", [])), rng=ckpt.get("rng") if step else None)
+
+
+def _upgrade_two_groups(model: GFNet, optimizer: torch.optim.Optimizer, opt_state: dict,
+                        sched_state: dict) -> tuple[dict, dict]:
+    """Optimiser and schedule state of a checkpoint written before the encoders had a group each.
+
+    Such a file has two groups, ``encoders`` (the trained global encoder's parameters, then the local
+    encoder's) and ``classifier``; the current layout is ``local_encoder``, ``global_encoder``, ``classifier``
+    (:func:`~.optim.param_groups`). Anything else is returned unchanged.
+    """
+    saved, groups = opt_state.get("param_groups", []), optimizer.param_groups
+    names = [g.get("name") for g in groups]
+    if [g.get("name") for g in saved] != ["encoders", "classifier"]:
+        return opt_state, sched_state
+    enc, clf = saved
+    if names == ["local_encoder", "classifier"]:  # frozen global encoder: the same parameters, renamed
+        return {**opt_state, "param_groups": [{**enc, "name": "local_encoder"}, clf]}, sched_state
+    if names[:2] != ["local_encoder", "global_encoder"]:
+        return opt_state, sched_state
+    n_global = len(groups[1]["params"])
+    local = {**enc, "params": list(enc["params"][n_global:]), "name": "local_encoder"}
+    glob = {**enc, "params": list(enc["params"][:n_global]), "name": "global_encoder"}
+    opt_state = {**opt_state, "param_groups": [local, glob, clf]}
+    sched_state = dict(sched_state)
+    for key in ("base_lrs", "_last_lr"):
+        if isinstance(sched_state.get(key), list) and len(sched_state[key]) == 2:
+            sched_state[key] = [sched_state[key][0], *sched_state[key]]
+    if isinstance(sched_state.get("lr_lambdas"), list) and len(sched_state["lr_lambdas"]) == 2:
+        sched_state["lr_lambdas"] = [sched_state["lr_lambdas"][0], *sched_state["lr_lambdas"]]
+    return opt_state, sched_state
 
 
 def training_state(

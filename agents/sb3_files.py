@@ -1,0 +1,347 @@
+"""Stable-Baselines3 files: loading them without running code from them, saving them atomically, and finding
+the newest valid checkpoint.
+
+An SB3 model zip holds ``data`` (JSON; every entry JSON cannot hold — spaces, the policy class, schedules,
+numpy arrays — is cloudpickled and base64-encoded under ``":serialized:"``) and ``*.pth`` tensor files (SB3
+reads those with ``weights_only=True``). Unpickling runs whatever the pickle names, so a crafted ``agent.zip``
+would run code the moment SB3 loads it. :func:`load_sb3_model` therefore decodes every pickled entry itself
+with :class:`RestrictedUnpickler`, which builds only known data types (gymnasium spaces, numpy arrays, dtypes
+and random generators, SB3's own policy / buffer / feature-extractor / noise / schedule classes, torch's
+``nn`` layer and optimizer classes) and refuses any other global with :class:`UntrustedAgentError`. The
+decoded values reach SB3 through its ``custom_objects`` argument, so SB3's own unpickler never sees the file's
+pickles. Replay buffers (``*.pkl``, off-policy resume) are read the same way.
+
+``trust_agent=True`` (``--trust-agent`` on the CLI) uses SB3's loader unchanged, for files you made or trust
+(e.g. models whose schedules are pickled functions, as older SB3 versions wrote). It must be the boolean
+``True``; anything else is refused.
+
+Saves go through :func:`feature_nets.files.atomic_write` (temporary file + rename), so a crash, ``kill -9`` or
+a full disk never leaves a partial zip under a checkpoint's name; :func:`latest_checkpoint` still skips
+invalid zips (e.g. a 0-byte file left by an older version) with a warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import io
+import json
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from feature_nets.files import atomic_write
+
+__all__ = ["RestrictedUnpickler", "UntrustedAgentError", "best_model_callback", "check_trust_flag",
+           "checkpoint_callback", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer", "load_sb3_model",
+           "safe_custom_objects", "save_model", "save_replay_buffer", "step_unit"]
+
+#: How to opt in, appended to every refusal.
+OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to the gfnet command "
+          "(trust_agent=True in Python)")
+
+
+class UntrustedAgentError(ValueError):
+    """An agent file holds a pickled object that would run code (or is not understood) and trust was not given."""
+
+
+#: (module, name) pairs that are always safe to build.
+_EXACT = {
+    ("collections", "deque"), ("collections", "OrderedDict"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "complex"),
+    ("builtins", "bytearray"),
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy.random._pickle", "__generator_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__randomstate_ctor"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"), ("numpy.random.bit_generator", "SeedSequence"),
+    ("numpy.random._pcg64", "PCG64"), ("numpy.random._pcg64", "PCG64DXSM"), ("numpy.random._mt19937", "MT19937"),
+    ("numpy.random._philox", "Philox"), ("numpy.random._sfc64", "SFC64"),
+    ("torch", "device"),
+    ("stable_baselines3.common.type_aliases", "TrainFreq"),
+    ("stable_baselines3.common.type_aliases", "TrainFrequencyUnit"),
+}
+_CLASS_PREFIXES = ("gymnasium.spaces.", "stable_baselines3.", "sb3_contrib.", "torch.nn.modules.", "torch.optim.",
+                   "numpy.dtypes")
+
+
+def _safe_class(module: str, obj: Any) -> bool:
+    """Whether ``obj`` (found in ``module``) is a class of a known-safe kind."""
+    if not isinstance(obj, type):
+        return False
+    if module.startswith("gymnasium.spaces."):
+        from gymnasium.spaces import Space
+
+        return issubclass(obj, Space)
+    if module.startswith(("stable_baselines3.", "sb3_contrib.")):
+        from stable_baselines3.common import utils
+        from stable_baselines3.common.buffers import BaseBuffer
+        from stable_baselines3.common.noise import ActionNoise
+        from stable_baselines3.common.policies import BasePolicy
+        from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+        schedules = tuple(getattr(utils, n) for n in ("FloatSchedule", "ConstantSchedule", "LinearSchedule")
+                          if hasattr(utils, n))
+        return issubclass(obj, (BasePolicy, BaseBuffer, BaseFeaturesExtractor, ActionNoise)) or obj in schedules
+    if module.startswith("torch.nn.modules."):
+        import torch
+
+        return issubclass(obj, torch.nn.Module)
+    if module.startswith("torch.optim."):
+        import torch
+
+        return issubclass(obj, torch.optim.Optimizer)
+    if module.startswith("numpy.dtypes"):
+        import numpy as np
+
+        return issubclass(obj, np.dtype)
+    return False
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds only known-safe globals (see the module docstring); anything else raises
+    :class:`UntrustedAgentError` naming the global. Persistent ids are refused by :mod:`pickle` itself."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _EXACT:
+            return super().find_class(module, name)
+        if module.startswith(_CLASS_PREFIXES) and "." not in name and not name.startswith("_"):
+            try:
+                obj = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                obj = None
+            if _safe_class(module, obj):
+                return obj
+        raise UntrustedAgentError(f"it refers to {module}.{name}, which is not a known-safe data type")
+
+
+def _restricted_loads(data: bytes) -> Any:
+    return RestrictedUnpickler(io.BytesIO(data)).load()
+
+
+def check_trust_flag(trust_agent: Any) -> bool:
+    """``trust_agent`` itself when it is a ``bool``; anything else (``"no"``, 1, None) is a ``TypeError``."""
+    if not isinstance(trust_agent, bool):
+        raise TypeError(f"trust_agent must be True or False, got {trust_agent!r}")
+    return trust_agent
+
+
+def _read_data(path: Path) -> dict:
+    """The ``data`` JSON of an SB3 zip (ValueError when the file is not one)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("data").decode())
+    except (zipfile.BadZipFile, KeyError, EOFError, ValueError) as e:
+        raise ValueError(f"{path} is not a Stable-Baselines3 model file (a zip archive with a 'data' entry): "
+                         f"{e}; it may be truncated or empty") from e
+
+
+def safe_custom_objects(path: Path) -> dict[str, Any]:
+    """Every pickled entry of ``path``'s ``data``, decoded with :class:`RestrictedUnpickler`."""
+    out = {}
+    for key, item in _read_data(path).items():
+        if not (isinstance(item, dict) and ":serialized:" in item):
+            continue
+        try:
+            out[key] = _restricted_loads(base64.b64decode(item[":serialized:"].encode()))
+        except UntrustedAgentError as e:
+            raise UntrustedAgentError(f"refusing to load {path}: its entry {key!r} is a pickled object and {e} "
+                                      f"(unpickling it could run code); {OPT_IN}") from None
+        except (pickle.UnpicklingError, binascii.Error, EOFError, ValueError, TypeError, AttributeError,
+                ImportError) as e:
+            raise UntrustedAgentError(f"refusing to load {path}: its entry {key!r} could not be decoded safely "
+                                      f"({type(e).__name__}: {e}); {OPT_IN}") from None
+    return out
+
+
+def load_sb3_model(algo_class, path, trust_agent: bool = False, **load_kwargs):
+    """``algo_class.load(path, **load_kwargs)`` without running code from the file unless ``trust_agent is True``.
+
+    Args:
+        algo_class: the SB3 algorithm class (``PPO``, ``SAC``, … ``RecurrentPPO``).
+        path: the model zip.
+        trust_agent: ``True`` to let SB3 unpickle the file itself (full Python unpickling).
+        **load_kwargs: SB3 ``load`` arguments (``device``, ``env``, ``tensorboard_log``, …).
+
+    Raises:
+        UntrustedAgentError: a pickled entry names something other than a known-safe data type.
+        ValueError: the file is not an SB3 zip.
+    """
+    path = Path(path)
+    if check_trust_flag(trust_agent):
+        return algo_class.load(str(path), **load_kwargs)
+    custom = {**safe_custom_objects(path), **load_kwargs.pop("custom_objects", {})}
+    return algo_class.load(str(path), custom_objects=custom, **load_kwargs)
+
+
+def load_replay_buffer(model, path, trust_agent: bool = False) -> None:
+    """Put the replay buffer pickled at ``path`` into the off-policy ``model`` (restricted unless trusted)."""
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    if check_trust_flag(trust_agent):
+        model.load_replay_buffer(str(path))
+        return
+    try:
+        buffer = _restricted_loads(Path(path).read_bytes())
+    except UntrustedAgentError as e:
+        raise UntrustedAgentError(f"refusing to load the replay buffer {path}: {e} (unpickling it could run "
+                                  f"code); {OPT_IN}") from None
+    if not isinstance(buffer, ReplayBuffer):
+        raise UntrustedAgentError(f"{path} does not hold a replay buffer; {OPT_IN}")
+    model.replay_buffer = buffer
+
+
+# --- saving -------------------------------------------------------------------------------------------------
+def save_model(model, path) -> Path:
+    """``model.save`` into ``path`` (a ``.zip``), atomically: the old file stays until the new one is complete."""
+    return atomic_write(path, lambda f: model.save(f))
+
+
+def save_replay_buffer(model, path) -> Path:
+    """``model.save_replay_buffer`` into ``path`` (a ``.pkl``), atomically."""
+    return atomic_write(path, lambda f: model.save_replay_buffer(f))
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+_CKPT = re.compile(r"_(\d+)_steps\.zip$")
+
+
+def checkpoint_problem(path) -> str | None:
+    """Why ``path`` is not a usable SB3 zip (``"0 bytes"``, ``"not a zip archive (truncated?)"``, …), or None."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return "0 bytes"
+        with zipfile.ZipFile(path) as z:
+            if "data" not in z.namelist():
+                return "no 'data' entry"
+            bad = z.testzip()
+            if bad is not None:
+                return f"entry {bad!r} is corrupt"
+            json.loads(z.read("data").decode())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"not a complete zip archive ({e})"
+    return None
+
+
+def latest_checkpoint(folder, prefix: str, replay_buffer: bool = False) -> tuple[Path, int] | None:
+    """(path, env steps) of the newest *valid* ``<prefix>_<N>_steps.zip`` in ``folder``, or None.
+
+    Invalid zips (0 bytes, truncated) are skipped with a warning. With ``replay_buffer`` (off-policy
+    algorithms), a checkpoint whose ``<prefix>_replay_buffer_<N>_steps.pkl`` is missing is used only when no
+    checkpoint has one (the model is resumed without its buffer then).
+    """
+    folder = Path(folder)
+    found = []
+    for f in folder.glob(f"{prefix}_*_steps.zip"):
+        m = _CKPT.search(f.name)
+        if m and "replay_buffer" not in f.name:
+            found.append((int(m.group(1)), f))
+    valid = []
+    for steps, f in sorted(found, reverse=True):
+        problem = checkpoint_problem(f)
+        if problem is None:
+            valid.append((f, steps))
+        else:
+            warnings.warn(f"skipping checkpoint {f}: {problem}", stacklevel=2)
+    if not valid:
+        return None
+    if replay_buffer:
+        for f, steps in valid:
+            buf = folder / f"{prefix}_replay_buffer_{steps}_steps.pkl"
+            if buf.exists() and buf.stat().st_size > 0:
+                if (f, steps) != valid[0]:
+                    warnings.warn(f"resuming from {f.name}, the newest checkpoint with its replay buffer", stacklevel=2)
+                return f, steps
+    return valid[0]
+
+
+# --- checkpoints during training ----------------------------------------------------------------------------
+def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool):
+    """An SB3 callback that checkpoints only where the model is consistent, and can roll back to that point.
+
+    Checkpoints ``<prefix>_<N>_steps.zip`` (and, with ``replay_buffer``, ``<prefix>_replay_buffer_<N>_steps.pkl``)
+    are written atomically at the start of a rollout once ``every`` env steps have passed since the last one.
+    There an on-policy model (PPO, A2C, RecurrentPPO) has trained on every rollout it counted: its weights
+    change only between rollouts, and an unfinished rollout cannot be saved. The callback keeps a copy of the
+    policy and optimizer state (and step count) taken there; :meth:`rollback` restores it after an
+    interruption, so the state saved on Ctrl-C is the one a resumed run can continue exactly as an
+    uninterrupted run would (same step count; the partial rollout's env steps are collected again).
+    Off-policy models (SAC, TD3, DQN) train after every collection step and keep no copy.
+    """
+    import copy
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class ConsistentCheckpoints(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last_saved = 0
+            self.snapshot: tuple | None = None
+
+        def _on_training_start(self) -> None:
+            self.last_saved = int(self.model.num_timesteps)
+
+        def _on_rollout_start(self) -> None:
+            n = int(self.model.num_timesteps)
+            if not replay_buffer:
+                policy = self.model.policy
+                self.snapshot = (n, int(getattr(self.model, "_n_updates", 0)),
+                                 {k: v.detach().clone() for k, v in policy.state_dict().items()},
+                                 copy.deepcopy(policy.optimizer.state_dict()))
+            if n - self.last_saved >= every:
+                self.save()
+                self.last_saved = n
+
+        def _on_step(self) -> bool:
+            return True
+
+        def save(self) -> Path:
+            """Checkpoint the model as it is now (and its replay buffer)."""
+            n = int(self.model.num_timesteps)
+            path = save_model(self.model, Path(folder) / f"{prefix}_{n}_steps.zip")
+            if replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
+                save_replay_buffer(self.model, Path(folder) / f"{prefix}_replay_buffer_{n}_steps.pkl")
+            return path
+
+        def rollback(self) -> bool:
+            """Restore the state of the last rollout start if the model moved on since; True if it did."""
+            if self.snapshot is None or self.snapshot[0] == int(self.model.num_timesteps) and \
+                    self.snapshot[1] == int(getattr(self.model, "_n_updates", 0)):
+                return False
+            n, updates, weights, optim = self.snapshot
+            self.model.policy.load_state_dict(weights)
+            self.model.policy.optimizer.load_state_dict(optim)
+            self.model.num_timesteps = n
+            self.model._n_updates = updates
+            return True
+
+    return ConsistentCheckpoints()
+
+
+def best_model_callback(path):
+    """EvalCallback's ``callback_on_new_best``: each new best model saved atomically to ``path``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class SaveBest(BaseCallback):
+        def _on_step(self) -> bool:
+            save_model(self.model, path)
+            return True
+
+    return SaveBest()
+
+
+def step_unit(model) -> int | None:
+    """Env steps SB3 adds per collection (``n_steps·n_envs`` or ``train_freq·n_envs``), None when per episode."""
+    if hasattr(model, "n_steps"):
+        return int(model.n_steps) * int(model.n_envs)
+    freq = getattr(model, "train_freq", None)
+    if freq is not None and getattr(freq.unit, "value", "step") == "step":
+        return int(freq.frequency) * int(model.n_envs)
+    return None
