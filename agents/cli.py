@@ -87,8 +87,11 @@ def is_input_error(error: BaseException) -> bool:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (a KeyError's without its quotes)."""
-    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    """The error's message on one line (a KeyError's without its quotes, an OSError's text and file, not its errno)."""
+    if isinstance(error, OSError) and error.strerror:
+        text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    else:
+        text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     text = " ".join(str(text).split())
     return text or type(error).__name__
 

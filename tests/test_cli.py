@@ -24,7 +24,8 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         code = cli.main(argv)
     except SystemExit as e:  # --help and argparse errors
         code = e.code
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err  # errors are one line on stderr
 
 
 def test_gfnet_help_from_the_console_script():

@@ -1,12 +1,13 @@
 """Stage-1 training steps against the original training code (``pytest -k train_step_conformance``).
 
 The data (``training/`` under the conformance folder, see tests/conformance_utils.py and docs/training.md,
-"Conformance") holds consecutive stage-1 steps of the original training code: the settings, the images,
-labels and focus actions, the loss of every look, and per parameter (keyed ``component/bare_key`` with
-``component`` one of ``model`` = local encoder, ``model_prime`` = global encoder, ``fc`` = classifier) the
-gradient's L2 norm, a fixed random projection of the gradient and of the parameter after the optimiser step, the
-norm of the parameter's change since the start, and the projections of the running statistics after the last
-step. The weights come from the fill rule (tests/conformance_utils.py).
+"Conformance with the original training code") holds consecutive stage-1 steps of the original training code:
+the settings, the images (B, 3, S, S), labels (B,) and focus actions (T−1, B, 2) of each step, the loss of
+every look, and per parameter (keyed ``component/bare_key`` with ``component`` one of ``model`` = local
+encoder, ``model_prime`` = global encoder, ``fc`` = classifier) the gradient's L2 norm, a fixed random
+projection of the gradient and of the parameter after the optimiser step, the norm of the parameter's change
+since the start, and the projections of the running statistics after the last step. The weights come from the
+fill rule (tests/conformance_utils.py).
 
 This test runs the project's own pieces — :meth:`TrainConfig.for_model` (the family recipe),
 :func:`prepare_trainable`, :func:`set_train_mode`, :func:`build_optimizer`, :func:`build_schedule`,
@@ -18,8 +19,8 @@ Every number it checks against is read from the files, so any seed's data of the
 
 Threads: with fill-rule weights the step is chaotic — batch-norm channels whose batch variance is near zero
 amplify rounding by up to 1/sqrt(eps) — so a different float32 summation order moves gradients by 1e-4 to 1e-2
-and the second step by more. The stored steps were made with 2 CPU threads, with which this implementation
-agrees bit for bit; the test pins ``GFNET_CONFORMANCE_THREADS`` (default 2) threads.
+and the second step by more. With 2 CPU threads this implementation reproduces the shipped steps bit for bit
+(with 1 or 4 it does not), so the test pins ``GFNET_CONFORMANCE_THREADS`` (default 2) threads.
 """
 
 from __future__ import annotations

@@ -50,24 +50,14 @@ def add_trust_agent(parser: argparse.ArgumentParser) -> None:
                              "(by default only known-safe data types are read from them)")
 
 
-def error_line(e: BaseException) -> str:
-    """One line for an error: its message (an OSError's text and file, not its errno)."""
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-    return str(e.args[0]) if e.args else type(e).__name__
-
-
 def run(args: argparse.Namespace) -> int:
     from agents.benchmark import run_benchmark
 
     names = [a.strip() for a in args.agents.split(",") if a.strip()]
-    try:
-        run_benchmark(args.env, names, args.out, episodes=args.episodes, seeds=args.seeds,
-                      agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
-                      fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
-                      device=args.device, seed=args.seed, trust_agent=args.trust_agent)
-    except (ValueError, KeyError, OSError) as e:
-        print(f"gfnet benchmark: {error_line(e)}")
-        return 2
+    # bad input raises; agents.cli prints it as one line and exits with 2
+    run_benchmark(args.env, names, args.out, episodes=args.episodes, seeds=args.seeds,
+                  agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
+                  fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
+                  device=args.device, seed=args.seed, trust_agent=args.trust_agent)
     print(f"results in {args.out}: results.json, results.csv, results.md, *.png")
     return 0
