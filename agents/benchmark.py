@@ -33,11 +33,15 @@ import numpy as np
 import torch
 
 from feature_nets import budgeted
+from feature_nets.madds import count_madds
 from gfnet_env.core import GFNetCore
 from gfnet_env.factory import env_id_of, load_task, split_env_kwargs, task_of
 from gfnet_env.rollout import rollout
 
 from .base import Agent, PathLike, Run, RunContext
+from .compare import protocol_of
+from .comparison import compare_agents, default_reference
+from .costs import MeteredAgent
 from .registry import factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
 from .trained import jsonable, load_agent, trained_paths
@@ -99,18 +103,50 @@ class CoreCache:
         self._cores.clear()
 
 
-def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indices: list[int]) -> dict:
-    """One run: the agent on the evaluation images and the fit images, and its budgeted curve."""
+def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indices: list[int],
+                 progress: str | None = None) -> dict:
+    """One run: the agent's own decision cost, then the agent on the evaluation and the fit images, and its
+    budgeted curve on its total cost (the env's looks plus its own decisions).
+
+    The cost is measured on a fresh copy of the agent (so metering changes nothing it does): multiply-adds of
+    ``act`` counted on the first batch, which also warms up caches and kernels; the timed evaluation pass then
+    gives the seconds per decision (docs/benchmark.md, "Measurements").
+    """
     agent = run.build()
     core = cores.get("eval", agent)
-    ev = rollout(core, agent, eval_indices)
+    counted = MeteredAgent(run.build(), count_madds=True)
+    rollout(core, counted, eval_indices[:core.num_envs])
+    timed = MeteredAgent(agent)
+    ev = rollout(core, timed, eval_indices, progress=_bar(progress, len(eval_indices)))
     fit = rollout(cores.get("fit", agent), agent, fit_indices)
     steps = ev.probs.shape[0]
-    flops = core.madds_cumulative[:steps].tolist()
-    curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, flops)
+    env_madds = core.madds_per_step[:steps]
+    agent_madds = np.array([0.0] + [counted.madds_per_decision] * (steps - 1))
+    total = env_madds + agent_madds
+    curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, np.cumsum(total).tolist())
     return {"label": run.label, "anytime_top1": ev.top1(), "mean_return": float(ev.returns.mean()),
-            "budgeted": curve, "seconds": ev.seconds, "upper_bound": bool(getattr(agent, "privileged", False)),
-            "T": int(steps), "madds_per_step": core.madds_per_step[:steps].tolist()}
+            "budgeted": curve, "seconds": ev.seconds, "seconds_per_decision": timed.seconds_per_decision,
+            "upper_bound": bool(getattr(agent, "privileged", False)), "T": int(steps),
+            "madds_per_step": total.tolist(), "env_madds_per_step": env_madds.tolist(),
+            "agent_madds_per_step": agent_madds.tolist(),
+            "correct": (ev.probs.argmax(-1) == ev.targets[None]).numpy(),                      # (T', E)
+            "p_true": ev.probs.gather(2, ev.targets[None, :, None].expand(steps, -1, 1))[..., 0].numpy()}
+
+
+def _bar(label: str | None, total: int):
+    """A tqdm progress callback for :func:`gfnet_env.rollout.rollout` (None: silent)."""
+    if label is None:
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="img", leave=False)
+
+    def update(done: int, _total: int) -> None:
+        bar.update(done - bar.n)
+        if done >= _total:
+            bar.close()
+
+    return update
 
 
 def run_benchmark(
@@ -128,6 +164,7 @@ def run_benchmark(
     seed: int = 0,
     verbose: bool = True,
     trust_agent: bool = False,
+    reference: str | None = "auto",
 ) -> dict:
     """Compare agents on ``env_id`` (see the module docstring for the protocol).
 
@@ -150,6 +187,8 @@ def run_benchmark(
         device: torch device.
         seed: base seed (random agent seeds are seed..seed+K−1; torch is seeded with it).
         verbose: print the markdown table.
+        reference: agent the others are compared with, paired on the same images (``"auto"``: ``paper-ppo``
+            when benchmarked; None: no comparison).
         trust_agent: ``True`` (the boolean) to load ``agent_dirs`` files with full unpickling, which may run
             code (``--trust-agent``); by default SB3 files are read with a restricted unpickler.
 
@@ -167,6 +206,9 @@ def run_benchmark(
         raise ValueError(f"agent names repeat: {agents}")
     for name in agents:
         factory_of(name)  # unknown names fail before any work
+    reference = default_reference(agents) if reference == "auto" else reference
+    if reference is not None and reference not in agents:
+        raise ValueError(f"--reference {reference!r} is not among the benchmarked agents {agents}")
     if episodes < 1 or seeds < 1 or batch_size < 1:
         raise ValueError("episodes, seeds and batch_size must be >= 1")
     env_kwargs = dict(env_kwargs or {})
@@ -222,22 +264,37 @@ def run_benchmark(
             "agents": {},
         }
         cores = CoreCache(model, {"eval": eval_ds, "fit": fit_ds}, settings, batch_size, grid_size, device)
+        correct: dict[str, np.ndarray] = {}
+        p_true: dict[str, np.ndarray] = {}
         try:
             for name in agents:
                 ctx = RunContext(name=name, env_id=env_id, model=model, env_kwargs=env_kwargs, seeds=seeds,
                                  seed=seed, device=device)
                 runs, source = resolve_runs(ctx, agent_dirs, trust_agent=trust_agent)
-                per_run = [evaluate_run(run, cores, eval_indices, fit_indices) for run in runs]
+                per_run = [evaluate_run(run, cores, eval_indices, fit_indices,
+                                        progress=f"{name} {run.label}".strip() if verbose else None)
+                           for run in runs]
+                correct[name] = np.stack([r.pop("correct") for r in per_run])      # (R, T', E)
+                p_true[name] = np.stack([r.pop("p_true") for r in per_run])
                 results["agents"][name] = aggregate_runs(per_run, source, seed)
         finally:
             cores.close()
+        compare_agents(results["agents"], correct, reference, seed=seed)
+        results["reference"] = reference
         first = next(iter(results["agents"].values()))
         results["T"] = len(first["anytime_top1"])
-        results["madds_per_step"] = first["madds_per_step"]
-        results["madds_cumulative"] = np.cumsum(first["madds_per_step"]).tolist()
+        results["env_madds_per_step"] = first["env_madds_per_step"]
+        results["env_madds_cumulative"] = np.cumsum(first["env_madds_per_step"]).tolist()
+        # the papers' accounting (the checkpoint's flops): the env's looks plus the paper's policy network
+        results["paper_madds_cumulative"] = count_madds(model)["cumulative"][: results["T"]]
+        results["protocol"] = protocol_of(env_id, model, eval_ds, eval_indices, fit_indices, settings, grid_size)
 
         if folder is not None:
-            folder.write(results)
+            arrays = {"image_index": np.asarray(eval_indices)}
+            for name in correct:
+                arrays[f"{name}/correct"] = correct[name]
+                arrays[f"{name}/p_true"] = p_true[name].astype(np.float32)
+            folder.write(results, arrays)
     finally:
         if folder is not None:
             folder.release()

@@ -17,6 +17,7 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("train-agent", "agents.commands.train_agent", "train an agent (paper-ppo, sb3-*) on a GFNet env"),
     ("benchmark", "agents.commands.benchmark", "compare agents on the same images: tables, CSV, JSON, plots"),
+    ("compare", "agents.commands.compare", "merge benchmark outputs of the same protocol into one table"),
     ("show", "agents.commands.show", "draw the patches agents choose (PNG or GIF)"),
     ("train-policy", "agents.commands.train_policy",
      "stage 2: train the paper's policy on a checkpoint's frozen networks and write it back"),

@@ -1,14 +1,14 @@
 """Benchmark results: per-run numbers aggregated per agent, and the folder they are written to.
 
-:func:`aggregate_runs` turns the runs of one agent into means and 95 % bootstrap intervals over runs;
-:func:`markdown_table` and :func:`write_csv` format them; :class:`ResultsFolder` owns ``--out``:
+:func:`aggregate_runs` turns the runs of one agent into means and 95 % bootstrap intervals over runs
+(:mod:`agents.report` formats them as tables); :class:`ResultsFolder` owns ``--out``:
 
 * :meth:`ResultsFolder.claim`, before any work: ``--out`` must be a folder (created if missing) that this
   process can write, and not in use — a lock file ``.lock`` (created with ``O_EXCL``, holding the owner's
   host and pid; a lock whose process is gone on this host is taken over) refuses a second benchmark on the
   same folder. Every problem is an :class:`OutputFolderError` with a one-line message.
 * :meth:`ResultsFolder.write` (also :func:`write_outputs`): every file — ``results.md``, ``results.csv``,
-  the PNG plots, then ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
+  the PNG plots, ``per_image.npz`` (per-image records), then ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
   when all are complete are they renamed into place, ``results.json`` last (it is removed first, so it marks
   a complete folder), with SIGINT/SIGTERM held back during those renames. Ctrl-C, a crash or a full disk
   while writing leaves the previous results untouched; the staging folder is removed.
@@ -29,15 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from feature_nets.files import atomic_write_text
+from feature_nets.files import atomic_write, atomic_write_text
 
 from .base import PathLike
+from .report import markdown_table, write_csv
 from .stats import mean_and_ci
 
-__all__ = ["OutputFolderError", "ResultsFolder", "aggregate_runs", "markdown_table", "write_csv", "write_outputs"]
+__all__ = ["OutputFolderError", "ResultsFolder", "aggregate_runs", "write_outputs"]
 
 #: Files a benchmark writes into its folder; ``results.json`` is written last and marks it complete.
-RESULT_FILES = ("results.md", "results.csv", "anytime_top1.png", "budgeted.png", "mean_return.png",
+RESULT_FILES = ("results.md", "results.csv", "per_image.npz", "anytime_top1.png", "budgeted.png", "mean_return.png",
                 "madds_per_step.png", "seconds.png", "results.json")
 LOCK_FILE = ".lock"
 
@@ -60,7 +61,10 @@ def aggregate_runs(per_run: list[dict], source: str, seed: int) -> dict:
                      "top1": np.mean([c["top1"] for c in curves], 0).tolist()},
         "madds_per_step": madds_per_step,
         "madds": float(np.sum(madds_per_step)),
+        "env_madds_per_step": per_run[0]["env_madds_per_step"],
+        "agent_madds_per_step": per_run[0]["agent_madds_per_step"],
         "seconds": float(np.mean([r["seconds"] for r in per_run])),
+        "seconds_per_decision": float(np.mean([r["seconds_per_decision"] for r in per_run])),
         "n_runs": len(per_run),
         "runs": [{"label": r["label"], "anytime_top1": r["anytime_top1"], "mean_return": r["mean_return"],
                   "seconds": r["seconds"], "budgeted": {"madds": r["budgeted"]["madds"], "top1": r["budgeted"]["top1"],
@@ -69,60 +73,7 @@ def aggregate_runs(per_run: list[dict], source: str, seed: int) -> dict:
         "upper_bound": per_run[0]["upper_bound"],
         "source": source,
     }
-
-
-def _fmt_madds(x: float) -> str:
-    from .plots import madds_unit
-
-    div, unit = madds_unit(x)
-    return f"{x / div:.3g}{unit}"
-
-
-def markdown_table(results: dict) -> str:
-    """The results as Markdown: contenders, then the upper bound apart."""
-    T = results["T"]
-    head = (f"| agent | runs | top-1 per step (%), steps 0..{T - 1} | last-step top-1 95% CI | mean return (95% CI) "
-            "| multiply-adds / image | seconds |\n|---|---|---|---|---|---|---|")
-
-    def row(name: str, e: dict) -> str:
-        steps = " / ".join(f"{v:.1f}" for v in e["anytime_top1"])
-        lo, hi = e["anytime_top1_ci"][-1]
-        rlo, rhi = e["mean_return_ci"]
-        return (f"| {name} | {e['n_runs']} | {steps} | [{lo:.1f}, {hi:.1f}] | {e['mean_return']:.4f} "
-                f"[{rlo:.4f}, {rhi:.4f}] | {_fmt_madds(e['madds'])} | {e['seconds']:.2f} |")
-
-    contenders = [(n, e) for n, e in results["agents"].items() if not e.get("upper_bound")]
-    bounds = [(n, e) for n, e in results["agents"].items() if e.get("upper_bound")]
-    lines = [f"## {results['env_id']}: {results['episodes']} images ({results['eval_images']}), "
-             f"budgeted thresholds fitted on {results['fit']['images']}", ""]
-    if contenders:
-        lines += [head] + [row(n, e) for n, e in contenders] + [""]
-    if bounds:
-        lines += ["### Upper bound (reads the label; not a contender)", "", head]
-        lines += [row(n, e) for n, e in bounds] + [""]
-    return "\n".join(lines)
-
-
-def csv_text(results: dict) -> str:
-    """One row per (agent, step): top-1 with its interval, cumulative multiply-adds, and the agent's return/seconds."""
-    cols = ["agent", "upper_bound", "n_runs", "step", "top1", "top1_lo", "top1_hi", "madds_cumulative",
-            "mean_return", "mean_return_lo", "mean_return_hi", "seconds"]
-    f = io.StringIO()
-    w = csv.writer(f)
-    w.writerow(cols)
-    for name, e in results["agents"].items():
-        cum = np.cumsum(e["madds_per_step"])
-        for t, v in enumerate(e["anytime_top1"]):
-            lo, hi = e["anytime_top1_ci"][t]
-            w.writerow([name, int(bool(e.get("upper_bound"))), e["n_runs"], t, f"{v:.6g}", f"{lo:.6g}", f"{hi:.6g}",
-                        f"{cum[t]:.6g}", f"{e['mean_return']:.6g}", f"{e['mean_return_ci'][0]:.6g}",
-                        f"{e['mean_return_ci'][1]:.6g}", f"{e['seconds']:.6g}"])
-    return f.getvalue()
-
-
-def write_csv(results: dict, path: PathLike) -> Path:
-    """``results.csv`` (see :func:`csv_text`), atomically."""
-    return atomic_write_text(path, csv_text(results))
+    # anytime_top1_ci is replaced by the two-level, image-paired interval (agents.comparison.compare_agents)
 
 
 def write_outputs(results: dict, out_dir: PathLike) -> list[Path]:
@@ -196,8 +147,10 @@ class ResultsFolder:
         self.release()
 
     # --- at the end ----------------------------------------------------------------------------------
-    def write(self, results: dict) -> list[Path]:
-        """Every output file into a staging folder, then all of them into place (``results.json`` last)."""
+    def write(self, results: dict, arrays: dict[str, np.ndarray] | None = None) -> list[Path]:
+        """Every output file into a staging folder, then all of them into place (``results.json`` last).
+
+        ``arrays`` (the per-image records) go to ``per_image.npz`` (compressed numpy arrays by name)."""
         from .plots import make_plots
 
         out = self.path
@@ -209,6 +162,8 @@ class ResultsFolder:
             staged = [atomic_write_text(stage / "results.md", markdown_table(results)),
                       write_csv(results, stage / "results.csv")]
             staged += make_plots(results, stage)
+            if arrays:
+                staged.append(atomic_write(stage / "per_image.npz", lambda f: np.savez_compressed(f, **arrays)))
             staged.append(atomic_write_text(stage / "results.json", json.dumps(results, indent=2)))
             names = [p.name for p in staged]
             with _signals_held():

@@ -13,7 +13,7 @@ import feature_nets.budgeted as budgeted
 from agents import make
 from agents.benchmark import run_benchmark
 from agents.paper_ppo import train_paper_ppo
-from agents.results import markdown_table
+from agents.report import markdown_table
 from agents.stats import bootstrap_ci, mean_and_ci
 from gfnet_env.core import GFNetCore
 from gfnet_env.rollout import rollout
@@ -53,7 +53,7 @@ def first_run(tmp_path_factory):
 
 def _drop_seconds(obj):
     if isinstance(obj, dict):
-        return {k: _drop_seconds(v) for k, v in obj.items() if k != "seconds"}
+        return {k: _drop_seconds(v) for k, v in obj.items() if not k.startswith("seconds")}
     if isinstance(obj, list):
         return [_drop_seconds(v) for v in obj]
     return obj
@@ -96,14 +96,50 @@ def test_same_seed_same_results(first_run, tmp_path):
     assert _drop_seconds(a) == _drop_seconds(b)
 
 
-def test_random_seeds_matter_and_intervals_cover_runs(first_run):
+def test_random_seeds_matter_and_intervals_cover_runs_and_images(first_run):
     _, res = first_run
     runs = res["agents"]["random"]["runs"]
     assert [r["label"] for r in runs] == ["seed=0", "seed=1", "seed=2"]
-    last = [r["anytime_top1"][-1] for r in runs]
-    lo, hi = res["agents"]["random"]["anytime_top1_ci"][-1]
-    assert min(last) - 1e-9 <= lo <= hi <= max(last) + 1e-9
-    assert res["agents"]["center"]["anytime_top1_ci"][-1] == [res["agents"]["center"]["anytime_top1"][-1]] * 2
+    for name in ("random", "center"):
+        e = res["agents"][name]
+        for t, (lo, hi) in enumerate(e["anytime_top1_ci"]):
+            assert lo - 1e-9 <= e["anytime_top1"][t] <= hi + 1e-9
+    # one deterministic run still has an interval: the images are resampled (two-level bootstrap)
+    lo, hi = res["agents"]["center"]["anytime_top1_ci"][-1]
+    assert hi - lo > 0
+
+
+def test_comparison_to_the_reference_and_the_oracle_gap(first_run):
+    _, res = first_run
+    assert res["reference"] == "paper-ppo" and "vs_reference" not in res["agents"]["paper-ppo"]
+    for name, e in res["agents"].items():
+        if name == "paper-ppo":
+            continue
+        vs = e["vs_reference"]
+        d = e["anytime_top1"][-1] - res["agents"]["paper-ppo"]["anytime_top1"][-1]
+        assert vs["top1_difference"][-1] == pytest.approx(d)
+        lo, hi = vs["top1_difference_ci"][-1]
+        assert lo - 1e-9 <= vs["top1_difference"][-1] <= hi + 1e-9
+        assert 0.0 <= vs["mcnemar"]["p_value"] <= 1.0 and 0.0 <= vs["probability_of_improvement"] <= 1.0
+    assert res["agents"]["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
+    assert res["agents"]["random"]["oracle_gap_closed"] == pytest.approx(0.0)
+
+
+def test_each_agent_pays_the_env_plus_its_own_decisions(first_run, tmp_path):
+    out, res = first_run
+    env = np.array(res["env_madds_per_step"])
+    for name, e in res["agents"].items():
+        own = np.array(e["agent_madds_per_step"])
+        np.testing.assert_allclose(e["madds_per_step"], env + own)
+        assert (own.sum() > 0) == (name == "paper-ppo"), name  # baselines and the oracle: no own cost
+        assert e["seconds_per_decision"] > 0
+    np.testing.assert_allclose(np.cumsum(env + res["agents"]["paper-ppo"]["agent_madds_per_step"]),
+                               res["paper_madds_cumulative"])
+    records = np.load(out / "per_image.npz")
+    assert records["paper-ppo/correct"].shape == (1, res["T"], EPISODES)
+    assert records["random/p_true"].shape == (3, res["T"], EPISODES)
+    top1 = records["center/correct"][0].mean(1) * 100
+    np.testing.assert_allclose(top1, res["agents"]["center"]["anytime_top1"])
 
 
 def test_oracle_last_step_top1_is_at_least_every_contenders(first_run):
@@ -209,3 +245,24 @@ def test_rollout_pads_the_last_batch():
     assert small.probs.shape == (m.T, 7, 5)
     torch.testing.assert_close(small.probs, big.probs, atol=1e-5, rtol=0)
     assert torch.equal(small.targets, torch.stack([ds[i][1] for i in range(7)]))
+
+
+def test_compare_merges_the_same_protocol_and_refuses_another(first_run, tmp_path, capsys):
+    from agents import cli
+    from agents.compare import merge_results
+
+    out, res = first_run
+    other = tmp_path / "other"
+    bench(other, agents=["center", "saliency"])
+    merged = merge_results([out, other])
+    assert set(merged["agents"]) == set(AGENTS) | {"center@other", "saliency@other"}
+    assert merged["protocol"]["fingerprint"] == res["protocol"]["fingerprint"]
+    short = tmp_path / "short"
+    run_benchmark(ENV_ID, ["center"], short, episodes=6, env_kwargs=env_kwargs(), batch_size=5, device="cpu",
+                  verbose=False)
+    with pytest.raises(ValueError, match="eval_images"):
+        merge_results([out, short])
+    code = cli.main(["compare", str(out), str(short)])
+    assert code == 2 and "different protocols" in capsys.readouterr().err
+    assert cli.main(["compare", str(out), str(other), "--out", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "results.md").read_text().count("| center") == 2

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="episodes per batch (default 64)")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument("--reference", default="auto",
+                        help="agent the others are compared with on the same images (default: paper-ppo when "
+                             "benchmarked; 'none' for no comparison)")
     add_trust_agent(parser)
 
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     run_benchmark(args.env, names, args.out, episodes=args.episodes, seeds=args.seeds,
                   agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
                   fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
-                  device=args.device, seed=args.seed, trust_agent=args.trust_agent)
+                  device=args.device, seed=args.seed, trust_agent=args.trust_agent,
+                  reference=None if args.reference.lower() == "none" else args.reference)
     print(f"results in {args.out}: results.json, results.csv, results.md, *.png")
     return 0

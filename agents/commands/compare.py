@@ -1,0 +1,39 @@
+"""Merge benchmark outputs of the same protocol into one table.
+
+Each folder is a `gfnet benchmark --out` folder. They must share the protocol fingerprint in results.json (same
+env, weights, images, reward, max_steps and grid); otherwise the command says which fields differ and stops.
+Prints the merged table; --out writes results.json / results.md of the merge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ._common import raw_formatter
+
+EXAMPLE = """  gfnet compare results/baselines results/sb3_seeds --out results/all"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    raw_formatter(parser, __doc__, EXAMPLE)
+    parser.add_argument("folders", nargs="+", help="benchmark output folders (two or more)")
+    parser.add_argument("--out", default=None, help="folder for the merged results.json and results.md")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.compare import merge_results
+    from agents.report import markdown_table
+    from feature_nets.files import atomic_write_text
+
+    merged = merge_results(args.folders)  # a ValueError naming the differing protocol fields otherwise
+    table = markdown_table(merged)
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+        atomic_write_text(out / "results.md", table)
+        atomic_write_text(out / "results.json", json.dumps(merged, indent=2))
+    print(table)
+    return 0

@@ -1,0 +1,92 @@
+"""Comparing benchmark outputs across runs: the protocol fingerprint, and merging results that share it.
+
+Two benchmark runs can be put in one table only when they measured the same thing: the same env, networks,
+images, reward, horizon and grid. :func:`protocol_of` records that in ``results.json`` (with a ``fingerprint``,
+a hash of all of it); :func:`merge_results` (``gfnet compare A B …``) merges the agents of results folders that
+share a fingerprint and refuses, naming the differing fields, those that do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import PathLike
+
+__all__ = ["merge_results", "protocol_of", "read_results"]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _weights_hash(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def protocol_of(env_id: str, model, dataset, eval_indices, fit_indices, settings, grid_size: int) -> dict:
+    """What a benchmark measured, as a JSON-able dict with its ``fingerprint`` (a hash of the rest)."""
+    from gfnet_env.cache import dataset_fingerprint
+
+    proto = {
+        "env_id": env_id,
+        "weights": _weights_hash(model),
+        "dataset": dataset_fingerprint(dataset),
+        "eval_images": _sha(np.asarray(eval_indices, dtype=np.int64).tobytes()),
+        "fit_images": _sha(np.asarray(fit_indices, dtype=np.int64).tobytes()),
+        "n_eval_images": len(eval_indices),
+        "reward": settings.reward,
+        "step_cost": float(settings.step_cost),
+        "max_steps": settings.max_steps if settings.max_steps is not None else int(model.T) - 1,
+        "grid_size": int(grid_size),
+    }
+    proto["fingerprint"] = _sha(json.dumps(proto, sort_keys=True).encode())
+    return proto
+
+
+def read_results(folder: PathLike) -> dict:
+    """``results.json`` of a benchmark output folder (a ``ValueError`` saying what is missing otherwise)."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} holds no results.json: not a (complete) benchmark output folder")
+    results = json.loads(path.read_text())
+    if "protocol" not in results:
+        raise ValueError(f"{path} has no protocol fingerprint (written by an older version): rerun the benchmark")
+    return results
+
+
+def merge_results(folders: list[PathLike]) -> dict:
+    """The agents of several benchmark outputs of the same protocol in one results dict.
+
+    An agent benchmarked in several folders keeps the first; later copies are named ``name@folder``.
+
+    Raises:
+        ValueError: fewer than two folders, or protocols differ (the message names the fields and values).
+    """
+    if len(folders) < 2:
+        raise ValueError("give at least two benchmark output folders to compare")
+    all_results = [read_results(f) for f in folders]
+    base = all_results[0]["protocol"]
+    for folder, res in zip(folders[1:], all_results[1:]):
+        other = res["protocol"]
+        if other["fingerprint"] != base["fingerprint"]:
+            fields = [k for k in sorted(set(base) | set(other)) if k != "fingerprint" and base.get(k) != other.get(k)]
+            diffs = "; ".join(f"{k}: {base.get(k)!r} vs {other.get(k)!r}" for k in fields)
+            raise ValueError(f"{folders[0]} and {folder} measured different protocols ({diffs}); only results of "
+                             "the same env, weights, images, reward, max_steps and grid can share a table")
+    merged = {k: v for k, v in all_results[0].items() if k != "agents"}
+    merged["agents"] = {}
+    merged["merged_from"] = [str(f) for f in folders]
+    for folder, res in zip(folders, all_results):
+        for name, entry in res["agents"].items():
+            key = name if name not in merged["agents"] else f"{name}@{Path(folder).name}"
+            merged["agents"][key] = entry
+    return merged
