@@ -29,7 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 #: Smallest valid value of numeric options, by destination (``--fit-episodes`` → ``fit_episodes``), for the
 #: commands that have them; None values (option left at its default) are not checked.
 MINIMUMS: dict[str, dict[str, float]] = {
-    "train-agent": {"steps": 1, "n_envs": 1, "grid_size": 1, "eval_episodes": 1, "batch_size": 1},
+    "train-agent": {"steps": 1, "seeds": 1, "n_envs": 1, "grid_size": 1, "eval_episodes": 1, "batch_size": 1},
     "train-policy": {"steps": 1, "batch_size": 1},
     "show": {"n": 1, "start": 0, "duration_ms": 1},
     "benchmark": {"episodes": 1, "seeds": 1, "fit_episodes": 1, "batch_size": 1},

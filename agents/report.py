@@ -38,7 +38,7 @@ def markdown_table(results: dict) -> str:
         cols += [f"Δ vs {ref} (points) [95% CI]", "McNemar p"]
     if gap:
         cols += ["oracle gap closed [95% CI]"]
-    cols += ["mean return (95% CI)", "multiply-adds / image (agent's own)", "ms / decision"]
+    cols += ["mean return (95% CI)", "multiply-adds / image (agent's own)", "µs / decision"]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
 
     def row(name: str, e: dict) -> str:
@@ -61,7 +61,7 @@ def markdown_table(results: dict) -> str:
         rlo, rhi = e["mean_return_ci"]
         own = float(np.sum(e.get("agent_madds_per_step", [0.0])))
         cells += [f"{e['mean_return']:.4f} [{rlo:.4f}, {rhi:.4f}]", f"{_fmt_madds(e['madds'])} ({_fmt_madds(own)})",
-                  f"{1000.0 * e.get('seconds_per_decision', 0.0):.3f}"]
+                  f"{1e6 * e.get('seconds_per_decision', 0.0):.1f}"]
         return "| " + " | ".join(cells) + " |"
 
     contenders = [(n, e) for n, e in results["agents"].items() if not e.get("upper_bound")]

@@ -97,6 +97,7 @@ class GFNetCore:
             threads = min(8, os.cpu_count() or 1) if getattr(dataset, "decodes_files", False) else 0
         self._loader = SlotImageLoader(dataset, n, threads, image_size=model.image_size)
         self._closed = False
+        self._resets = 0
         self._steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode
         self._image_index = np.full(n, -1, dtype=np.int64)
         self._done = np.ones(n, dtype=bool)
@@ -210,6 +211,7 @@ class GFNetCore:
         self._steps[slots] = 0
         self._done[slots] = False
         self._image_index[slots] = used
+        self._resets += 1  # lets views tell a new set of episodes from the old one
         self._locations[slots] = -1.0
         if self._feature_cache is not None:
             self._feature_cache.prepare(self, slots)

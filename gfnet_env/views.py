@@ -64,9 +64,14 @@ class PrivilegedView:
         env: the :class:`EnvView` of the same env.
     """
 
+    #: Most bytes of local-encoder outputs :meth:`lookahead` keeps between calls (the images' candidate crops).
+    MAX_CACHE_BYTES = 1 << 30
+
     def __init__(self, core: "GFNetCore") -> None:
         self._core = core
         self.env = core.view()
+        self._features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._features_key: tuple | None = None
 
     def labels(self) -> np.ndarray:
         """(N,) int64 true classes of the current episodes (a copy)."""
@@ -82,8 +87,10 @@ class PrivilegedView:
     def lookahead(self, locations: np.ndarray | torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """p_t(true class) after a focus step at each of K locations, for every episode: (N, K) float tensor.
 
-        Nothing in the env changes. Every (episode, location) pair costs one local-encoder pass and one
-        classifier step, run ``chunk`` crops at a time.
+        Nothing in the env changes. Every (episode, location) pair costs one classifier step; its crop goes
+        through the local encoder once per set of episodes: the encoder is frozen and the images stay the same
+        until the next reset, so its outputs are kept (up to :attr:`MAX_CACHE_BYTES`) and reused at later steps
+        — computed in the same chunks as they would be again, so the numbers are the same bit for bit.
 
         Args:
             locations: (K, 2) locations in [0, 1] (row, col fractions), the same for every episode.
@@ -96,6 +103,9 @@ class PrivilegedView:
         k = units.shape[0]
         out = torch.empty(n, k, device=dev)
         per_chunk = max(1, chunk // k)  # episodes per forward pass
+        key = (core._resets, units.cpu().numpy().tobytes(), per_chunk)
+        if key != self._features_key:  # other episodes or other candidates: forget the kept features
+            self._features, self._features_key = {}, key
         for group in core._look_groups():
             for start in range(0, len(group), per_chunk):
                 idx = torch.as_tensor(group[start:start + per_chunk], device=dev)
@@ -103,8 +113,7 @@ class PrivilegedView:
                 rep = lambda x: x.repeat_interleave(k, 0)  # noqa: E731  (b, ...) -> (b·K, ...), episode-major
                 corners = crop_corners(units, model.image_size, model.patch_size).repeat(b, 1)  # (b·K, 2)
                 source = torch.arange(b, device=dev).repeat_interleave(k)
-                patches = crop_patches(core._images[idx], corners, model.patch_size, source)  # (b·K, 3, P, P)
-                pooled, fmap = model.local_encoder(patches)
+                pooled, fmap = self._encoded(tuple(group[start:start + per_chunk].tolist()), idx, corners, source)
                 prev = StepOutput(rep(core._logits[idx]), rep(core._state[idx]), rep(core._fmap[idx]), None,
                                   None, int(core._steps[group[start]]))
                 step = model.focus_from_features(pooled, fmap, corners, prev)
@@ -112,3 +121,15 @@ class PrivilegedView:
                 y = core._targets[idx].repeat_interleave(k, 0)
                 out[idx] = probs.gather(1, y[:, None])[:, 0].view(b, k)
         return out
+
+    def _encoded(self, episodes: tuple, idx: torch.Tensor, corners: torch.Tensor, source: torch.Tensor):
+        """Local-encoder outputs of the candidate crops of ``episodes`` (computed once per set of episodes)."""
+        if episodes in self._features:
+            return self._features[episodes]
+        core, model = self._core, self._core.model
+        patches = crop_patches(core._images[idx], corners, model.patch_size, source)  # (b·K, 3, P, P)
+        pooled, fmap = model.local_encoder(patches)
+        kept = sum(p.numel() * p.element_size() + f.numel() * f.element_size() for p, f in self._features.values())
+        if kept + pooled.numel() * pooled.element_size() + fmap.numel() * fmap.element_size() <= self.MAX_CACHE_BYTES:
+            self._features[episodes] = (pooled, fmap)
+        return pooled, fmap

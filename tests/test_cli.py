@@ -82,12 +82,12 @@ def _kw(ckpt) -> list[str]:
 
 def test_train_agent_then_benchmark_then_show(tiny_ckpt, tmp_path, capsys):
     runs = tmp_path / "ppo"
-    for seed in (0, 1):
-        code, out = run_cli(["train-agent", "--agent", "paper-ppo", "--env", FMNIST_ENV, "--steps", "36", "--seed",
-                             str(seed), "--batch-size", "6", "--out", str(runs / f"seed_{seed}"), "--no-progress"]
-                            + _kw(tiny_ckpt), capsys)
-        assert code == 0, out
+    code, out = run_cli(["train-agent", "--agent", "paper-ppo", "--env", FMNIST_ENV, "--steps", "36", "--seeds", "2",
+                         "--batch-size", "6", "--out", str(runs), "--no-progress"] + _kw(tiny_ckpt), capsys)
+    assert code == 0, out
+    for seed in (0, 1):  # --seeds 2: independent copies in seed sub-folders
         assert (runs / f"seed_{seed}" / "agent.json").exists()
+    assert json.loads((runs / "seed_1" / "agent.json").read_text())["seed"] == 1
     meta = json.loads((runs / "seed_0" / "agent.json").read_text())
     assert meta["env_kwargs"]["split"] == "train"  # training never touches the evaluation split by default
 

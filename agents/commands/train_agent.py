@@ -8,6 +8,7 @@ Writes to --out: TensorBoard logs (tensorboard/), resumable checkpoints, the fin
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ._common import add_env_kwarg, parse_env_kwargs, raw_formatter
 from .benchmark import add_trust_agent
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_kwarg(parser)
     parser.add_argument("--steps", type=int, required=True, help="env steps to train for (in total, when resuming)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, image order and exploration")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train N independent copies with seeds SEED..SEED+N-1, each in OUT/seed_<s>/ "
+                             "(the benchmark evaluates every copy of --agent-dir NAME=OUT); default 1: OUT itself")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
@@ -65,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
                "obs_mode": args.obs_mode, "action_mode": args.action_mode, "grid_size": args.grid_size,
                "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr,
                "trust_agent": args.trust_agent}
-    agent = factory.learn(args.env, args.steps, args.seed, args.out, resume=args.resume,
-                          **{**factory.train_options(options), **env_kwargs})
-    print(f"trained {agent.name} saved in {args.out} (TensorBoard: tensorboard --logdir {args.out})")
+    seeds = [args.seed + k for k in range(args.seeds)]
+    for seed in seeds:
+        out = args.out if args.seeds == 1 else str(Path(args.out) / f"seed_{seed}")
+        agent = factory.learn(args.env, args.steps, seed, out, resume=args.resume,
+                              **{**factory.train_options(options), **env_kwargs})
+        print(f"trained {agent.name} (seed {seed}) saved in {out}")
+    print(f"TensorBoard: tensorboard --logdir {args.out}")
     return 0
