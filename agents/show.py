@@ -1,9 +1,9 @@
 """Where agents look, as pictures: each image with the glance frame and every chosen patch, in order.
 
 :func:`episode_frames_for` runs agents on given images through :func:`gfnet_env.rollout.rollout` and draws
-frame k of every episode (the glance, then one patch more per frame, coloured by the top-1 confidence after
-that step); :func:`labelled_rows` stacks one row of frames per agent under its name. ``gfnet show`` writes
-them as a PNG (last frame) or a GIF (all frames).
+frame k of every episode (the glance, then one patch more per frame, coloured by p(true class) after that
+step, which the caption under the frame prints); :func:`labelled_rows` stacks one row of frames per agent
+under its name. ``gfnet show`` writes them as a PNG (last frame) or a GIF (all frames).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ __all__ = ["episode_frames_for", "labelled_rows"]
 def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], env_kwargs: dict | None = None,
                        agent_dirs: dict | None = None, device: str = "auto",
                        seed: int = 0, trust_agent: bool = False) -> list[list[list[np.ndarray]]]:
-    """frames[a][i][k]: agent a, image i, after step k (0 = glance only), as (S', S', 3) uint8 drawings.
+    """frames[a][i][k]: agent a, image i, after step k (0 = glance only), as (S', S' + 14, 3) uint8 drawings.
+
+    Each look is coloured by p(true class) after it (red 0 → green 1), and each frame is captioned with it.
 
     Each agent is its first run (``random`` with ``seed``; a trained agent from ``agent_dirs``, loaded with
     ``trust_agent`` as in :func:`agents.trained.load_agent`).
@@ -51,10 +53,24 @@ def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], 
                                           action_range=s.get("action_range", "unit"))
         with GFNetCore(model, ds, len(indices), agent_settings, device=device) as core:
             result = rollout(core, agent, indices)
-        conf = result.confidences  # (T', n)
-        out.append([episode_frames(images[i], result.boxes[:, i].tolist(), confidences=conf[:, i].tolist())
-                    for i in range(len(indices))])
+        # p(true class) after each step: the colour of each look, and the caption under each frame
+        p_true = result.probs.gather(2, result.targets[None, :, None].expand(result.probs.shape[0], -1, 1))[..., 0]
+        per_image = []
+        for i in range(len(indices)):
+            p = p_true[:, i].tolist()
+            frames = episode_frames(images[i], result.boxes[:, i].tolist(), confidences=p)
+            per_image.append([_captioned(f, f"step {k}: p(y)={p[k]:.2f}") for k, f in enumerate(frames)])
+        out.append(per_image)
     return out
+
+
+def _captioned(frame: np.ndarray, text: str) -> np.ndarray:
+    """``frame`` with a white band below it holding ``text``."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("RGB", (frame.shape[1], 14), (255, 255, 255))
+    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
+    return np.concatenate([frame, np.asarray(band)], 0)
 
 
 def labelled_rows(rows: list[list[np.ndarray]], names: list[str]) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Draw where agents look: images with the glance frame and each chosen patch, in order, coloured by the
-top-1 confidence after that step (red → yellow → green).
+"""Draw where agents look: images with the glance frame and each chosen patch, in order, coloured by p(true
+class) after that step (red → yellow → green) and captioned with it.
 
 A .png shows the final step of every image (one row per agent); a .gif plays the steps (glance, then one patch
 more per frame). Images are indices --start..--start+N-1 of the env's evaluation split.
