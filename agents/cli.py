@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train-features", "agents.commands.train_features", "stages 1 and 3: train the encoders and classifier"),
     ("train-default-task", "agents.commands.train_default_task",
      "train the embedded default task's GFNet from scratch (CPU)"),
+    ("prepare-data", "agents.commands.prepare_data", "write a split's exact prepared evaluation cache"),
 ]
 
 #: Smallest valid value of numeric options, by destination (``--fit-episodes`` → ``fit_episodes``), for the

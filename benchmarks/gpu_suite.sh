@@ -15,3 +15,7 @@ run benchmarks/env_throughput.py --model mobilenetv3_large_100 --patch-size 96 -
 run benchmarks/env_throughput.py --model mobilenetv3_large_100 --patch-size 96 --T 3 --batch 256 --device cuda --precision bf16 --channels-last --seconds 5
 run benchmarks/cache_speedup.py --model resnet50 --patch-size 96 --batch 256 --device cuda --images 512
 run benchmarks/bf16_agreement.py --device cuda
+# Whole episodes (load + glance + T-1 focus steps + observations to host), ResNet-50 P=96 T=5 batch 256:
+# JPEGs (PIL; and torchvision's decoder, per item on the host), the prepared cache, in memory, bare networks.
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024

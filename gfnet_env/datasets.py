@@ -173,6 +173,10 @@ class ImageFolderDataset(Dataset):
     ``dataset[i]`` is ``(transform(image), label)``; the image is opened with PIL and converted to RGB. An
     image that cannot be decoded raises :class:`CorruptImageError` naming the file.
 
+    ``decoder="torchvision"`` (opt-in) decodes with ``torchvision.io.decode_jpeg`` and resizes/crops with tensor
+    kernels (:mod:`gfnet_env.decoding`) when the transform is the evaluation transform; files it rejects, and
+    other transforms, use PIL. Pixels differ slightly from PIL's (tests/test_decoding.py states by how much).
+
     Raises:
         FileNotFoundError: ``root`` is missing, has no class folders, a class folder holds no image, or no image
             was found at all. The message names the path and the expected layout.
@@ -187,9 +191,14 @@ class ImageFolderDataset(Dataset):
         root: PathLike,
         transform: Callable[[Image.Image], Any] | None = None,
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
+        decoder: str = "pil",
     ) -> None:
+        if decoder not in ("pil", "torchvision"):
+            raise ValueError(f"decoder must be 'pil' or 'torchvision', got {decoder!r}")
         self.root = Path(root).expanduser()
         self.transform = transform
+        self.decoder = decoder
+        self._jpeg = self._jpeg_transform = None  # the torchvision decoder, built on first use (decoding.JpegDecoder)
         self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
         if not self.extensions:
             raise ValueError("extensions must not be empty")
@@ -296,10 +305,34 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         label = self.samples[index][1]
+        if self.decoder == "torchvision":
+            decoded = self._torchvision_item(index)
+            if decoded is not None:
+                return decoded, label
         img = self.load_image(index)
         if self.transform is not None:
             img = self.transform(img)
         return img, label
+
+    def _torchvision_item(self, index: int) -> torch.Tensor | None:
+        """Item ``index`` through torchvision's decoder (PIL for a rejected file); None for non-eval transforms."""
+        from .decoding import JpegDecoder, eval_geometry
+
+        if eval_geometry(self.transform) is None:
+            return None
+        if self._jpeg is None or self._jpeg_transform is not self.transform:
+            self._jpeg = JpegDecoder(self.transform)
+            self._jpeg_transform = self.transform
+        path = self.samples[index][0]
+        try:
+            px = self._jpeg.pixels([path])[0]
+        except (OSError, RuntimeError):  # unreadable file: PIL's path names it as CorruptImageError
+            px = None
+        if px is None:
+            return self.transform(self.load_image(index))
+        from .decoding import normalize_uint8
+
+        return normalize_uint8(px, self._jpeg.mean, self._jpeg.std)
 
     def __repr__(self) -> str:
         return (

@@ -29,7 +29,7 @@ ENV_DEFAULTS = {
     "GFNet-ClutteredFashionMNIST-v0": {"split": "test"},
 }
 #: env kwargs that choose networks and images (the rest are :class:`EnvSettings` fields).
-TASK_KWARGS = ("checkpoint", "data_root", "dataset", "split", "trusted_pickle", "num_samples", "seed")
+TASK_KWARGS = ("checkpoint", "data_root", "dataset", "split", "trusted_pickle", "num_samples", "seed", "prepared")
 #: env kwargs that are neither task nor settings: where the networks run, and the grid feature cache.
 RUNTIME_KWARGS = ("device", "feature_cache")
 

@@ -15,6 +15,7 @@ checked (float tensor, integer label) as it is loaded.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,17 @@ from torch.utils.data import Dataset
 
 from .checks import check_int, check_sample
 from .seeded import seeded_randomness
+
+
+def default_decode_threads(cpus: int | None = None, torch_threads: int | None = None, cap: int = 8) -> int:
+    """Decoding threads that leave torch its own: the cores left after ``torch.get_num_threads()``, at least 1,
+    at most ``cap``. 2 cores with torch's 2 threads → 1; 16 cores with 8 torch threads → 8.
+
+    With the networks on a GPU the host's torch threads are mostly idle, so all cores but one may decode; pass
+    ``torch_threads=1`` there."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    torch_threads = torch_threads if torch_threads is not None else torch.get_num_threads()
+    return max(1, min(cap, cpus - torch_threads))
 
 
 class SlotImageLoader:

@@ -8,6 +8,7 @@ Both accept ``checkpoint=`` (a path or an already built :class:`~feature_nets.gf
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -48,8 +49,12 @@ def load_model(checkpoint, trusted_pickle: bool = False) -> GFNet:
 
 
 def imagenet_task(checkpoint=None, data_root=None, dataset: Dataset | None = None, split: str = "val",
-                  trusted_pickle: bool = False) -> tuple[GFNet, Dataset]:
-    """Model and images of ``GFNet-ImageNet-v0`` (kwargs first, then GFNET_CHECKPOINT / GFNET_IMAGENET)."""
+                  trusted_pickle: bool = False, prepared=None) -> tuple[GFNet, Dataset]:
+    """Model and images of ``GFNet-ImageNet-v0`` (kwargs first, then GFNET_CHECKPOINT / GFNET_IMAGENET).
+
+    ``prepared``: the val split's prepared cache (:mod:`gfnet_env.prepared`): None uses
+    ``data_root/val.gfnet-prepared.npy`` when it exists (a stale one is refused), a path uses that file (it must
+    exist), False always decodes the JPEGs. The train split (random augmentation) never uses one."""
     checkpoint = checkpoint if checkpoint is not None else os.environ.get("GFNET_CHECKPOINT")
     if checkpoint is None:
         raise ValueError("no checkpoint given. " + IMAGENET_HELP)
@@ -59,12 +64,29 @@ def imagenet_task(checkpoint=None, data_root=None, dataset: Dataset | None = Non
             raise ValueError("no data_root or dataset given. " + IMAGENET_HELP)
     if split not in ("train", "val"):
         raise ValueError(f"unknown split {split!r} for ImageNet; choose 'train' or 'val'")
+    if prepared not in (None, False) and (split != "val" or dataset is not None):
+        raise ValueError(f"prepared={prepared!r} applies to the val split read from data_root only (the train split's "
+                         "augmentation is random, and a dataset= argument is used as given)")
     model = load_model(checkpoint, trusted_pickle)
     if dataset is None:
         dataset = imagenet_split(data_root, split, model.spec.config)
+        if split == "val" and prepared is not False:
+            dataset = _use_prepared(dataset, prepared, model.image_size)
     else:
         check_image_dataset(dataset, model.image_size, model.num_classes)
     return model, dataset
+
+
+def _use_prepared(dataset, prepared, image_size: int):
+    """The split's prepared cache when there is one (logged), else the ImageFolder itself."""
+    from .prepared import open_prepared
+
+    cache = open_prepared(dataset, prepared, image_size)
+    if cache is None:
+        return dataset
+    logging.getLogger("gfnet_env").info("using the prepared cache %s (%d images) instead of decoding %s",
+                                        cache.path, len(cache), dataset.root)
+    return cache
 
 
 def cluttered_fashion_mnist_task(checkpoint=None, data_root=None, dataset: Dataset | None = None,
