@@ -1,34 +1,31 @@
 """Stable-Baselines3 agents: PPO, SAC, A2C, TD3, DQN (grid actions) and sb3-contrib's RecurrentPPO.
 
-Training goes through :func:`gfnet_env.make_sb3_vec_env` (one batched core for all ``n_envs``), wrapped in
-``VecMonitor`` so SB3 logs episode returns and the success rate, with
+Hyperparameters come from one table, :data:`agents.sb3_recipes.RECIPES` (``recipe=True``, what ``gfnet
+train-agent`` uses), overridable key by key (``hparams=``). Training goes through
+:func:`gfnet_env.make_sb3_vec_env` (one batched core, in a ``VecMonitor``: episode returns logged), with
 
 * TensorBoard logs under ``out_dir/tensorboard``;
 * an ``EvalCallback`` on a held-out split (``val`` by default) every ``eval_freq`` env steps, writing
   ``out_dir/eval/evaluations.npz`` and the best model to ``out_dir/best/``;
-* checkpoints ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (plus the replay buffer of off-policy
-  algorithms), written atomically at a rollout start every ``checkpoint_freq`` env steps, at the end, and when
-  a run crashes or is interrupted (an on-policy run first rolls back to the start of its unfinished rollout:
+* checkpoints ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (plus the newest replay buffer of off-policy
+  algorithms: ``keep_replay_buffers``), written atomically at a rollout start every ``checkpoint_freq`` env
+  steps, at the end, and when a run crashes or is interrupted (an on-policy run first rolls back to the start of its unfinished rollout:
   :func:`agents.sb3_files.checkpoint_callback`);
 * ``resume=True``: continue from the newest *valid* checkpoint (and its replay buffer) with
   ``reset_num_timesteps=False`` until ``steps`` env steps in total.
 
-Step counts: SB3 collects whole rollouts, so a run trains ``steps`` rounded up to the next multiple of
-``n_steps·n_envs`` (on-policy) or of ``train_freq·n_envs`` (off-policy); the rounding is printed, the sidecar
-and ``agent.json`` record the steps actually made (``num_timesteps``), and an interrupted + resumed run makes
-exactly as many as an uninterrupted one.
+Step counts: SB3 collects whole rollouts, so ``steps`` is rounded up to a multiple of ``n_steps·n_envs`` /
+``train_freq·n_envs`` (printed; ``num_timesteps`` is recorded); a resumed run makes as many as an uninterrupted one.
 
 Loading never runs code from a file unless ``trust_agent=True`` (:mod:`agents.sb3_files`).
 
-The final model is ``out_dir/<sb3_algo>.zip`` with a sidecar ``<sb3_algo>.json`` (the env kwargs it was
-trained on: ``obs_mode``, ``action_mode``, ``grid_size``, …) and ``out_dir/agent.json``. When the sidecar is
-missing (e.g. a shipped zip), the env settings are read off the model's spaces.
+The final model is ``out_dir/<sb3_algo>.zip``, its sidecar ``<sb3_algo>.json`` (env kwargs and hparams) and
+``out_dir/agent.json``; without a sidecar (a shipped zip) the env settings are read off the model's spaces.
 
 Example::
 
-    agent = train_sb3("ppo", "GFNet-ClutteredFashionMNIST-v0", 200_000, "runs/ppo", split="train")
-    agent = agents.load_agent("sb3-ppo", "runs/ppo")
-    agent.reset(8); actions = agent.act(obs_batch)
+    agent = train_sb3("ppo", "GFNet-ClutteredFashionMNIST-v0", None, "runs/ppo", recipe=True)
+    agent = agents.load_agent("sb3-ppo", "runs/ppo"); agent.reset(8); actions = agent.act(obs_batch)
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from feature_nets.files import atomic_write_text
 from .base import Agent, PathLike, Run, RunContext, train_hint
 from .sb3_files import (best_model_callback, check_trust_flag, checkpoint_callback, latest_checkpoint,
                         load_replay_buffer, load_sb3_model, safe_custom_objects, save_model, step_unit)
+from .sb3_recipes import OFF_POLICY
 from .trained import jsonable, write_agent_json
 
 #: registry name -> (module, class) of the SB3 algorithm.
@@ -60,7 +59,6 @@ ALGORITHMS: dict[str, tuple[str, str]] = {
 #: action modes each algorithm supports (the first is its default).
 ACTION_MODES = {"ppo": ("continuous", "grid"), "a2c": ("continuous", "grid"), "recurrent-ppo": ("continuous", "grid"),
                 "sac": ("continuous",), "td3": ("continuous",), "dqn": ("grid",)}
-OFF_POLICY = ("sac", "td3", "dqn")
 #: Agents shipped for an env, by (env id, agent name) → file under gfnet_env/weights/.
 SHIPPED_AGENTS = {("GFNet-ClutteredFashionMNIST-v0", "sb3-ppo"): "sb3_ppo_cluttered_fmnist.zip"}
 
@@ -139,9 +137,6 @@ class SB3Agent(Agent):
         self._episode_start: np.ndarray | None = None
         self.metadata: dict[str, Any] = {}
 
-    def env_settings(self) -> dict[str, Any]:
-        return super().env_settings()
-
     def reset(self, num_envs: int) -> None:
         super().reset(num_envs)
         self._state = None
@@ -208,18 +203,22 @@ class SB3Agent(Agent):
 
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size``, ``device``, ``eval_episodes``, ``trust_agent``
-        (for ``--resume``) and the progress bar."""
-        keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes", "trust_agent")
-        out = {k: options[k] for k in keys if k in options}
+        """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size`` (None: the recipe's), ``device``,
+        ``eval_episodes``, ``trust_agent`` (for ``--resume``), ``hparams``, ``keep_replay_buffers`` and the
+        progress bar; the CLI trains with the recipe (:mod:`agents.sb3_recipes`)."""
+        keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes", "trust_agent",
+                "hparams", "keep_replay_buffers")
+        out = {k: options[k] for k in keys if options.get(k) is not None}
         if "progress" in options:
             out["progress_bar"] = options["progress"]
+        out["recipe"] = True
         return out
 
     @classmethod
-    def learn(cls, env_id: str, steps: int, seed: int, out_dir: PathLike, resume: bool = False,
+    def learn(cls, env_id: str, steps: int | None, seed: int, out_dir: PathLike, resume: bool = False,
               **env_kwargs) -> "SB3Agent":
-        """:func:`train_sb3` with this agent's algorithm (``n_envs``, ``obs_mode``, … may be in ``env_kwargs``)."""
+        """:func:`train_sb3` with this agent's algorithm (``n_envs``, ``obs_mode``, ``recipe``, ``hparams``, …
+        may be in ``env_kwargs``)."""
         return train_sb3(cls.algo, env_id, steps, out_dir, seed=seed, resume=resume, **env_kwargs)
 
 
@@ -244,17 +243,6 @@ AGENT_CLASSES: dict[str, type[SB3Agent]] = {c.algo: c for c in (SB3PPOAgent, SB3
 # Training
 # =====================================================================================================
 
-def _default_algo_kwargs(algo: str, n_envs: int, obs_bytes: int) -> dict[str, Any]:
-    """Defaults sized for GFNet's short episodes (T − 1 steps) and large observations."""
-    if algo in ("ppo", "recurrent-ppo"):
-        return {"n_steps": 64, "batch_size": 64}
-    if algo in OFF_POLICY:
-        # cap the replay buffer at ~2 GB of observations (obs + next obs)
-        buffer = int(min(100_000, max(10_000, 2e9 // max(1, 2 * obs_bytes))))
-        return {"buffer_size": buffer, "learning_starts": 100}
-    return {}
-
-
 def _default_eval_split(env_id: str, env_kwargs: dict) -> str | None:
     if "dataset" in env_kwargs:
         return None  # a user dataset has no split; evaluate on it (pass eval_env_kwargs to hold out)
@@ -264,11 +252,11 @@ def _default_eval_split(env_id: str, env_kwargs: dict) -> str | None:
 def train_sb3(
     algo: str,
     env_id: str,
-    steps: int,
+    steps: int | None,
     out_dir: PathLike,
     seed: int = 0,
-    n_envs: int = 16,
-    obs_mode: str = "gru",
+    n_envs: int | None = None,
+    obs_mode: str | None = None,
     action_mode: str | None = None,
     grid_size: int | None = None,
     device: str = "auto",
@@ -281,6 +269,9 @@ def train_sb3(
     trust_agent: bool = False,
     progress_bar: bool = False,
     algo_kwargs: dict | None = None,
+    hparams: dict | None = None,
+    recipe: bool = False,
+    keep_replay_buffers: str = "latest",
     callback=None,
     verbose: int = 0,
     **env_kwargs,
@@ -291,24 +282,24 @@ def train_sb3(
         algo: ``ppo``, ``sac``, ``a2c``, ``td3``, ``dqn``, ``recurrent-ppo`` (``sb3-`` prefix accepted).
         env_id: a GFNet env id.
         steps: total env steps (SB3 ``total_timesteps``; on resume, the total including earlier runs), rounded
-            up to whole rollouts (see the module docstring).
+            up to whole rollouts (see the module docstring); None: the recipe's.
         out_dir: logs, checkpoints and the final model (see the module docstring).
         seed: seeds SB3 (weights, exploration) and the env's image draws.
-        n_envs: episodes stepped as one batch.
-        obs_mode: ``gru`` (MlpPolicy), ``feature_map`` (MlpPolicy on the flattened map) or ``dict``
-            (MultiInputPolicy); the Lstm variants for RecurrentPPO.
-        action_mode: ``continuous`` or ``grid`` (default: ``grid`` for DQN, else ``continuous``).
-        grid_size: G for grid actions (env default 7).
+        n_envs, obs_mode, action_mode, grid_size: override the recipe's (None: the recipe's).
         device: torch device of the env's networks and of the SB3 model.
         eval_split: split of the EvalCallback's env (default ``val``; the training data itself when a
             ``dataset`` is passed); ``eval_env_kwargs`` override any eval env kwarg.
         eval_episodes, eval_freq: episodes per evaluation and env steps between evaluations.
         checkpoint_freq: env steps between checkpoints (default steps / 10).
         resume: continue from the newest valid checkpoint in ``out_dir/checkpoints``.
-        trust_agent: ``True`` to unpickle the checkpoint fully when resuming (it may run code); by default only
-            known-safe data types are built.
-        progress_bar: SB3's progress bar.
-        algo_kwargs: extra constructor arguments of the algorithm (override the defaults here).
+        trust_agent: ``True`` to unpickle the checkpoint fully when resuming (it may run code).
+        progress_bar: a tqdm progress bar (no ``rich`` needed).
+        algo_kwargs: constructor arguments of the algorithm (over the recipe's).
+        hparams: any recipe key (:mod:`agents.sb3_recipes`) or constructor argument; overrides everything.
+        recipe: True: start from :data:`agents.sb3_recipes.RECIPES` (what ``gfnet train-agent`` does); False:
+            from :func:`agents.sb3_recipes.legacy_recipe` (GRU observations, SB3's networks).
+        keep_replay_buffers: off-policy checkpoints keep the ``latest`` replay buffer (older ones deleted),
+            ``all`` or ``none``.
         callback: extra SB3 callback(s), run after the checkpoint and evaluation callbacks.
         **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``reward=``, …); ``split``
             defaults to ``"train"`` (not the env's evaluation split).
@@ -317,106 +308,132 @@ def train_sb3(
         The trained :class:`SB3Agent`.
     """
     from stable_baselines3.common.callbacks import CallbackList, EvalCallback
-    from stable_baselines3.common.vec_env import VecMonitor
 
     from gfnet_env import make_sb3_vec_env
+
+    from .sb3_files import progress_callback
+    from .sb3_recipes import ENV_KEYS, policy_kwargs, replay_buffer_size, resolve_recipe, sized_rollout, split_recipe
 
     algo = algo_key(algo)
     agent_cls = AGENT_CLASSES[algo]
     check_trust_flag(trust_agent)
-    if action_mode is None:
-        action_mode = ACTION_MODES[algo][0]
+    if keep_replay_buffers not in ("latest", "all", "none"):
+        raise ValueError(f"keep_replay_buffers must be 'latest', 'all' or 'none', got {keep_replay_buffers!r}")
+    values = resolve_recipe(algo, recipe, hparams, steps=steps, n_envs=n_envs, obs_mode=obs_mode,
+                            action_mode=action_mode, grid_size=grid_size,
+                            action_range=env_kwargs.pop("action_range", None))
+    settings, kwargs = split_recipe(values)
+    kwargs = {**kwargs, **(algo_kwargs or {}), **{k: v for k, v in (hparams or {}).items() if k not in ENV_KEYS}}
+    steps, n_envs, action_mode = settings.get("steps"), int(settings["n_envs"]), settings["action_mode"]
     if action_mode not in ACTION_MODES[algo]:
         raise ValueError(f"{agent_cls.name} supports action_mode {ACTION_MODES[algo]}, not {action_mode!r}")
-    if steps < 1:
+    if steps is None or steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings: dict[str, Any] = {"obs_mode": obs_mode, "action_mode": action_mode}
-    if grid_size is not None:
-        settings["grid_size"] = int(grid_size)
-    if action_mode == "continuous":
-        # SB3's Gaussian policies start at mean 0 and clip to the box: in [0, 1] that is the top-left corner
-        # with half the samples clipped; in [-1, 1] it is the centre of the image.
-        settings["action_range"] = env_kwargs.pop("action_range", "symmetric")
-    env_kwargs = {"split": "train", **env_kwargs, **settings}
+    env_settings = {k: settings[k] for k in ("obs_mode", "action_mode", "grid_size", "action_range")
+                    if settings.get(k) is not None}
+    env_kwargs = {"split": "train", **env_kwargs, **env_settings}
 
     prefix = algo.replace("-", "_")
     ckpt_dir = out_dir / "checkpoints"
     tb_dir = str(out_dir / "tensorboard")
     cls = algorithm_class(algo)
+    off_policy = algo in OFF_POLICY
     found = None
     if resume:
         for stale in ckpt_dir.glob(f"{prefix}_*.tmp"):  # left by a run killed while saving
             stale.unlink(missing_ok=True)
-        found = latest_checkpoint(ckpt_dir, prefix, replay_buffer=algo in OFF_POLICY)
+        found = latest_checkpoint(ckpt_dir, prefix, replay_buffer=off_policy)
         if found is not None and not trust_agent:
             safe_custom_objects(found[0])  # refuse an untrusted file before building any env
 
-    train_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, device=device, **env_kwargs))
+    train_env = make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, device=device, **env_kwargs)
     eval_kwargs = dict(env_kwargs)
     split = eval_split if eval_split is not None else _default_eval_split(env_id, env_kwargs)
     if split is not None:
         eval_kwargs["split"] = split
     eval_kwargs.update(eval_env_kwargs or {})
     eval_n = max(1, min(n_envs, eval_episodes))
-    eval_env = VecMonitor(make_sb3_vec_env(env_id, n_envs=eval_n, seed=seed + 10_000, device=device, **eval_kwargs))
+    eval_env = make_sb3_vec_env(env_id, n_envs=eval_n, seed=seed + 10_000, device=device, **eval_kwargs)
 
     if found is not None:
         path, done = found
         model = load_sb3_model(cls, path, trust_agent=trust_agent, env=train_env, device=device,
                                tensorboard_log=tb_dir)
         buffer = ckpt_dir / f"{prefix}_replay_buffer_{done}_steps.pkl"
-        if algo in OFF_POLICY and buffer.exists():
+        if off_policy and buffer.exists():
             load_replay_buffer(model, buffer, trust_agent=trust_agent)
-        if verbose:
-            print(f"resuming {agent_cls.name} from {path} ({model.num_timesteps} steps done)")
+        print(f"resuming {agent_cls.name} from {path} ({model.num_timesteps} steps done)") if verbose else None
     else:
         if resume:
             print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch")
-        recurrent = algo == "recurrent-ppo"
-        policy = ("MultiInputLstmPolicy" if obs_mode == "dict" else "MlpLstmPolicy") if recurrent else \
-            ("MultiInputPolicy" if obs_mode == "dict" else "MlpPolicy")
+        dict_obs = settings["obs_mode"] == "dict"
+        policy = ("MultiInputLstmPolicy" if dict_obs else "MlpLstmPolicy") if algo == "recurrent-ppo" else \
+            ("MultiInputPolicy" if dict_obs else "MlpPolicy")
         obs_space = train_env.observation_space
         obs_bytes = 4 * (sum(int(np.prod(s.shape or (1,))) for s in obs_space.spaces.values())
                          if hasattr(obs_space, "spaces") else int(np.prod(obs_space.shape)))
-        kwargs = {**_default_algo_kwargs(algo, n_envs, obs_bytes), **(algo_kwargs or {})}
-        model = cls(policy, train_env, seed=seed, device=device, tensorboard_log=tb_dir, verbose=verbose, **kwargs)
+        if off_policy:
+            wanted = int(kwargs.get("buffer_size", 1_000_000))
+            kwargs["buffer_size"] = replay_buffer_size(wanted, obs_bytes, settings.get("buffer_bytes"))
+            if kwargs["buffer_size"] < wanted:
+                print(f"{agent_cls.name}: replay buffer capped at {kwargs['buffer_size']} transitions "
+                      f"({2 * obs_bytes} bytes each; buffer_bytes={settings.get('buffer_bytes')})")
+        else:
+            sized_rollout(kwargs, settings.get("rollout_steps"), n_envs)
+        pk = policy_kwargs(settings, kwargs)
+        kwargs.pop("policy_kwargs", None)
+        try:
+            model = cls(policy, train_env, seed=seed, device=device, tensorboard_log=tb_dir, verbose=verbose,
+                        **({"policy_kwargs": pk} if pk else {}), **kwargs)
+        except TypeError as e:  # an unknown --hparams key; nothing written to out_dir yet
+            train_env.close()
+            eval_env.close()
+            raise ValueError(f"{agent_cls.name}: {e} (keys: agents/sb3_recipes.py or the SB3 constructor)") from e
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     remaining = steps - int(model.num_timesteps)
     unit = step_unit(model)
     if unit and remaining > 0 and steps % unit:
         print(f"{agent_cls.name}: SB3 trains in whole rollouts of {unit} env steps (n_envs={model.n_envs}); "
               f"--steps {steps} trains {math.ceil(steps / unit) * unit} in total")
+    if unit and not off_policy and unit * 5 > steps:
+        warnings.warn(f"{agent_cls.name}: one rollout is {unit} env steps (n_steps·n_envs) of {steps}: fewer "
+                      f"than 5 updates; lower n_steps or n_envs, or train longer", stacklevel=2)
     checkpoints = checkpoint_callback(ckpt_dir, prefix, checkpoint_freq or max(steps // 10, n_envs),
-                                      replay_buffer=algo in OFF_POLICY)
+                                      replay_buffer=off_policy and keep_replay_buffers != "none",
+                                      keep_all_buffers=keep_replay_buffers == "all")
     callbacks = [checkpoints,
                  EvalCallback(eval_env, n_eval_episodes=eval_episodes,
                               eval_freq=max(1, (eval_freq or max(steps // 10, n_envs)) // n_envs),
                               log_path=str(out_dir / "eval"), best_model_save_path=None,
                               callback_on_new_best=best_model_callback(out_dir / "best" / "best_model.zip"),
                               deterministic=True, verbose=verbose, warn=False)]
+    if progress_bar:
+        callbacks.append(progress_callback(steps, desc=agent_cls.name))
     callbacks += list(callback) if isinstance(callback, (list, tuple)) else [callback] if callback else []
 
-    if remaining > 0:
-        try:
-            model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
-                        reset_num_timesteps=found is None, tb_log_name=prefix, progress_bar=progress_bar)
-        except BaseException:
-            # also on a crash or Ctrl-C nothing done is lost: save the last consistent state
-            checkpoints.rollback()
+    try:
+        if remaining > 0:
+            try:
+                model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
+                            reset_num_timesteps=found is None, tb_log_name=prefix)
+            except BaseException:
+                # also on a crash or Ctrl-C nothing done is lost: save the last consistent state
+                checkpoints.rollback()
+                checkpoints.save()
+                raise
             checkpoints.save()
-            raise
-        checkpoints.save()
+    finally:
+        train_env.close()
+        eval_env.close()
 
     agent = agent_cls(model, env_kwargs=jsonable(env_kwargs))
-    agent.metadata = {"env_id": env_id, "seed": seed, "steps": steps}
+    agent.metadata = {"env_id": env_id, "seed": seed, "steps": steps, "hparams": jsonable(values)}
     file = f"sb3_{prefix}.zip"
     agent.save(out_dir / file)
     write_agent_json(out_dir, agent_cls.name, file, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps,
                      num_timesteps=int(model.num_timesteps))
-    train_env.close()
-    eval_env.close()
     return agent
 
 

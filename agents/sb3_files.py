@@ -38,7 +38,8 @@ from feature_nets.files import atomic_write
 
 __all__ = ["RestrictedUnpickler", "UntrustedAgentError", "best_model_callback", "check_trust_flag",
            "checkpoint_callback", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer", "load_sb3_model",
-           "safe_custom_objects", "save_model", "save_replay_buffer", "step_unit"]
+           "progress_callback", "prune_replay_buffers", "safe_custom_objects", "save_model", "save_replay_buffer",
+           "step_unit"]
 
 #: How to opt in, appended to every refusal.
 OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to the gfnet command "
@@ -68,7 +69,7 @@ _EXACT = {
     ("stable_baselines3.common.type_aliases", "TrainFrequencyUnit"),
 }
 _CLASS_PREFIXES = ("gymnasium.spaces.", "stable_baselines3.", "sb3_contrib.", "torch.nn.modules.", "torch.optim.",
-                   "numpy.dtypes")
+                   "numpy.dtypes", "gfnet_env.sb3_extractors")
 
 
 def _safe_class(module: str, obj: Any) -> bool:
@@ -89,6 +90,10 @@ def _safe_class(module: str, obj: Any) -> bool:
         schedules = tuple(getattr(utils, n) for n in ("FloatSchedule", "ConstantSchedule", "LinearSchedule")
                           if hasattr(utils, n))
         return issubclass(obj, (BasePolicy, BaseBuffer, BaseFeaturesExtractor, ActionNoise)) or obj in schedules
+    if module == "gfnet_env.sb3_extractors":  # this package's own features extractors
+        from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+        return issubclass(obj, BaseFeaturesExtractor)
     if module.startswith("torch.nn.modules."):
         import torch
 
@@ -263,7 +268,7 @@ def latest_checkpoint(folder, prefix: str, replay_buffer: bool = False) -> tuple
 
 
 # --- checkpoints during training ----------------------------------------------------------------------------
-def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool):
+def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, keep_all_buffers: bool = False):
     """An SB3 callback that checkpoints only where the model is consistent, and can roll back to that point.
 
     Checkpoints ``<prefix>_<N>_steps.zip`` (and, with ``replay_buffer``, ``<prefix>_replay_buffer_<N>_steps.pkl``)
@@ -273,7 +278,8 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool):
     policy and optimizer state (and step count) taken there; :meth:`rollback` restores it after an
     interruption, so the state saved on Ctrl-C is the one a resumed run can continue exactly as an
     uninterrupted run would (same step count; the partial rollout's env steps are collected again).
-    Off-policy models (SAC, TD3, DQN) train after every collection step and keep no copy.
+    Off-policy models (SAC, TD3, DQN) train after every collection step and keep no copy. Each replay buffer
+    saved deletes the older ones (they are as large as the buffer: 200+ MB each), unless ``keep_all_buffers``.
     """
     import copy
 
@@ -307,7 +313,9 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool):
             n = int(self.model.num_timesteps)
             path = save_model(self.model, Path(folder) / f"{prefix}_{n}_steps.zip")
             if replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
-                save_replay_buffer(self.model, Path(folder) / f"{prefix}_replay_buffer_{n}_steps.pkl")
+                new = save_replay_buffer(self.model, Path(folder) / f"{prefix}_replay_buffer_{n}_steps.pkl")
+                if not keep_all_buffers:
+                    prune_replay_buffers(folder, prefix, keep=Path(new).name)
             return path
 
         def rollback(self) -> bool:
@@ -323,6 +331,37 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool):
             return True
 
     return ConsistentCheckpoints()
+
+
+def prune_replay_buffers(folder, prefix: str, keep: str) -> list[Path]:
+    """Delete every ``<prefix>_replay_buffer_<N>_steps.pkl`` in ``folder`` except the file named ``keep``;
+    returns the deleted paths."""
+    gone = []
+    for f in Path(folder).glob(f"{prefix}_replay_buffer_*_steps.pkl"):
+        if f.name != keep:
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
+
+
+def progress_callback(total: int, desc: str = "training"):
+    """An SB3 callback drawing a tqdm bar of env steps up to ``total`` (SB3's own bar needs ``rich``)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm.auto import tqdm
+
+    class TqdmProgress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=int(total), initial=int(self.model.num_timesteps), desc=desc, unit="step",
+                            dynamic_ncols=True)
+
+        def _on_step(self) -> bool:
+            self.bar.update(int(self.model.num_timesteps) - self.bar.n)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return TqdmProgress()
 
 
 def best_model_callback(path):

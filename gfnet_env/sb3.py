@@ -4,6 +4,8 @@ SB3 does not accept Gymnasium vector envs, so this adapter speaks SB3's own cont
 only observations, ``step_wait`` auto-resets finished envs and stores the last observation in
 ``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]`` is set, observations are numpy,
 and ``seed(s)`` seeds env i with s + i at the next reset. One batched step serves all N envs.
+:func:`make_sb3_vec_env` wraps it in a ``VecMonitor`` (episode returns logged). The features extractors of
+:mod:`gfnet_env.sb3_extractors` are exported here too.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from stable_baselines3.common.vec_env import VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
 from .checks import check_option_keys
 from .core import GFNetCore, slice_obs
+from .sb3_extractors import FeatureMapExtractor, GFNetDictExtractor
+
+__all__ = ["FeatureMapExtractor", "GFNetDictExtractor", "GFNetSB3VecEnv", "GFNetVecMonitor", "make_sb3_vec_env"]
 
 
 class GFNetSB3VecEnv(VecEnv):
@@ -90,13 +96,41 @@ class GFNetSB3VecEnv(VecEnv):
         return [render_slot(self.core, i, None) for i in range(self.num_envs)]
 
 
-def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None, **kwargs) -> GFNetSB3VecEnv:
+class GFNetVecMonitor(VecMonitor):
+    """SB3's ``VecMonitor`` (``infos[i]["episode"] = {"r": return, "l": length, "t": seconds}`` at each episode
+    end, so SB3 logs ``rollout/ep_rew_mean`` / ``ep_len_mean``) that also works as a context manager and
+    passes ``core`` through to the adapter."""
+
+    @property
+    def core(self) -> GFNetCore:
+        return self.venv.core
+
+    def __enter__(self) -> "GFNetVecMonitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None, monitor: bool = True,
+                     **kwargs) -> GFNetSB3VecEnv | GFNetVecMonitor:
     """An SB3 VecEnv of ``n_envs`` GFNet episodes in one batch, for a registered GFNet env id.
 
-    Example::
+    Args:
+        env_id: a registered GFNet env id.
+        n_envs: episodes stepped as one batch.
+        seed: env i draws its images with seed + i (None: unseeded).
+        monitor: wrap in :class:`GFNetVecMonitor` (SB3's ``VecMonitor``) so episode returns, lengths and the
+            success rate are logged; False returns the bare :class:`GFNetSB3VecEnv`.
+        **kwargs: env arguments (``split``, ``obs_mode``, ``action_mode``, ``device``, …).
 
-        vec_env = gfnet_env.make_sb3_vec_env("GFNet-ClutteredFashionMNIST-v0", n_envs=64)
-        PPO("MlpPolicy", vec_env).learn(10_000)
+    Example (the recipe of ``sb3-ppo``; docs/sb3.md)::
+
+        from stable_baselines3 import PPO
+        env = gfnet_env.make_sb3_vec_env("GFNet-ClutteredFashionMNIST-v0", n_envs=64, split="train",
+                                         obs_mode="feature_map", action_mode="grid")
+        PPO("MlpPolicy", env, n_steps=64, batch_size=512, gamma=1.0,
+            policy_kwargs={"features_extractor_class": FeatureMapExtractor}).learn(300_000)
     """
     from .factory import make_core, task_of
 
@@ -104,4 +138,4 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None, **kw
     vec = GFNetSB3VecEnv(make_core(task_of(env_id), n_envs, device=device, **kwargs))
     if seed is not None:
         vec.seed(seed)
-    return vec
+    return GFNetVecMonitor(vec) if monitor else vec

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_env_kwarg, parse_env_kwargs, raw_formatter
+from ._common import add_env_kwarg, parse_env_kwargs, parse_pairs, parse_value, raw_formatter
 from .benchmark import add_trust_agent
 
-EXAMPLE = """  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNIST-v0 --steps 200000 --seed 0 \\
-      --out runs/sb3_ppo/seed_0
+EXAMPLE = """  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNIST-v0 --out runs/sb3_ppo
+  gfnet train-agent --agent sb3-dqn --env GFNet-ClutteredFashionMNIST-v0 --steps 50000 \\
+      --hparams learning_rate=1e-4 --hparams gamma=0.99 --seeds 3 --out runs/sb3_dqn
   gfnet train-agent --agent paper-ppo --env GFNet-ImageNet-v0 \\
       --env-kwarg checkpoint=resnet50_patch_size_96_T5.pth.tar \\
       --env-kwarg data_root=/data/imagenet --steps 1000000 --out runs/paper_ppo --resume
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "sb3-recurrent-ppo (or any registered trainable agent)")
     parser.add_argument("--env", required=True, help="env id, e.g. GFNet-ClutteredFashionMNIST-v0 or GFNet-ImageNet-v0")
     add_env_kwarg(parser)
-    parser.add_argument("--steps", type=int, required=True, help="env steps to train for (in total, when resuming)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="env steps to train for (in total, when resuming); SB3 agents: default the recipe's")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, image order and exploration")
     parser.add_argument("--seeds", type=int, default=1,
                         help="train N independent copies with seeds SEED..SEED+N-1, each in OUT/seed_<s>/ "
@@ -36,12 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
     sb3 = parser.add_argument_group("SB3 agents")
-    sb3.add_argument("--n-envs", type=int, default=16, help="episodes stepped as one batch (default 16)")
-    sb3.add_argument("--obs-mode", default="gru", choices=["gru", "feature_map", "dict"],
-                     help="observation (default gru)")
+    sb3.add_argument("--n-envs", type=int, default=None, help="episodes stepped as one batch (default: the recipe's)")
+    sb3.add_argument("--obs-mode", default=None, choices=["gru", "feature_map", "dict"],
+                     help="observation (default: the recipe's, feature_map)")
     sb3.add_argument("--action-mode", default=None, choices=["continuous", "grid"],
-                     help="action (default: grid for sb3-dqn, else continuous)")
-    sb3.add_argument("--grid-size", type=int, default=None, help="G of grid actions (env default 7)")
+                     help="action (default: the recipe's: grid for ppo/a2c/recurrent-ppo/dqn, continuous for sac/td3)")
+    sb3.add_argument("--grid-size", type=int, default=None, help="G of grid actions (default: the recipe's, 7)")
+    sb3.add_argument("--hparams", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a value of the agent's recipe (agents/sb3_recipes.py, docs/sb3.md), repeatable: "
+                          "learning_rate=1e-4, gamma=0.99, n_steps=32, buffer_size=50000, extractor=none, "
+                          "net_arch=[64,64], ...; values are parsed as Python literals when possible")
+    sb3.add_argument("--keep-replay-buffers", default="latest", choices=["latest", "all", "none"],
+                     help="off-policy checkpoints: keep the newest replay buffer (default), all, or none")
     sb3.add_argument("--eval-episodes", type=int, default=100, help="episodes per held-out evaluation")
     ppo = parser.add_argument_group("paper-ppo")
     ppo.add_argument("--batch-size", type=int, default=64, help="images per PPO update (default 64)")
@@ -68,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
     options = {"device": args.device, "progress": not args.no_progress, "n_envs": args.n_envs,
                "obs_mode": args.obs_mode, "action_mode": args.action_mode, "grid_size": args.grid_size,
                "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr,
-               "trust_agent": args.trust_agent}
+               "trust_agent": args.trust_agent,
+               "hparams": {k: parse_value(v) for k, v in parse_pairs(args.hparams, "--hparams")} or None,
+               "keep_replay_buffers": args.keep_replay_buffers}
+    if args.steps is None and not args.agent.startswith("sb3-"):
+        print("gfnet train-agent: --steps is required (only sb3-* agents have a recipe default)")
+        return 2
     seeds = [args.seed + k for k in range(args.seeds)]
     for seed in seeds:
         out = args.out if args.seeds == 1 else str(Path(args.out) / f"seed_{seed}")

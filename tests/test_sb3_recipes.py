@@ -1,0 +1,171 @@
+"""SB3 recipes (agents/sb3_recipes.py), the exported features extractors, the VecMonitor of the adapter, replay-buffer
+checkpoint pruning and the progress bar without ``rich``. Tiny models (tests/tiny.py): seconds on CPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+import gfnet_env
+from agents.sb3_recipes import RECIPES, replay_buffer_size, resolve_recipe
+from gfnet_env.sb3 import FeatureMapExtractor, GFNetDictExtractor
+from tiny import tiny_dataset, tiny_model
+
+ENV_ID = "GFNet-ImageNet-v0"
+
+
+def _tiny_env(n=4, **kw):
+    return gfnet_env.make_sb3_vec_env(ENV_ID, n_envs=n, checkpoint=tiny_model(), dataset=tiny_dataset(),
+                                      device="cpu", seed=0, **kw)
+
+
+def _train(algo, out, steps=64, **kw):
+    from agents.sb3_agents import train_sb3
+
+    kw.setdefault("n_envs", 4)
+    return train_sb3(algo, ENV_ID, steps, out, seed=0, device="cpu", checkpoint=tiny_model(),
+                     dataset=tiny_dataset(), eval_episodes=4, eval_freq=steps // 2, checkpoint_freq=steps // 4, **kw)
+
+
+# --- the table --------------------------------------------------------------------------------------------------
+def test_every_algorithm_has_a_recipe_with_a_sized_rollout_or_buffer():
+    from agents.sb3_agents import ACTION_MODES, ALGORITHMS
+
+    assert set(RECIPES) == set(ALGORITHMS)
+    for algo, r in RECIPES.items():
+        assert r["action_mode"] in ACTION_MODES[algo] and r["obs_mode"] in ("gru", "feature_map", "dict")
+        assert ("rollout_steps" in r) != ("buffer_size" in r), algo
+        if r["action_mode"] == "continuous":
+            assert r["action_range"] == "symmetric"  # a Gaussian's zero mean is the centre, not a corner
+
+
+def test_hparams_override_given_values_which_override_the_recipe():
+    r = resolve_recipe("dqn", n_envs=8, obs_mode=None, hparams={"learning_rate": 1e-4, "n_envs": 2})
+    assert r["n_envs"] == 2 and r["learning_rate"] == 1e-4 and r["obs_mode"] == RECIPES["dqn"]["obs_mode"]
+    assert resolve_recipe("dqn", n_envs=8)["n_envs"] == 8
+    assert resolve_recipe("ppo", recipe=False)["obs_mode"] == "gru"
+    r = resolve_recipe("ppo")
+    r["net_arch"]["pi"].append(1)
+    assert RECIPES["ppo"]["net_arch"]["pi"] == [256, 256]  # the table is copied, never changed
+
+
+def test_replay_buffer_is_capped_by_bytes_and_memory():
+    obs_bytes = 4 * 6400  # the MobileNet-V3 cascade's observation
+    assert replay_buffer_size(1_000_000, obs_bytes, buffer_bytes=2**30, memory=2**40) == 2**30 // (2 * obs_bytes)
+    assert replay_buffer_size(1_000_000, obs_bytes, buffer_bytes=None, memory=2**32) == 2**32 // 4 // (2 * obs_bytes)
+    assert replay_buffer_size(5_000, 16, buffer_bytes=2**30, memory=2**40) == 5_000
+    assert replay_buffer_size(1_000_000, obs_bytes, buffer_bytes=1, memory=2**40) == 1_000  # floor
+
+
+def test_cli_trains_with_the_recipe_and_hparams_override_it(tmp_path, monkeypatch):
+    import agents.sb3_agents as sb3
+    from agents.cli import main
+
+    seen = {}
+
+    def fake_train(algo, env_id, steps, out_dir, **kw):
+        seen.update(algo=algo, steps=steps, **kw)
+        return sb3.AGENT_CLASSES["dqn"].__new__(sb3.AGENT_CLASSES["dqn"])
+
+    monkeypatch.setattr(sb3, "train_sb3", fake_train)
+    rc = main(["train-agent", "--agent", "sb3-dqn", "--env", ENV_ID, "--out", str(tmp_path / "d"),
+               "--hparams", "learning_rate=1e-4", "--hparams", "net_arch=[64, 64]", "--hparams", "extractor=none",
+               "--no-progress"])
+    assert rc == 0 and seen["recipe"] is True and seen["steps"] is None
+    assert seen["hparams"] == {"learning_rate": 1e-4, "net_arch": [64, 64], "extractor": None}
+    assert "obs_mode" not in seen and "n_envs" not in seen  # the recipe fills them
+
+
+def test_recipe_sizes_the_rollout_to_n_envs_and_hparams_reach_the_model(tmp_path):
+    agent = _train("ppo", tmp_path / "p", steps=64, recipe=True,
+                   hparams={"rollout_steps": 32, "batch_size": 16, "learning_rate": 1e-3, "n_epochs": 1,
+                            "extractor": "feature_map"})
+    m = agent.model
+    assert m.n_steps == 8 and m.batch_size == 16 and m.learning_rate == 1e-3
+    assert isinstance(m.policy.features_extractor, FeatureMapExtractor)
+    side = json.loads((tmp_path / "p" / "sb3_ppo.json").read_text())
+    assert side["env_kwargs"]["obs_mode"] == "feature_map" and side["env_kwargs"]["action_mode"] == "grid"
+    assert side["hparams"]["learning_rate"] == 1e-3
+    from agents.trained import load_agent
+
+    loaded = load_agent(None, tmp_path / "p", device="cpu")  # the extractor class loads without trust
+    assert isinstance(loaded.model.policy.features_extractor, FeatureMapExtractor)
+
+
+# --- extractors -------------------------------------------------------------------------------------------------
+def test_extractor_feature_dims():
+    fm = FeatureMapExtractor(spaces.Box(-np.inf, np.inf, (128, 4, 4), np.float32))
+    assert fm.features_dim == 256 and fm(torch.rand(3, 128, 4, 4)).shape == (3, 256)
+    d = spaces.Dict({"box": spaces.Box(0.0, 112.0, (4,), np.float32),
+                     "feature_map": spaces.Box(-np.inf, np.inf, (128, 4, 4), np.float32),
+                     "locations": spaces.Box(-1.0, 1.0, (4, 2), np.float32),
+                     "state": spaces.Box(-1.0, 1.0, (256,), np.float32), "step": spaces.Discrete(5)})
+    ext = GFNetDictExtractor(d)
+    assert ext.features_dim == 256 + 4 + 8 + 256 + 5
+    obs = {"box": torch.full((2, 4), 112.0), "feature_map": torch.rand(2, 128, 4, 4), "locations": -torch.ones(2, 4, 2),
+           "state": torch.zeros(2, 256), "step": torch.nn.functional.one_hot(torch.tensor([0, 4]), 5).float()}
+    out = ext(obs)
+    assert out.shape == (2, 529) and torch.equal(out[:, :4].detach(), torch.ones(2, 4))  # box (first key): 112 → 1
+    with pytest.raises(ValueError, match="obs_mode='feature_map'"):
+        FeatureMapExtractor(spaces.Box(-1, 1, (256,), np.float32))
+
+
+@pytest.mark.parametrize("obs_mode", ["feature_map", "dict"])
+def test_extractors_train_a_step_with_plain_sb3(obs_mode):
+    from stable_baselines3 import PPO
+
+    cls = FeatureMapExtractor if obs_mode == "feature_map" else GFNetDictExtractor
+    with _tiny_env(obs_mode=obs_mode, action_mode="grid", grid_size=3) as env:
+        model = PPO("MultiInputPolicy" if obs_mode == "dict" else "MlpPolicy", env, n_steps=8, batch_size=16,
+                    n_epochs=1, device="cpu", seed=0, policy_kwargs={"features_extractor_class": cls})
+        before = [p.detach().clone() for p in model.policy.features_extractor.parameters()]
+        model.learn(32)
+        after = list(model.policy.features_extractor.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(after, before))
+
+
+# --- runs that behave -------------------------------------------------------------------------------------------
+def test_vec_monitor_logs_episode_returns():
+    with _tiny_env(n=3, action_range="symmetric") as env:
+        env.reset()
+        total = np.zeros(3)
+        for _ in range(3):  # T = 4: three focus steps
+            _, r, done, infos = env.step(np.zeros((3, 2), np.float32))
+            total += r
+            if done.all():
+                break
+        assert done.all()
+        for i, info in enumerate(infos):
+            assert info["episode"]["r"] == pytest.approx(total[i], abs=1e-5) and info["episode"]["l"] == 3
+    bare = gfnet_env.make_sb3_vec_env(ENV_ID, n_envs=2, checkpoint=tiny_model(), dataset=tiny_dataset(),
+                                      device="cpu", monitor=False)
+    assert type(bare).__name__ == "GFNetSB3VecEnv"
+    bare.close()
+
+
+@pytest.mark.parametrize("keep,expected", [("latest", 1), ("all", 4), ("none", 0)])
+def test_replay_buffer_checkpoints_keep_latest_by_default(tmp_path, keep, expected):
+    _train("dqn", tmp_path / "d", steps=64, grid_size=3, keep_replay_buffers=keep,
+           algo_kwargs={"learning_starts": 16, "buffer_size": 1000})
+    buffers = sorted((tmp_path / "d" / "checkpoints").glob("dqn_replay_buffer_*_steps.pkl"))
+    assert len(buffers) == expected
+    if keep == "latest":
+        assert buffers[0].name == "dqn_replay_buffer_64_steps.pkl"
+
+
+def test_progress_bar_does_not_need_rich(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "rich", None)  # `import rich` now fails
+    agent = _train("a2c", tmp_path / "a", steps=32, progress_bar=True, algo_kwargs={"n_steps": 4})
+    assert agent.model.num_timesteps == 32
+    assert "32/32" in capsys.readouterr().err
+
+
+def test_unknown_hparam_is_a_clear_error_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="sb3-a2c:.*learning_rat"):
+        _train("a2c", tmp_path / "bad", steps=32, recipe=True, hparams={"learning_rat": 1e-3})
+    assert not (tmp_path / "bad").exists()
