@@ -52,6 +52,15 @@ __all__ = ["evaluate_run", "resolve_runs", "run_benchmark", "spread_indices"]
 AGENT_KWARGS = ("obs_mode", "action_mode", "action_range")
 
 
+def image_source(dataset) -> str:
+    """Where the evaluation images are read from: a prepared cache, an image folder, or a dataset object."""
+    path = getattr(dataset, "path", None)
+    if path is not None and type(dataset).__name__ == "PreparedDataset":
+        return f"prepared cache {path}"
+    root = getattr(dataset, "root", None)
+    return f"image folder {root}" if root is not None else f"dataset {type(dataset).__name__}"
+
+
 def spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:
     """k indices spread evenly over range(n) (i·n // k), and the remaining indices."""
     chosen = [(i * n) // k for i in range(k)]
@@ -232,6 +241,8 @@ def run_benchmark(
         # images: E evaluation indices spread evenly over the split (an ImageFolder is sorted by class, so a
         # prefix would cover few classes); fit images held out
         model, eval_ds = load_task(task, **task_kwargs)
+        if verbose:
+            print(f"evaluation images: {image_source(eval_ds)}")
         E = min(int(episodes), len(eval_ds))
         F_wanted = int(fit_episodes or E)
         eval_indices, rest = spread_indices(len(eval_ds), E)
@@ -260,6 +271,7 @@ def run_benchmark(
             "seed": seed,
             "batch_size": batch_size,
             "eval_images": f"{E} indices spread evenly over the evaluation split (index i*N//E)",
+            "image_source": image_source(eval_ds),
             "fit": {"images": fit_source, "episodes": len(fit_indices)},
             "agents": {},
         }

@@ -145,3 +145,18 @@ def test_prepare_data_command(data_root, tmp_path, capsys):
     cache = PreparedDataset(out)
     assert cache.pixels.shape == (12, 3, 32, 32)
     assert "12 images" in capsys.readouterr().out
+
+
+def test_benchmark_uses_the_cache_and_says_so(data_root, capsys):
+    from agents.benchmark import run_benchmark
+
+    model = tiny_model()
+    kwargs = {"checkpoint": model, "data_root": str(data_root)}
+    plain = run_benchmark("GFNet-ImageNet-v0", ["center"], None, episodes=6, env_kwargs=kwargs, batch_size=3,
+                          device="cpu", verbose=False)
+    assert plain["image_source"].startswith("image folder")
+    prepare_split(imagenet_split(data_root, "val", model.spec.config))
+    cached = run_benchmark("GFNet-ImageNet-v0", ["center"], None, episodes=6, env_kwargs=kwargs, batch_size=3,
+                           device="cpu", verbose=True)
+    assert cached["image_source"].startswith("prepared cache") and "prepared cache" in capsys.readouterr().out
+    assert cached["agents"]["center"]["anytime_top1"] == plain["agents"]["center"]["anytime_top1"]
