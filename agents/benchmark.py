@@ -241,8 +241,6 @@ def run_benchmark(
         # images: E evaluation indices spread evenly over the split (an ImageFolder is sorted by class, so a
         # prefix would cover few classes); fit images held out
         model, eval_ds = load_task(task, **task_kwargs)
-        if verbose:
-            print(f"evaluation images: {image_source(eval_ds)}")
         E = min(int(episodes), len(eval_ds))
         F_wanted = int(fit_episodes or E)
         eval_indices, rest = spread_indices(len(eval_ds), E)

@@ -66,7 +66,8 @@ def markdown_table(results: dict) -> str:
 
     contenders = [(n, e) for n, e in results["agents"].items() if not e.get("upper_bound")]
     bounds = [(n, e) for n, e in results["agents"].items() if e.get("upper_bound")]
-    lines = [f"## {results['env_id']}: {results['episodes']} images ({results['eval_images']}), "
+    source = f" read from the {results['image_source']}" if results.get("image_source") else ""
+    lines = [f"## {results['env_id']}: {results['episodes']} images ({results['eval_images']}){source}, "
              f"budgeted thresholds fitted on {results['fit']['images']}", ""]
     if contenders:
         lines += [head] + [row(n, e) for n, e in contenders] + [""]
