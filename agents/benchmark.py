@@ -53,12 +53,9 @@ AGENT_KWARGS = ("obs_mode", "action_mode", "action_range")
 
 
 def image_source(dataset) -> str:
-    """Where the evaluation images are read from: a prepared cache, an image folder, or a dataset object."""
-    path = getattr(dataset, "path", None)
-    if path is not None and type(dataset).__name__ == "PreparedDataset":
-        return f"prepared cache {path}"
-    root = getattr(dataset, "root", None)
-    return f"image folder {root}" if root is not None else f"dataset {type(dataset).__name__}"
+    """Where the evaluation images are read from: the dataset's own ``source`` (a prepared cache, an image
+    folder), else its type."""
+    return getattr(dataset, "source", None) or f"dataset {type(dataset).__name__}"
 
 
 def spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:

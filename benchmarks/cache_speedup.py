@@ -74,7 +74,7 @@ def main(argv=None) -> float:
     if args.model == "small_cnn":
         model = build_small_gfnet(patch_size=args.patch_size or 28, T=5, image_size=112)
     else:
-        from feature_nets.configs import get_config
+        from feature_nets.registry import get_config
 
         T = 3 if get_config(args.model).family == "mobilenet" else 5  # the released T of each family
         model = build_gfnet(args.model, args.patch_size or 96, T)

@@ -9,7 +9,8 @@ from .backbones import ENCODER_BUILDERS, build_encoder, small_cnn
 from .budgeted import budgeted_curve, evaluate_thresholds, exit_distribution, fit_thresholds
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 from .classifiers import CascadeClassifier, Classifier, GRUClassifier
-from .configs import BACKBONE_CONFIGS, BackboneConfig, get_config
+from .configs import BackboneConfig
+from .registry import BACKBONE_CONFIGS, get_config
 from .crop import crop_corners, crop_patches
 from .gfnet import GFNet, GFNetSpec, StepOutput, build_gfnet, build_small_gfnet
 from .madds import count_madds

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .configs import BACKBONE_CONFIGS, get_config
+from .registry import BACKBONE_CONFIGS, get_config
 from .files import atomic_save
 from .gfnet import GFNet, GFNetSpec, build_gfnet_from_spec, positive_int
 from .registry import build_encoder

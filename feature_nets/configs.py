@@ -3,7 +3,7 @@
 A :class:`BackboneConfig` says what the original implementation does with one encoder family: how long
 its pooled vector is, how many channels its feature map has, how the policy reads that map, which
 classifier follows it, and how images are prepared for it. Each backbone's config is registered with its
-builder (see :mod:`feature_nets.registry`); :data:`BACKBONE_CONFIGS` and :func:`get_config` look them up.
+builder; :data:`feature_nets.registry.BACKBONE_CONFIGS` and :func:`feature_nets.registry.get_config` look them up.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .registry import BACKBONE_CONFIGS, get_config
-
-__all__ = ["BackboneConfig", "BACKBONE_CONFIGS", "get_config", "Interpolation", "Step0Head"]
+__all__ = ["BackboneConfig", "Interpolation", "Step0Head"]
 
 Interpolation = Literal["bilinear", "bicubic"]
 Step0Head = Literal["classifier", "encoder"]

@@ -36,8 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
-if TYPE_CHECKING:  # configs.py re-exports this module's lookups, so it is imported for typing only
-    from .configs import BackboneConfig
+from .configs import BackboneConfig
+
+if TYPE_CHECKING:
     from .encoder import Encoder
 
 __all__ = [

@@ -334,6 +334,11 @@ class ImageFolderDataset(Dataset):
 
         return normalize_uint8(px, self._jpeg.mean, self._jpeg.std)
 
+    @property
+    def source(self) -> str:
+        """Where the images are read from (reported by the benchmark)."""
+        return f"image folder {self.root}"
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(root={str(self.root)!r}, classes={len(self.classes)}, "

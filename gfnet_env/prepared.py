@@ -220,6 +220,11 @@ class PreparedDataset(Dataset):
         x = self.raw(index).to(torch.float32).div(255)  # ToTensor
         return x.sub_(self._mean).div_(self._std), self.targets[index]  # Normalize
 
+    @property
+    def source(self) -> str:
+        """Where the images are read from (reported by the benchmark)."""
+        return f"prepared cache {self.path}"
+
     def __repr__(self) -> str:
         return f"PreparedDataset(path={str(self.path)!r}, samples={len(self)}, image_size={self.pixels.shape[-1]})"
 

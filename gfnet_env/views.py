@@ -13,16 +13,11 @@ An agent never receives the env's core. Before an evaluation it is bound to one 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from feature_nets.crop import crop_corners, crop_patches
 from feature_nets.gfnet import StepOutput
-
-if TYPE_CHECKING:
-    from .core import GFNetCore
 
 __all__ = ["EnvView", "PrivilegedView"]
 
@@ -67,7 +62,7 @@ class PrivilegedView:
     #: Most bytes of local-encoder outputs :meth:`lookahead` keeps between calls (the images' candidate crops).
     MAX_CACHE_BYTES = 1 << 30
 
-    def __init__(self, core: "GFNetCore") -> None:
+    def __init__(self, core) -> None:  # a GFNetCore (not imported: core.py imports this module)
         self._core = core
         self.env = core.view()
         self._features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -22,7 +22,7 @@ from feature_nets.backbones import (
     pycls_to_timm_key,
     timm_to_pycls_key,
 )
-from feature_nets.configs import BACKBONE_CONFIGS, get_config
+from feature_nets.registry import BACKBONE_CONFIGS, get_config
 from feature_nets.encoder import Encoder
 from feature_nets.backbones.small_cnn import SmallCNNEncoder, build_small_cnn, small_cnn
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Subset, TensorDataset
 
-from feature_nets.configs import get_config
+from feature_nets.registry import get_config
 from gfnet_env.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -14,7 +14,7 @@ from PIL import Image
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import gfnet_env
-from tiny import tiny_dataset, tiny_model
+from tiny import tiny_model
 from conformance_utils import config_names, load_config, write_official_checkpoint
 from gfnet_env.actions import grid_to_unit
 

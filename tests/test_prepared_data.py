@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gfnet_env.datasets import ImageFolderDataset, eval_transform, imagenet_split
+from gfnet_env.datasets import ImageFolderDataset, imagenet_split
 from gfnet_env.factory import make_core
 from gfnet_env.prepared import (PreparedDataset, StalePreparedError, default_prepared_path, open_prepared,
                                 prepare_split)

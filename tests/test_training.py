@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from feature_nets.checkpoint import load_checkpoint
-from feature_nets.configs import BACKBONE_CONFIGS
+from feature_nets.registry import BACKBONE_CONFIGS
 from feature_nets.gfnet import build_gfnet, build_small_gfnet
 from feature_nets.training import (
     FAMILY_DEFAULTS,

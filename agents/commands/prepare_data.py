@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(model: str, trusted_pickle: bool):
-    from feature_nets.configs import BACKBONE_CONFIGS, get_config
+    from feature_nets.registry import BACKBONE_CONFIGS, get_config
 
     if model in BACKBONE_CONFIGS or not Path(model).exists():
         return get_config(model)
