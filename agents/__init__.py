@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .base import Agent, Run, RunContext
-from .registry import available, factory_of, is_trainable, make, register, unregister
+from .registry import available, base_name, factory_of, is_trainable, make, register, unregister
 from .trained import load_agent
 
 
@@ -21,5 +21,5 @@ def run_benchmark(*args, **kwargs):
     return _run(*args, **kwargs)
 
 
-__all__ = ["Agent", "Run", "RunContext", "available", "factory_of", "is_trainable", "load_agent", "make",
+__all__ = ["Agent", "Run", "RunContext", "available", "base_name", "factory_of", "is_trainable", "load_agent", "make",
            "register", "run_benchmark", "unregister"]

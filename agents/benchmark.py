@@ -26,6 +26,7 @@ all at once at the end (:class:`agents.results.ResultsFolder`).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -42,7 +43,7 @@ from .base import Agent, PathLike, Run, RunContext
 from .compare import protocol_of
 from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
-from .registry import factory_of
+from .registry import base_name, factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
 from .trained import jsonable, load_agent, trained_paths
 
@@ -68,7 +69,11 @@ def spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:
 def resolve_runs(ctx: RunContext, agent_dirs: dict, trust_agent: bool = False) -> tuple[list[Run], str]:
     """The runs of agent ``ctx.name`` and a description of where its weights came from: trained copies when
     ``agent_dirs`` names it (loaded with ``trust_agent``, see :func:`agents.trained.load_agent`), else the
-    agent's own ``runs`` hook (:meth:`agents.base.Agent.runs`)."""
+    agent's own ``runs`` hook (:meth:`agents.base.Agent.runs`).
+
+    A named variant ``BASE:LABEL`` (:func:`agents.registry.base_name`) takes its trained copies from
+    ``agent_dirs[ctx.name]`` (its own), and otherwise the runs of ``BASE`` (the hook sees the base name, so that
+    seeds and shipped weights are the base agent's)."""
     name = ctx.name
     if name in agent_dirs:
         paths = trained_paths(name, agent_dirs[name])
@@ -79,7 +84,13 @@ def resolve_runs(ctx: RunContext, agent_dirs: dict, trust_agent: bool = False) -
     hook = getattr(factory, "runs", None)
     if hook is None:  # a plain callable registered as an agent: one run of it
         return [Run("", factory)], "baseline"
-    return hook(ctx)
+    base = base_name(name)
+    if base == name:
+        return hook(ctx)
+    try:
+        return hook(dataclasses.replace(ctx, name=base))
+    except ValueError as e:  # the hook's hint names the base; a variant's weights come from its own --agent-dir
+        raise ValueError(f"{e}; for the variant {name!r} pass --agent-dir {name}=DIR") from e
 
 
 class CoreCache:

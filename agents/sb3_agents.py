@@ -7,12 +7,14 @@ train-agent`` uses), overridable key by key (``hparams=``). Training goes throug
 * TensorBoard logs under ``out_dir/tensorboard``;
 * an ``EvalCallback`` on a held-out split (``val`` by default) every ``eval_freq`` env steps, writing
   ``out_dir/eval/evaluations.npz`` and the best model to ``out_dir/best/``;
-* checkpoints ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (plus the newest replay buffer of off-policy
-  algorithms: ``keep_replay_buffers``), written atomically at a rollout start every ``checkpoint_freq`` env
+* checkpoints ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (the newest ``keep_checkpoints``, default 2; the
+  replay buffer of off-policy algorithms only when asked: ``keep_replay_buffers``), written atomically at a rollout start every ``checkpoint_freq`` env
   steps, at the end, and when a run crashes or is interrupted (an on-policy run first rolls back to the start of its unfinished rollout:
   :func:`agents.sb3_files.checkpoint_callback`);
 * ``resume=True``: continue from the newest *valid* checkpoint (and its replay buffer) with
-  ``reset_num_timesteps=False`` until ``steps`` env steps in total.
+  ``reset_num_timesteps=False`` until ``steps`` env steps in total;
+* a warning when an evaluation after half the budget is at or below the mean return of uniformly random
+  actions on the same evaluation env (measured before training).
 
 Step counts: SB3 collects whole rollouts, so ``steps`` is rounded up to a multiple of ``n_steps·n_envs`` /
 ``train_freq·n_envs`` (printed; ``num_timesteps`` is recorded); a resumed run makes as many as an uninterrupted one.
@@ -42,8 +44,9 @@ import numpy as np
 from feature_nets.files import atomic_write_text
 
 from .base import Agent, PathLike, Run, RunContext, train_hint
-from .sb3_files import (best_model_callback, check_trust_flag, checkpoint_callback, latest_checkpoint,
-                        load_replay_buffer, load_sb3_model, safe_custom_objects, save_model, step_unit)
+from .sb3_files import (below_random_callback, best_model_callback, check_trust_flag, checkpoint_callback,
+                        latest_checkpoint, load_replay_buffer, load_sb3_model, random_policy_reward,
+                        safe_custom_objects, save_model, step_unit)
 from .sb3_recipes import OFF_POLICY
 from .trained import jsonable, write_agent_json
 
@@ -204,10 +207,10 @@ class SB3Agent(Agent):
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size`` (None: the recipe's), ``device``,
-        ``eval_episodes``, ``trust_agent`` (for ``--resume``), ``hparams``, ``keep_replay_buffers`` and the
-        progress bar; the CLI trains with the recipe (:mod:`agents.sb3_recipes`)."""
+        ``eval_episodes``, ``trust_agent`` (for ``--resume``), ``hparams``, ``keep_replay_buffers``,
+        ``keep_checkpoints`` and the progress bar; the CLI trains with the recipe (:mod:`agents.sb3_recipes`)."""
         keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes", "trust_agent",
-                "hparams", "keep_replay_buffers")
+                "hparams", "keep_replay_buffers", "keep_checkpoints")
         out = {k: options[k] for k in keys if options.get(k) is not None}
         if "progress" in options:
             out["progress_bar"] = options["progress"]
@@ -271,7 +274,9 @@ def train_sb3(
     algo_kwargs: dict | None = None,
     hparams: dict | None = None,
     recipe: bool = False,
-    keep_replay_buffers: str = "latest",
+    keep_replay_buffers: str = "none",
+    keep_checkpoints: int | None = 2,
+    episode_images: int = 4,
     callback=None,
     verbose: int = 0,
     **env_kwargs,
@@ -298,8 +303,10 @@ def train_sb3(
         hparams: any recipe key (:mod:`agents.sb3_recipes`) or constructor argument; overrides everything.
         recipe: True: start from :data:`agents.sb3_recipes.RECIPES` (what ``gfnet train-agent`` does); False:
             from :func:`agents.sb3_recipes.legacy_recipe` (GRU observations, SB3's networks).
-        keep_replay_buffers: off-policy checkpoints keep the ``latest`` replay buffer (older ones deleted),
-            ``all`` or ``none``.
+        keep_replay_buffers: off-policy checkpoints save no replay buffer (``none``, the default: a resumed run
+            starts with an empty buffer), the ``latest`` one (older ones deleted) or ``all``.
+        keep_checkpoints: model checkpoints kept (the newest K; None: all). ``out_dir/best`` keeps the best.
+        episode_images: episodes drawn into TensorBoard (``episodes/looks``) at each evaluation; 0: none.
         callback: extra SB3 callback(s), run after the checkpoint and evaluation callbacks.
         **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``reward=``, …); ``split``
             defaults to ``"train"`` (not the env's evaluation split).
@@ -311,6 +318,7 @@ def train_sb3(
 
     from gfnet_env import make_sb3_vec_env
 
+    from .episode_images import episode_image_callback
     from .sb3_files import progress_callback
     from .sb3_recipes import ENV_KEYS, policy_kwargs, replay_buffer_size, resolve_recipe, sized_rollout, split_recipe
 
@@ -400,17 +408,28 @@ def train_sb3(
     if unit and not off_policy and unit * 5 > steps:
         warnings.warn(f"{agent_cls.name}: one rollout is {unit} env steps (n_steps·n_envs) of {steps}: fewer "
                       f"than 5 updates; lower n_steps or n_envs, or train longer", stacklevel=2)
+    if keep_checkpoints is not None and int(keep_checkpoints) < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1 or None (all), got {keep_checkpoints}")
     checkpoints = checkpoint_callback(ckpt_dir, prefix, checkpoint_freq or max(steps // 10, n_envs),
                                       replay_buffer=off_policy and keep_replay_buffers != "none",
-                                      keep_all_buffers=keep_replay_buffers == "all")
+                                      keep_all_buffers=keep_replay_buffers == "all",
+                                      keep_checkpoints=keep_checkpoints, off_policy=off_policy)
+    # the bar: uniformly random actions on the evaluation env (same episodes count), measured before training
+    random_reward = random_policy_reward(eval_env, eval_episodes, seed=seed + 20_000) if remaining > 0 else None
     callbacks = [checkpoints,
                  EvalCallback(eval_env, n_eval_episodes=eval_episodes,
                               eval_freq=max(1, (eval_freq or max(steps // 10, n_envs)) // n_envs),
                               log_path=str(out_dir / "eval"), best_model_save_path=None,
                               callback_on_new_best=best_model_callback(out_dir / "best" / "best_model.zip"),
+                              callback_after_eval=None if random_reward is None else
+                              below_random_callback(random_reward, steps // 2, agent_cls.name),
                               deterministic=True, verbose=verbose, warn=False)]
     if progress_bar:
         callbacks.append(progress_callback(steps, desc=agent_cls.name))
+    if episode_images:  # a few deterministic episodes drawn into TensorBoard (split as the evaluation's)
+        callbacks.append(episode_image_callback(env_id, eval_kwargs, eval_freq or max(steps // 10, n_envs),
+                                                wrap=agent_cls, n_images=int(episode_images), split=None,
+                                                device=device))
     callbacks += list(callback) if isinstance(callback, (list, tuple)) else [callback] if callback else []
 
     try:

@@ -34,12 +34,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from feature_nets.files import atomic_write
 
-__all__ = ["RestrictedUnpickler", "UntrustedAgentError", "best_model_callback", "check_trust_flag",
-           "checkpoint_callback", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer", "load_sb3_model",
-           "progress_callback", "prune_replay_buffers", "safe_custom_objects", "save_model", "save_replay_buffer",
-           "step_unit"]
+__all__ = ["RestrictedUnpickler", "UntrustedAgentError", "below_random_callback", "best_model_callback",
+           "check_trust_flag", "checkpoint_callback", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer",
+           "load_sb3_model", "progress_callback", "prune_checkpoints", "prune_replay_buffers", "random_policy_reward",
+           "safe_custom_objects", "save_model", "save_replay_buffer", "step_unit"]
 
 #: How to opt in, appended to every refusal.
 OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to the gfnet command "
@@ -268,7 +270,8 @@ def latest_checkpoint(folder, prefix: str, replay_buffer: bool = False) -> tuple
 
 
 # --- checkpoints during training ----------------------------------------------------------------------------
-def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, keep_all_buffers: bool = False):
+def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, keep_all_buffers: bool = False,
+                        keep_checkpoints: int | None = 2, off_policy: bool | None = None):
     """An SB3 callback that checkpoints only where the model is consistent, and can roll back to that point.
 
     Checkpoints ``<prefix>_<N>_steps.zip`` (and, with ``replay_buffer``, ``<prefix>_replay_buffer_<N>_steps.pkl``)
@@ -278,8 +281,11 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
     policy and optimizer state (and step count) taken there; :meth:`rollback` restores it after an
     interruption, so the state saved on Ctrl-C is the one a resumed run can continue exactly as an
     uninterrupted run would (same step count; the partial rollout's env steps are collected again).
-    Off-policy models (SAC, TD3, DQN) train after every collection step and keep no copy. Each replay buffer
+    Off-policy models (SAC, TD3, DQN; ``off_policy``, by default ``replay_buffer``) train after every collection
+    step and keep no copy. Each replay buffer
     saved deletes the older ones (they are as large as the buffer: 200+ MB each), unless ``keep_all_buffers``.
+    Only the newest ``keep_checkpoints`` model zips are kept (None: all): a checkpoint is for resuming, and the
+    best evaluated model is kept apart (``OUT/best``).
     """
     import copy
 
@@ -296,7 +302,7 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
 
         def _on_rollout_start(self) -> None:
             n = int(self.model.num_timesteps)
-            if not replay_buffer:
+            if not (replay_buffer if off_policy is None else off_policy):
                 policy = self.model.policy
                 self.snapshot = (n, int(getattr(self.model, "_n_updates", 0)),
                                  {k: v.detach().clone() for k, v in policy.state_dict().items()},
@@ -312,6 +318,8 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
             """Checkpoint the model as it is now (and its replay buffer)."""
             n = int(self.model.num_timesteps)
             path = save_model(self.model, Path(folder) / f"{prefix}_{n}_steps.zip")
+            if keep_checkpoints is not None:
+                prune_checkpoints(folder, prefix, keep_checkpoints)
             if replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
                 new = save_replay_buffer(self.model, Path(folder) / f"{prefix}_replay_buffer_{n}_steps.pkl")
                 if not keep_all_buffers:
@@ -331,6 +339,20 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
             return True
 
     return ConsistentCheckpoints()
+
+
+def prune_checkpoints(folder, prefix: str, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` (≥ 1) model checkpoints ``<prefix>_<N>_steps.zip`` in ``folder``, and
+    the replay buffers of the deleted ones; returns the deleted paths."""
+    found = sorted((int(m.group(1)), f) for f in Path(folder).glob(f"{prefix}_*_steps.zip")
+                   if (m := _CKPT.search(f.name)) and "replay_buffer" not in f.name)
+    gone = []
+    for steps, f in found[: max(0, len(found) - max(1, int(keep)))]:
+        for old in (f, Path(folder) / f"{prefix}_replay_buffer_{steps}_steps.pkl"):
+            if old.exists():
+                old.unlink(missing_ok=True)
+                gone.append(old)
+    return gone
 
 
 def prune_replay_buffers(folder, prefix: str, keep: str) -> list[Path]:
@@ -362,6 +384,46 @@ def progress_callback(total: int, desc: str = "training"):
             self.bar.close()
 
     return TqdmProgress()
+
+
+def random_policy_reward(vec_env, episodes: int, seed: int = 0) -> float:
+    """Mean episode return of uniformly random actions on ``vec_env`` (an SB3 VecEnv) over ``episodes`` episodes:
+    the bar a learning run must clear (see :func:`below_random_callback`)."""
+    space = vec_env.action_space
+    space.seed(seed)
+    vec_env.seed(seed)
+    vec_env.reset()
+    n = vec_env.num_envs
+    returns, running = [], np.zeros(n)
+    while len(returns) < episodes:
+        actions = np.stack([space.sample() for _ in range(n)])
+        _, rewards, dones, _ = vec_env.step(actions)
+        running += rewards
+        for i in np.flatnonzero(dones):
+            returns.append(float(running[i]))
+            running[i] = 0.0
+    return float(np.mean(returns[:episodes]))
+
+
+def below_random_callback(random_reward: float, after_steps: int, name: str):
+    """EvalCallback's ``callback_after_eval``: warn once when an evaluation at or after ``after_steps`` env steps
+    (half the budget) has a mean reward at or below ``random_reward`` (a run that has not learned anything
+    a random patch choice does not already give)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class WarnBelowRandom(BaseCallback):
+        warned = False
+
+        def _on_step(self) -> bool:
+            reward = float(self.parent.last_mean_reward)
+            if not self.warned and self.num_timesteps >= after_steps and reward <= random_reward:
+                self.warned = True
+                warnings.warn(f"{name}: after {self.num_timesteps} steps the evaluation reward {reward:.4f} is at or "
+                              f"below random actions' {random_reward:.4f}: the run is not learning (see docs/sb3.md "
+                              f"for the recipes that do)", stacklevel=2)
+            return True
+
+    return WarnBelowRandom()
 
 
 def best_model_callback(path):

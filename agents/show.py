@@ -2,8 +2,9 @@
 
 :func:`episode_frames_for` runs agents on given images through :func:`gfnet_env.rollout.rollout` and draws
 frame k of every episode (the glance, then one patch more per frame, coloured by p(true class) after that
-step, which the caption under the frame prints); :func:`labelled_rows` stacks one row of frames per agent
-under its name. ``gfnet show`` writes them as a PNG (last frame) or a GIF (all frames).
+step, which the caption under the frame prints; :func:`rollout_frames` draws them for a rollout already run);
+:func:`labelled_rows` stacks one row of frames per agent under its name. ``gfnet show`` writes them as a PNG
+(last frame) or a GIF (all frames); training logs them to TensorBoard (:mod:`agents.episode_images`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from gfnet_env.core import GFNetCore
 from gfnet_env.datasets import denormalizer_for
 from gfnet_env.factory import env_id_of, load_task, split_env_kwargs
 from gfnet_env.render import episode_frames, grid_of_frames
-from gfnet_env.rollout import rollout
+from gfnet_env.rollout import Rollout, rollout
 
 from .base import RunContext
 from .benchmark import AGENT_KWARGS, resolve_runs
 
-__all__ = ["episode_frames_for", "labelled_rows"]
+__all__ = ["episode_frames_for", "labelled_rows", "rollout_frames"]
 
 
 def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], env_kwargs: dict | None = None,
@@ -53,15 +54,29 @@ def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], 
                                           action_range=s.get("action_range", "unit"))
         with GFNetCore(model, ds, len(indices), agent_settings, device=device) as core:
             result = rollout(core, agent, indices)
-        # p(true class) after each step: the colour of each look, and the caption under each frame
-        p_true = result.probs.gather(2, result.targets[None, :, None].expand(result.probs.shape[0], -1, 1))[..., 0]
-        per_image = []
-        for i in range(len(indices)):
-            p = p_true[:, i].tolist()
-            frames = episode_frames(images[i], result.boxes[:, i].tolist(), confidences=p)
-            per_image.append([_captioned(f, f"step {k}: p(y)={p[k]:.2f}") for k, f in enumerate(frames)])
-        out.append(per_image)
+        out.append(rollout_frames(result, images))
     return out
+
+
+def rollout_frames(result: Rollout, images: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """frames[i][k]: episode i of a rollout after step k (0 = glance only), as (S', S' + 14, 3) uint8 drawings.
+
+    Each look is coloured by p(true class) after it (red 0 → green 1), and each frame is captioned with it.
+
+    Args:
+        result: a :func:`gfnet_env.rollout.rollout` of E episodes (T' = max_steps + 1 steps each).
+        images: the E images it ran on, in its order, as (S, S, 3) uint8 RGB (``denormalizer_for(dataset)``).
+    """
+    if len(images) != result.targets.shape[0]:
+        raise ValueError(f"{len(images)} images for a rollout of {result.targets.shape[0]} episodes")
+    # p(true class) after each step: the colour of each look, and the caption under each frame
+    p_true = result.probs.gather(2, result.targets[None, :, None].expand(result.probs.shape[0], -1, 1))[..., 0]
+    per_image = []
+    for i, image in enumerate(images):
+        p = p_true[:, i].tolist()
+        frames = episode_frames(image, result.boxes[:, i].tolist(), confidences=p)
+        per_image.append([_captioned(f, f"step {k}: p(y)={p[k]:.2f}") for k, f in enumerate(frames)])
+    return per_image
 
 
 def _captioned(frame: np.ndarray, text: str) -> np.ndarray:

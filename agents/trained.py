@@ -19,10 +19,33 @@ from feature_nets.files import atomic_write_text
 from .base import Agent, PathLike
 from .registry import factory_of
 
-__all__ = ["AGENT_JSON", "jsonable", "load_agent", "read_agent_json", "trained_paths", "write_agent_json"]
+__all__ = ["AGENT_JSON", "UNFINISHED", "jsonable", "load_agent", "mark_finished", "mark_unfinished", "read_agent_json",
+           "trained_paths", "write_agent_json"]
 
 #: Name of the file that describes a trained agent inside its folder.
 AGENT_JSON = "agent.json"
+#: Marker file in a training folder whose run has not finished (written at the start, removed at the end).
+UNFINISHED = "UNFINISHED"
+
+
+def mark_unfinished(folder: PathLike, resume_hint: str) -> Path:
+    """Mark ``folder`` as holding an unfinished training run (atomically); ``resume_hint`` says how to go on."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(folder / UNFINISHED, f"This training run has not finished. {resume_hint}\n")
+
+
+def mark_finished(folder: PathLike) -> None:
+    """Remove the :data:`UNFINISHED` marker of ``folder`` (after its ``agent.json`` is written)."""
+    (Path(folder) / UNFINISHED).unlink(missing_ok=True)
+
+
+def _refuse_unfinished(name: str, folder: Path) -> None:
+    marker = folder / UNFINISHED
+    if marker.exists():
+        hint = marker.read_text(errors="replace").strip()
+        raise ValueError(f"--agent-dir {name}={folder}: the training run in this folder has not finished "
+                         f"({UNFINISHED} marker). {hint.removeprefix('This training run has not finished. ')}")
 
 
 def load_agent(name: str | None, path: PathLike, device: str = "auto", trust_agent: bool = False) -> Agent:
@@ -72,9 +95,14 @@ def trained_paths(name: str, paths) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"--agent-dir {name}={p}: no such file or folder")
+        if p.is_dir():
+            _refuse_unfinished(name, p)
         if p.is_file() or (p / AGENT_JSON).exists():
             out.append(p)
             continue
+        for s in p.iterdir():
+            if s.is_dir():
+                _refuse_unfinished(name, s)
         subs = sorted(s for s in p.iterdir() if s.is_dir() and (s / AGENT_JSON).exists())
         if not subs:
             raise FileNotFoundError(f"--agent-dir {name}={p}: neither {AGENT_JSON} nor seed sub-folders holding one; "

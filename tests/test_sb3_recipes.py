@@ -148,14 +148,69 @@ def test_vec_monitor_logs_episode_returns():
     bare.close()
 
 
-@pytest.mark.parametrize("keep,expected", [("latest", 1), ("all", 4), ("none", 0)])
-def test_replay_buffer_checkpoints_keep_latest_by_default(tmp_path, keep, expected):
-    _train("dqn", tmp_path / "d", steps=64, grid_size=3, keep_replay_buffers=keep,
-           algo_kwargs={"learning_starts": 16, "buffer_size": 1000})
-    buffers = sorted((tmp_path / "d" / "checkpoints").glob("dqn_replay_buffer_*_steps.pkl"))
-    assert len(buffers) == expected
-    if keep == "latest":
-        assert buffers[0].name == "dqn_replay_buffer_64_steps.pkl"
+@pytest.mark.parametrize("keep,checkpoints,buffers", [(None, 2, 0), ("latest", 2, 1), ("all", 2, 2), ("none", 2, 0),
+                                                       ("all", None, 4)])
+def test_checkpoints_keep_the_newest_and_buffers_only_when_asked(tmp_path, keep, checkpoints, buffers):
+    kw = {} if keep is None else {"keep_replay_buffers": keep}
+    _train("dqn", tmp_path / "d", steps=64, grid_size=3, algo_kwargs={"learning_starts": 16, "buffer_size": 1000},
+           **kw, **({} if checkpoints else {"keep_checkpoints": None}))
+    folder = tmp_path / "d" / "checkpoints"
+    zips = sorted(folder.glob("dqn_*_steps.zip"), key=lambda f: int(f.name.split("_")[-2]))
+    found = sorted(folder.glob("dqn_replay_buffer_*_steps.pkl"))
+    assert [f.name for f in zips][-1] == "dqn_64_steps.zip" and len(zips) == (checkpoints or 4)
+    assert len(found) == buffers
+    if buffers:
+        assert "dqn_replay_buffer_64_steps.pkl" in [f.name for f in found]
+    assert (tmp_path / "d" / "best" / "best_model.zip").exists()
+
+
+def test_a_run_that_stays_at_random_warns(tmp_path, monkeypatch):
+    import agents.sb3_agents as sb3_agents
+    from agents.sb3_files import random_policy_reward
+
+    with _tiny_env(n=4) as env:
+        bar = random_policy_reward(env, 8, seed=0)
+        assert np.isfinite(bar) and bar == random_policy_reward(env, 8, seed=0)  # seeded
+    # a bar no policy can clear: the warning must come, once, after half the budget
+    monkeypatch.setattr(sb3_agents, "random_policy_reward", lambda *a, **k: float("inf"))
+    with pytest.warns(UserWarning, match="at or below random actions") as record:
+        _train("a2c", tmp_path / "a", steps=64, algo_kwargs={"n_steps": 2})
+    assert sum("at or below random" in str(w.message) for w in record) == 1
+    monkeypatch.setattr(sb3_agents, "random_policy_reward", lambda *a, **k: float("-inf"))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _train("a2c", tmp_path / "b", steps=64, algo_kwargs={"n_steps": 2})
+
+
+def test_unfinished_training_folder_is_refused_with_how_to_resume(tmp_path):
+    from agents.trained import mark_finished, mark_unfinished, trained_paths, write_agent_json
+
+    run = tmp_path / "run" / "seed_1"
+    write_agent_json(run, "sb3-a2c", "sb3_a2c.zip")
+    (run / "sb3_a2c.zip").write_bytes(b"x")
+    mark_unfinished(run, "Resume it with the same command and --resume (seed 1, --out run).")
+    for where in (run, run.parent):
+        with pytest.raises(ValueError, match="has not finished.*--resume"):
+            trained_paths("sb3-a2c", where)
+    mark_finished(run)
+    assert trained_paths("sb3-a2c", run.parent) == [run]
+
+
+def test_train_agent_cli_marks_and_clears_unfinished(tmp_path):
+    from agents.cli import main
+
+    out = tmp_path / "a2c"
+    rc = main(["train-agent", "--agent", "sb3-a2c", "--env", "GFNet-ClutteredFashionMNIST-v0", "--steps", "32",
+               "--n-envs", "4", "--hparams", "n_steps=4", "--eval-episodes", "4", "--no-progress", "--seeds", "2",
+               "--out", str(out)])
+    assert rc == 0
+    for seed in (0, 1):
+        assert (out / f"seed_{seed}" / "agent.json").exists() and not (out / f"seed_{seed}" / "UNFINISHED").exists()
+    bad = tmp_path / "bad"
+    assert main(["train-agent", "--agent", "sb3-a2c", "--env", "GFNet-ClutteredFashionMNIST-v0", "--steps", "32",
+                 "--hparams", "learning_rat=1", "--no-progress", "--out", str(bad)]) == 2
+    assert not bad.exists()  # refused before any work: nothing left behind
 
 
 def test_progress_bar_does_not_need_rich(tmp_path, monkeypatch, capsys):
@@ -169,3 +224,12 @@ def test_unknown_hparam_is_a_clear_error_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="sb3-a2c:.*learning_rat"):
         _train("a2c", tmp_path / "bad", steps=32, recipe=True, hparams={"learning_rat": 1e-3})
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_continuous_off_policy_trains_with_default_checkpointing(tmp_path, algo):
+    # no replay buffer saved by default, and no on-policy snapshot (SAC/TD3 policies have no single optimizer)
+    agent = _train(algo, tmp_path / algo, steps=32, algo_kwargs={"learning_starts": 8, "buffer_size": 1000})
+    assert agent.model.num_timesteps == 32
+    folder = tmp_path / algo / "checkpoints"
+    assert not list(folder.glob("*replay_buffer*")) and len(list(folder.glob(f"{algo}_*_steps.zip"))) == 2

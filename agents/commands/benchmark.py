@@ -14,21 +14,35 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_agent_dir, add_env_kwarg, parse_agent_dirs, parse_env_kwargs, raw_formatter
+from ._common import (
+    add_agent_dir,
+    add_env_kwarg,
+    add_import,
+    import_user_modules,
+    parse_agent_dirs,
+    parse_env_kwargs,
+    raw_formatter,
+)
 
 EXAMPLE = """  gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 \\
       --agents random,center,raster,saliency,oracle,paper-ppo,sb3-ppo \\
       --episodes 500 --seeds 3 --out results/fmnist
   gfnet benchmark --env GFNet-ImageNet-v0 --env-kwarg checkpoint=resnet50_patch_size_96_T5.pth.tar \\
       --env-kwarg data_root=/data/imagenet --agents random,center,paper-ppo,sb3-ppo --agent-dir sb3-ppo=runs/sb3_ppo \\
-      --episodes 50000 --out results/imagenet"""
+      --episodes 50000 --out results/imagenet
+  gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 --import my_agents.py \\
+      --agents random,my-agent,sb3-a2c:gamma1,sb3-a2c:gamma099 --agent-dir sb3-a2c:gamma1=runs/a2c_g1 \\
+      --agent-dir sb3-a2c:gamma099=runs/a2c_g099 --out results/mine"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     raw_formatter(parser, __doc__, EXAMPLE)
     parser.add_argument("--env", required=True, help="env id")
-    parser.add_argument("--agents", required=True, help="comma-separated agent names")
+    parser.add_argument("--agents", required=True,
+                        help="comma-separated agent names; BASE:LABEL is a named variant of agent BASE "
+                             "(e.g. sb3-a2c:gamma1, with --agent-dir sb3-a2c:gamma1=DIR)")
     add_agent_dir(parser)
+    add_import(parser)
     parser.add_argument("--episodes", type=int, default=500, help="evaluation images, spread evenly over the split (default 500)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the random agent (default 3)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -54,6 +68,7 @@ def add_trust_agent(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import_user_modules(args.imports)  # before any agent lookup: the user's code registers its agents
     from agents.benchmark import run_benchmark
 
     names = [a.strip() for a in args.agents.split(",") if a.strip()]

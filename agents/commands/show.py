@@ -10,18 +10,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_agent_dir, add_env_kwarg, parse_agent_dirs, parse_env_kwargs, raw_formatter
+from ._common import (
+    add_agent_dir,
+    add_env_kwarg,
+    add_import,
+    import_user_modules,
+    parse_agent_dirs,
+    parse_env_kwargs,
+    raw_formatter,
+)
 from .benchmark import add_trust_agent
 
 EXAMPLE = """  gfnet show --env GFNet-ClutteredFashionMNIST-v0 --agent paper-ppo --n 8 --out ppo.png
-  gfnet show --env GFNet-ClutteredFashionMNIST-v0 --agent random,saliency,oracle --n 6 --out looks.gif"""
+  gfnet show --env GFNet-ClutteredFashionMNIST-v0 --agent random,saliency,oracle --n 6 --out looks.gif
+  gfnet show --env GFNet-ClutteredFashionMNIST-v0 --import my_agents.py --agent center,my-agent --n 6 --out mine.png"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     raw_formatter(parser, __doc__, EXAMPLE)
     parser.add_argument("--env", required=True, help="env id")
-    parser.add_argument("--agent", required=True, help="agent name, or several separated by commas (one row each)")
+    parser.add_argument("--agent", required=True,
+                        help="agent name, or several separated by commas (one row each); BASE:LABEL is a named "
+                             "variant of agent BASE (its weights from --agent-dir BASE:LABEL=DIR)")
     add_agent_dir(parser)
+    add_import(parser)
     parser.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     parser.add_argument("--start", type=int, default=0, help="first image index (default 0)")
     parser.add_argument("--out", required=True, help="output .png (final step) or .gif (step by step)")
@@ -33,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import_user_modules(args.imports)  # before any agent lookup: the user's code registers its agents
     from agents.show import episode_frames_for, labelled_rows
     from gfnet_env.render import save_gif, save_png
 

@@ -8,9 +8,18 @@ Writes to --out: TensorBoard logs (tensorboard/), resumable checkpoints, the fin
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
-from ._common import add_env_kwarg, parse_env_kwargs, parse_pairs, parse_value, raw_formatter
+from ._common import (
+    add_env_kwarg,
+    add_import,
+    import_user_modules,
+    parse_env_kwargs,
+    parse_pairs,
+    parse_value,
+    raw_formatter,
+)
 from .benchmark import add_trust_agent
 
 EXAMPLE = """  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNIST-v0 --out runs/sb3_ppo
@@ -19,6 +28,8 @@ EXAMPLE = """  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNI
   gfnet train-agent --agent paper-ppo --env GFNet-ImageNet-v0 \\
       --env-kwarg checkpoint=resnet50_patch_size_96_T5.pth.tar \\
       --env-kwarg data_root=/data/imagenet --steps 1000000 --out runs/paper_ppo --resume
+  gfnet train-agent --import my_agents.py --agent my-trainable-agent --env GFNet-ClutteredFashionMNIST-v0 \\
+      --steps 100000 --out runs/mine
   tensorboard --logdir runs/"""
 
 
@@ -28,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "sb3-recurrent-ppo (or any registered trainable agent)")
     parser.add_argument("--env", required=True, help="env id, e.g. GFNet-ClutteredFashionMNIST-v0 or GFNet-ImageNet-v0")
     add_env_kwarg(parser)
+    add_import(parser)
     parser.add_argument("--steps", type=int, default=None,
                         help="env steps to train for (in total, when resuming); SB3 agents: default the recipe's")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, image order and exploration")
@@ -48,8 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="override a value of the agent's recipe (agents/sb3_recipes.py, docs/sb3.md), repeatable: "
                           "learning_rate=1e-4, gamma=0.99, n_steps=32, buffer_size=50000, extractor=none, "
                           "net_arch=[64,64], ...; values are parsed as Python literals when possible")
-    sb3.add_argument("--keep-replay-buffers", default="latest", choices=["latest", "all", "none"],
-                     help="off-policy checkpoints: keep the newest replay buffer (default), all, or none")
+    sb3.add_argument("--save-replay-buffer", action="store_true",
+                     help="off-policy: save the replay buffer with each checkpoint (only the newest is kept), so "
+                          "--resume continues with it; off by default (a buffer is 100s of MB)")
+    sb3.add_argument("--keep-replay-buffers", default=None, choices=["latest", "all", "none"],
+                     help="finer control than --save-replay-buffer: keep the newest buffer, every one, or none")
+    sb3.add_argument("--keep-checkpoints", type=int, default=2,
+                     help="model checkpoints kept in OUT/checkpoints (the newest K; default 2); OUT/best keeps the "
+                          "best evaluated model")
     sb3.add_argument("--eval-episodes", type=int, default=100, help="episodes per held-out evaluation")
     ppo = parser.add_argument_group("paper-ppo")
     ppo.add_argument("--batch-size", type=int, default=64, help="images per PPO update (default 64)")
@@ -59,8 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import_user_modules(args.imports)  # before any agent lookup: the user's code registers its agents
     import agents
     from agents.registry import factory_of
+    from agents.trained import UNFINISHED, mark_finished, mark_unfinished
 
     env_kwargs = parse_env_kwargs(args.env_kwarg)
     try:
@@ -78,15 +98,25 @@ def run(args: argparse.Namespace) -> int:
                "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr,
                "trust_agent": args.trust_agent,
                "hparams": {k: parse_value(v) for k, v in parse_pairs(args.hparams, "--hparams")} or None,
-               "keep_replay_buffers": args.keep_replay_buffers}
+               "keep_replay_buffers": args.keep_replay_buffers or ("latest" if args.save_replay_buffer else "none"),
+               "keep_checkpoints": args.keep_checkpoints}
     if args.steps is None and not args.agent.startswith("sb3-"):
         print("gfnet train-agent: --steps is required (only sb3-* agents have a recipe default)")
         return 2
     seeds = [args.seed + k for k in range(args.seeds)]
     for seed in seeds:
         out = args.out if args.seeds == 1 else str(Path(args.out) / f"seed_{seed}")
-        agent = factory.learn(args.env, args.steps, seed, out, resume=args.resume,
-                              **{**factory.train_options(options), **env_kwargs})
+        # an interrupted run leaves the marker: the benchmark refuses the folder and says how to resume it
+        fresh = not Path(out).exists()
+        mark_unfinished(out, f"Resume it with the same command and --resume (seed {seed}, --out {args.out}).")
+        try:
+            agent = factory.learn(args.env, args.steps, seed, out, resume=args.resume,
+                                  **{**factory.train_options(options), **env_kwargs})
+        except BaseException:
+            if fresh and [p.name for p in Path(out).iterdir()] == [UNFINISHED]:
+                shutil.rmtree(out)  # refused before any work: leave nothing behind
+            raise
+        mark_finished(out)
         print(f"trained {agent.name} (seed {seed}) saved in {out}")
     print(f"TensorBoard: tensorboard --logdir {args.out}")
     return 0

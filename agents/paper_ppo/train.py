@@ -9,6 +9,10 @@ One iteration per batch of B images:
    policy sampling its actions; the rollout memory receives states, actions, log-probs and rewards;
 3. one :func:`~agents.paper_ppo.ppo.ppo_update`.
 
+TensorBoard gets the scalars of every batch and, a few times per run (at its start, after every fifth of the
+batches and at the end), a picture of deterministic episodes on the first ``episode_images`` images of the
+evaluation split (tag ``episodes/looks``, :mod:`agents.episode_images`).
+
 The env is stepped only through its public API (:func:`gfnet_env.factory.make_core` and
 :func:`gfnet_env.rollout.rollout`); the networks stay frozen, only the policy learns.
 
@@ -32,9 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from feature_nets.policy import PatchPolicy
-
 from feature_nets.files import atomic_write_text
+from feature_nets.policy import PatchPolicy
 
 from ..trained import write_agent_json
 from .files import AGENT_FILE, LATEST_FILE, write_policy_file
@@ -71,6 +74,58 @@ def _image_order(seed: int, n_images: int, start: int, count: int) -> tuple[list
             perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n_images)
         out.append(int(perms[epoch][pos % n_images]))
     return out, start // n_images
+
+
+def _picture_batches(n_batches: int, times: int = 5) -> set[int]:
+    """Batch counts after which a run of ``n_batches`` draws its episode pictures: every ``1/times`` of the
+    run, the last batch included (fewer when ``n_batches < times``); the start is drawn separately."""
+    return {max(1, round(k * n_batches / times)) for k in range(1, times + 1)}
+
+
+class _EpisodePictures:
+    """Pictures of the live policy's deterministic episodes on the first ``n_images`` images of the evaluation
+    split (:mod:`agents.episode_images`), the same images each time so they compare across the run.
+
+    The core shares the training networks (no second copy) and settings (feature maps, continuous actions:
+    the policy's own); it draws no random numbers, so a resumed run trains exactly as an uninterrupted one.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict, n_images: int, core, policy: PatchPolicy) -> None:
+        from ..episode_images import evaluation_core
+
+        self.policy = policy
+        self.core = evaluation_core(env_id, env_kwargs, n_images, model=core.model, device=core.device)
+        self.indices = list(range(min(n_images, len(self.core.dataset))))
+
+    def _actor(self):
+        """A fresh ``obs -> actions`` function of the live policy's mean action (one picture's episodes: the
+        recurrent state starts empty). Not :class:`~agents.paper_ppo.agent.PaperPPOAgent`: that module imports
+        this one."""
+        hidden = None
+
+        @torch.no_grad()
+        def act(obs) -> np.ndarray:
+            nonlocal hidden
+            fmap = torch.as_tensor(np.asarray(obs)).to(self.core.device).float()
+            mean, hidden = self.policy.mean_action(fmap, hidden)
+            return mean.float().cpu().numpy()
+
+        return act
+
+    def log(self, writer, env_steps: int) -> None:
+        """Add the picture, (H, W, 3) uint8, to ``writer`` as ``episodes/looks`` at ``env_steps``."""
+        from ..episode_images import TAG, episode_image
+
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            image = episode_image(self.core, self._actor(), self.indices, deterministic=True)
+        finally:
+            self.policy.train(was_training)
+        writer.add_image(TAG, image, env_steps, dataformats="HWC")
+
+    def close(self) -> None:
+        self.core.close()
 
 
 def _snapshot(policy: PatchPolicy, optimizer, generator: torch.Generator) -> tuple:
@@ -151,6 +206,7 @@ def train_policy(
     epochs: int = 1,
     save_every: int = 50,
     progress: bool = False,
+    episode_images: int = 4,
     **env_kwargs,
 ) -> TrainedPolicy:
     """Train the paper's policy with its PPO on the frozen networks of ``env_id``.
@@ -171,6 +227,9 @@ def train_policy(
             after Ctrl-C or ``kill -9`` alike), truncating ``progress.csv`` to the resumed batches.
         device: torch device of the networks and the policy.
         progress: show a tqdm progress bar.
+        episode_images: images of the evaluation split (``val``; a ``dataset=``'s own first images) drawn with
+            the policy's deterministic episodes to TensorBoard (``episodes/looks``) at the start, after every
+            fifth of the batches and at the end; 0: none.
         **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``max_steps=``, ``reward=``, …);
             ``split`` defaults to ``"train"`` (not the env's evaluation split); ``obs_mode`` / ``action_mode`` are
             fixed to ``feature_map`` / ``continuous``.
@@ -186,6 +245,8 @@ def train_policy(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (returns are normalised over the batch), got {batch_size}")
+    if isinstance(episode_images, bool) or int(episode_images) != episode_images or episode_images < 0:
+        raise ValueError(f"episode_images must be an int >= 0 (0: none), got {episode_images!r}")
     env_kwargs = dict(env_kwargs)
     env_kwargs.setdefault("split", "train")
     for key, want in (("obs_mode", "feature_map"), ("action_mode", "continuous")):
@@ -241,7 +302,8 @@ def train_policy(
         new_csv = not (resume and csv_path.exists())
         if not new_csv:
             _truncate_progress(csv_path, fields, start)
-        csv_file = open(csv_path, "w" if new_csv else "a", newline="")
+        # closed in the loop's finally below, after the last row
+        csv_file = open(csv_path, "w" if new_csv else "a", newline="")  # noqa: SIM115
         csv_writer = csv.DictWriter(csv_file, fieldnames=fields)
         if new_csv:
             csv_writer.writeheader()
@@ -256,8 +318,13 @@ def train_policy(
         memory = RolloutMemory()
         done = start  # batches whose update is complete; the state is consistent with it outside a batch
         snapshot = None  # the state at the start of the batch in progress
+        pictures = None  # episode pictures on fixed evaluation images (episode_images > 0)
+        draw_at = _picture_batches(n_batches)
         t0 = time.perf_counter()
         try:
+            if episode_images and start < n_batches:
+                pictures = _EpisodePictures(env_id, env_kwargs, int(episode_images), core, policy)
+                pictures.log(writer, start * per_batch)  # the policy the run starts from (fresh, given, resumed)
             for batch in range(start, n_batches):
                 snapshot = _snapshot(policy, optimizer, generator)
                 # 1. the next B images
@@ -288,6 +355,8 @@ def train_policy(
                 if bar is not None:
                     bar.update(per_batch)
                     bar.set_postfix(ret=f"{row['mean_return']:.3f}", acc=f"{correct[-1]:.3f}")
+                if pictures is not None and done in draw_at:
+                    pictures.log(writer, done_steps)
                 if done % save_every == 0:
                     save_latest(done)
         finally:
@@ -306,6 +375,8 @@ def train_policy(
                 writer.close()
                 if bar is not None:
                     bar.close()
+                if pictures is not None:
+                    pictures.close()
     finally:
         core.close()
 
