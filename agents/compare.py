@@ -3,7 +3,9 @@
 Two benchmark runs can be put in one table only when they measured the same thing: the same env, networks,
 images, reward, horizon and grid. :func:`protocol_of` records that in ``results.json`` (with a ``fingerprint``,
 a hash of all of it); :func:`merge_results` (``gfnet compare A B …``) merges the agents of results folders that
-share a fingerprint and refuses, naming the differing fields, those that do not.
+share a fingerprint and refuses, naming the differing fields, those that do not. With a ``reference`` the paired
+statistics (difference, interval, McNemar, oracle gap) are recomputed over the merged agents from the folders'
+``per_image.npz`` — e.g. every agent against random, or two folders' agents against each other.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from .base import PathLike
 
-__all__ = ["merge_results", "protocol_of", "read_results"]
+__all__ = ["merge_results", "protocol_of", "read_per_image", "read_results"]
 
 
 def _sha(data: bytes) -> str:
@@ -63,16 +65,33 @@ def read_results(folder: PathLike) -> dict:
     return results
 
 
-def merge_results(folders: list[PathLike]) -> dict:
+def read_per_image(folder: PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(image indices (E,), name → (R, T', E) correctness booleans) from a folder's ``per_image.npz``."""
+    path = Path(folder) / "per_image.npz"
+    if not path.is_file():
+        raise ValueError(f"{folder} holds no per_image.npz, needed to recompute paired statistics: rerun its benchmark")
+    with np.load(path, allow_pickle=False) as data:
+        correct = {k[: -len("/correct")]: data[k].astype(bool) for k in data.files if k.endswith("/correct")}
+        return data["image_index"], correct
+
+
+def merge_results(folders: list[PathLike], reference: str | None = None, seed: int = 0) -> dict:
     """The agents of several benchmark outputs of the same protocol in one results dict.
 
     An agent benchmarked in several folders keeps the first; later copies are named ``name@folder``.
 
+    Args:
+        folders: benchmark output folders (two or more; one is enough with a ``reference``).
+        reference: recompute every agent's paired comparison against this (merged) agent name from the
+            per-image records (:func:`agents.comparison.compare_agents`); None keeps each folder's own.
+        seed: of the recomputed bootstrap.
+
     Raises:
-        ValueError: fewer than two folders, or protocols differ (the message names the fields and values).
+        ValueError: too few folders, protocols differ (the message names the fields and values), or the
+            reference is not among the merged agents.
     """
-    if len(folders) < 2:
-        raise ValueError("give at least two benchmark output folders to compare")
+    if len(folders) < (1 if reference is not None else 2):
+        raise ValueError("give at least two benchmark output folders to compare (or one with --reference)")
     all_results = [read_results(f) for f in folders]
     base = all_results[0]["protocol"]
     for folder, res in zip(folders[1:], all_results[1:]):
@@ -85,8 +104,26 @@ def merge_results(folders: list[PathLike]) -> dict:
     merged = {k: v for k, v in all_results[0].items() if k != "agents"}
     merged["agents"] = {}
     merged["merged_from"] = [str(f) for f in folders]
+    correct: dict[str, np.ndarray] = {}
+    images = None
     for folder, res in zip(folders, all_results):
+        if reference is not None:
+            index, per_folder = read_per_image(folder)
+            if images is not None and not np.array_equal(images, index):
+                raise ValueError(f"{folder}: its per-image records are of other images than {folders[0]}'s")
+            images = index
         for name, entry in res["agents"].items():
             key = name if name not in merged["agents"] else f"{name}@{Path(folder).name}"
             merged["agents"][key] = entry
+            if reference is not None:
+                correct[key] = per_folder[name]
+    if reference is not None:
+        from .comparison import compare_agents
+
+        if reference not in merged["agents"]:
+            raise ValueError(f"--reference {reference!r} is not among the merged agents {sorted(merged['agents'])}")
+        for entry in merged["agents"].values():
+            entry.pop("vs_reference", None)
+        compare_agents(merged["agents"], correct, reference, seed=seed)
+        merged["reference"] = reference
     return merged

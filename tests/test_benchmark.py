@@ -266,3 +266,27 @@ def test_compare_merges_the_same_protocol_and_refuses_another(first_run, tmp_pat
     assert code == 2 and "different protocols" in capsys.readouterr().err
     assert cli.main(["compare", str(out), str(other), "--out", str(tmp_path / "merged")]) == 0
     assert (tmp_path / "merged" / "results.md").read_text().count("| center") == 2
+
+
+def test_compare_recomputes_paired_statistics_against_another_reference(first_run, tmp_path, capsys):
+    from agents import cli
+    from agents.compare import merge_results
+
+    out, res = first_run
+    # one folder re-read against random: the paired numbers equal a benchmark run with --reference random
+    again = tmp_path / "vs_random"
+    direct = bench(again, reference="random")
+    merged = merge_results([out], reference="random")
+    assert merged["reference"] == "random" and "vs_reference" not in merged["agents"]["random"]
+    for name in ("center", "paper-ppo"):
+        assert merged["agents"][name]["vs_reference"] == direct["agents"][name]["vs_reference"]
+        assert merged["agents"][name]["vs_reference"]["reference"] == "random"
+    # two folders: an agent of one against an agent of the other
+    other = tmp_path / "other"
+    bench(other, agents=["center", "saliency"])
+    both = merge_results([out, other], reference="saliency@other")
+    assert both["agents"]["saliency"]["vs_reference"]["top1_difference"][-1] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="not among the merged agents"):
+        merge_results([out], reference="nobody")
+    assert cli.main(["compare", str(out), "--reference", "random"]) == 0
+    assert "random" in capsys.readouterr().out

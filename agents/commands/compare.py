@@ -2,7 +2,9 @@
 
 Each folder is a `gfnet benchmark --out` folder. They must share the protocol fingerprint in results.json (same
 env, weights, images, reward, max_steps and grid); otherwise the command says which fields differ and stops.
-Prints the merged table; --out writes results.json / results.md of the merge.
+Prints the merged table; --out writes results.json / results.md of the merge. --reference NAME recomputes every
+agent's paired comparison against NAME from the folders' per_image.npz (one folder is then enough: e.g. a
+benchmark re-read against random instead of paper-ppo).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from pathlib import Path
 
 from ._common import raw_formatter
 
-EXAMPLE = """  gfnet compare results/baselines results/sb3_seeds --out results/all"""
+EXAMPLE = """  gfnet compare results/baselines results/sb3_seeds --out results/all
+  gfnet compare results/all --reference random"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     raw_formatter(parser, __doc__, EXAMPLE)
-    parser.add_argument("folders", nargs="+", help="benchmark output folders (two or more)")
+    parser.add_argument("folders", nargs="+", help="benchmark output folders (two or more; one with --reference)")
     parser.add_argument("--out", default=None, help="folder for the merged results.json and results.md")
+    parser.add_argument("--reference", default=None,
+                        help="recompute the paired comparison of every agent against this one from per_image.npz")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.report import markdown_table
     from feature_nets.files import atomic_write_text
 
-    merged = merge_results(args.folders)  # a ValueError naming the differing protocol fields otherwise
+    merged = merge_results(args.folders, reference=args.reference)  # a ValueError naming the differing protocol fields otherwise
     table = markdown_table(merged)
     if args.out is not None:
         out = Path(args.out)
