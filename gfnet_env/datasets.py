@@ -31,7 +31,7 @@ from torchvision.transforms import InterpolationMode
 from feature_nets.configs import BackboneConfig
 
 from .checks import check_image_dataset  # noqa: F401  (re-exported)
-from . import seeded
+from . import decoding, seeded
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -99,15 +99,25 @@ def eval_transform(config: BackboneConfig) -> transforms.Compose:
     )
 
 
-def train_transform(config: BackboneConfig) -> transforms.Compose:
-    """The training transform: RandomResizedCrop(S) (dataset interpolation), horizontal flip, ToTensor,
-    ImageNet normalisation. Input: a PIL RGB image; output: float32 (3, S, S).
+def train_transform(config: BackboneConfig, interpolation: str = "bilinear") -> transforms.Compose:
+    """The training transform: RandomResizedCrop(S), horizontal flip, ToTensor, ImageNet normalisation.
+    Input: a PIL RGB image; output: float32 (3, S, S).
+
+    ``interpolation`` of the crop's resize: ``bilinear`` (default) for every backbone, as GFNet's training code
+    does (torchvision's RandomResizedCrop default), or ``dataset`` for the backbone's evaluation interpolation
+    (bicubic for ResNet-50, MobileNet-V3, EfficientNet). S is the model's image size: 224 for every released
+    configuration but EfficientNet-B2/B3 (260/300), which the original trains at 224 and evaluates at 260/300;
+    here a model has one input size, so they train at their own (docs/training.md).
 
     The two random steps are the seeded ones of :mod:`gfnet_env.seeded`: inside the env each load is seeded
     from the slot's generator (so seeded resets repeat), elsewhere they draw from torch's global RNG."""
+    if interpolation not in ("bilinear", "dataset"):
+        raise ValueError(f"interpolation must be 'bilinear' (the original's) or 'dataset' (the backbone's), "
+                         f"got {interpolation!r}")
+    mode = config.dataset_interpolation if interpolation == "dataset" else "bilinear"
     return transforms.Compose(
         [
-            seeded.RandomResizedCrop(config.image_size, interpolation=_interpolation(config.dataset_interpolation)),
+            seeded.RandomResizedCrop(config.image_size, interpolation=_interpolation(mode)),
             seeded.RandomHorizontalFlip(),
             transforms.ToTensor(),
             _normalize(),
@@ -150,7 +160,7 @@ def _is_ancestor(real: str, folder: str) -> bool:
     return own == real or own.startswith(real.rstrip(os.sep) + os.sep)
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(decoding.FolderRawItems, Dataset):
     """Images in ``root/<class>/<image files>`` (class folders may hold sub-folders; files are found recursively).
 
     Symlinks are followed, but each folder is listed once (by its real path) and never one that leads back to the
@@ -176,6 +186,8 @@ class ImageFolderDataset(Dataset):
     ``decoder="torchvision"`` (opt-in) decodes with ``torchvision.io.decode_jpeg`` and resizes/crops with tensor
     kernels (:mod:`gfnet_env.decoding`) when the transform is the evaluation transform; files it rejects, and
     other transforms, use PIL. Pixels differ slightly from PIL's (tests/test_decoding.py states by how much).
+    For the env it hands out raw items (:class:`decoding.FolderRawItems`, :meth:`encoded_item`), normalised in
+    batches on its device (:mod:`gfnet_env.loading`).
 
     Raises:
         FileNotFoundError: ``root`` is missing, has no class folders, a class folder holds no image, or no image
@@ -198,7 +210,6 @@ class ImageFolderDataset(Dataset):
         self.root = Path(root).expanduser()
         self.transform = transform
         self.decoder = decoder
-        self._jpeg = self._jpeg_transform = None  # the torchvision decoder, built on first use (decoding.JpegDecoder)
         self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
         if not self.extensions:
             raise ValueError("extensions must not be empty")
@@ -304,35 +315,23 @@ class ImageFolderDataset(Dataset):
             raise CorruptImageError.for_file(path, f"{type(err).__name__}: {err}") from err
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        label = self.samples[index][1]
-        if self.decoder == "torchvision":
-            decoded = self._torchvision_item(index)
-            if decoded is not None:
-                return decoded, label
+        if self.decoder == "torchvision" and self.normalization is not None:
+            pixels, label = self.uint8_item(index)
+            return decoding.normalize_uint8(pixels, *self.normalization), label
         img = self.load_image(index)
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, label
+        return (self.transform(img) if self.transform is not None else img), self.samples[index][1]
 
-    def _torchvision_item(self, index: int) -> torch.Tensor | None:
-        """Item ``index`` through torchvision's decoder (PIL for a rejected file); None for non-eval transforms."""
-        from .decoding import JpegDecoder, eval_geometry
-
-        if eval_geometry(self.transform) is None:
-            return None
-        if self._jpeg is None or self._jpeg_transform is not self.transform:
-            self._jpeg = JpegDecoder(self.transform)
-            self._jpeg_transform = self.transform
+    def encoded_item(self, index: int) -> tuple[torch.Tensor, int]:  # raw item protocol, gfnet_env/loading.py
+        """(the file's bytes as a uint8 1-D tensor, label); :class:`CorruptImageError` if it cannot be read."""
         path = self.samples[index][0]
         try:
-            px = self._jpeg.pixels([path])[0]
-        except (OSError, RuntimeError):  # unreadable file: PIL's path names it as CorruptImageError
-            px = None
-        if px is None:
-            return self.transform(self.load_image(index))
-        from .decoding import normalize_uint8
-
-        return normalize_uint8(px, self._jpeg.mean, self._jpeg.std)
+            regular = stat.S_ISREG(os.stat(path).st_mode)  # a FIFO would block the read: never open one
+            data = decoding.read_bytes(path) if regular else None
+        except OSError as err:
+            raise CorruptImageError.for_file(path, f"{type(err).__name__}: {err}") from err
+        if data is None:
+            raise CorruptImageError.for_file(path, "not a regular file")
+        return data, self.samples[index][1]
 
     @property
     def source(self) -> str:

@@ -107,7 +107,11 @@ def test_transforms_use_backbone_interpolation():
     assert eval_transform(effnet).transforms[0].size == int(S / 0.904)
     assert eval_transform(CFG).transforms[0].interpolation == InterpolationMode.BILINEAR
     t = train_transform(effnet)
-    assert t.transforms[0].interpolation == InterpolationMode.BICUBIC
+    # training crops resize bilinearly for every backbone, as GFNet's training code does
+    assert t.transforms[0].interpolation == InterpolationMode.BILINEAR
+    assert train_transform(effnet, interpolation="dataset").transforms[0].interpolation == InterpolationMode.BICUBIC
+    with pytest.raises(ValueError, match="bilinear"):
+        train_transform(effnet, interpolation="bicubic")
     x = t(Image.new("RGB", (40, 30)))
     assert x.shape == (3, S, S)
 

@@ -348,6 +348,18 @@ def test_train_features_cli(tmp_path):
     assert rc == 0
     ckpt = load_checkpoint(tmp_path / "best.pth.tar")
     assert ckpt.model.spec.encoder_kwargs["widths"] == [8, 16] and ckpt.extra["epoch"] == 1
+    assert ckpt.extra["train_config"]["lr_schedule"] == "iteration"  # small_cnn's recipe
+    # the recipe's training options can be set from the command line
+    rc = main(["--model", "small_cnn", "--task", "cluttered-fashion-mnist", "--train-samples", "64",
+               "--val-samples", "32", "--epochs", "1", "--batch-size", "32", "--pretrain-epochs", "0",
+               "--small-widths", "8,16", "--small-feature-num", "16", "--out", str(tmp_path / "opts"), "--no-progress",
+               "--lr-schedule", "epoch", "--dropout", "0.1", "--glance-logits", "inference"])
+    assert rc == 0
+    stored = load_checkpoint(tmp_path / "opts" / "last.pth.tar").extra["train_config"]
+    assert (stored["lr_schedule"], stored["dropout"], stored["glance_logits"]) == ("epoch", 0.1, "inference")
+    with pytest.raises(ValueError, match="needs MobileNet-V3 / EfficientNet blocks"):  # small_cnn has none
+        main(["--model", "small_cnn", "--task", "cluttered-fashion-mnist", "--train-samples", "64", "--epochs", "1",
+              "--pretrain-epochs", "0", "--out", str(tmp_path / "dc"), "--no-progress", "--drop-connect", "0.05"])
     rc = main(["--stage", "3", "--init", str(tmp_path / "best.pth.tar"), "--policy-checkpoint",
                str(tmp_path / "best.pth.tar"), "--task", "cluttered-fashion-mnist", "--train-samples", "64",
                "--val-samples", "32", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "s3"),

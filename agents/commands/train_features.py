@@ -72,6 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="keep the global encoder fixed (default: yes for MobileNet-V3/EfficientNet)")
     g.add_argument("--glance-interpolation", choices=["bicubic", "bilinear", "model"], default=None,
                    help="glance resize while training (default bicubic as the paper; small_cnn: its own mode)")
+    g.add_argument("--lr-schedule", choices=["epoch", "iteration"], default=None,
+                   help="cosine learning rate set once per epoch (the original; default) or every step "
+                        "(small_cnn's recipe)")
+    g.add_argument("--dropout", type=float, default=None,
+                   help="dropout on each look's pooled features in training (default: the recipe's; the original "
+                        "uses 0.2 for MobileNet-V3, 0.3 for EfficientNet, 0 otherwise)")
+    g.add_argument("--drop-connect", type=float, default=None,
+                   help="largest stochastic-depth rate of MobileNet-V3 / EfficientNet blocks (default: the "
+                        "recipe's, 0.2 for them as the original)")
+    g.add_argument("--glance-logits", choices=["classifier", "inference"], default=None,
+                   help="logits of the glance's loss term: the classifier's own step-0 output (the original; "
+                        "default) or the inference path's (RegNet's GRU step-0 logits, the project's earlier way)")
+    g.add_argument("--train-crop-interpolation", choices=["bilinear", "dataset"], default="bilinear",
+                   help="resize of the training RandomResizedCrop: bilinear for every backbone as the original "
+                        "(default), or the backbone's evaluation interpolation")
     g.add_argument("--pretrain-epochs", type=int, default=None,
                    help="small_cnn on the default task, stage 1 from scratch: pretrain the encoder on clean items "
                         "for this many epochs first (default 2; 0 to skip)")
@@ -148,7 +163,7 @@ def _datasets(args, model, task: str | None):
 
     cfg = model.spec.config.with_overrides(image_size=model.image_size)
     root = Path(args.data_root)
-    train = ImageFolderDataset(root / "train", transform=train_transform(cfg))
+    train = ImageFolderDataset(root / "train", transform=train_transform(cfg, args.train_crop_interpolation))
     val = ImageFolderDataset(root / "val", transform=eval_transform(cfg))
     if args.train_samples:
         train = Subset(train, range(min(args.train_samples, len(train))))
@@ -167,6 +182,9 @@ def _train_config(args, model, task: str | None):
                      workers=args.workers if args.workers is not None else (0 if task else 8))
     if args.freeze_global is not None:
         overrides["freeze_global"] = args.freeze_global == "yes"
+    for key in ("lr_schedule", "dropout", "drop_connect", "glance_logits"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     cfg = TrainConfig.for_model(model, stage=args.stage, **overrides)
     if args.glance_interpolation is not None:
         cfg.glance_interpolation = None if args.glance_interpolation == "model" else args.glance_interpolation
