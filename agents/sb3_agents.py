@@ -381,6 +381,14 @@ def train_sb3(
         obs_space = train_env.observation_space
         obs_bytes = 4 * (sum(int(np.prod(s.shape or (1,))) for s in obs_space.spaces.values())
                          if hasattr(obs_space, "spaces") else int(np.prod(obs_space.shape)))
+        noise = settings.get("action_noise_std")
+        if noise:
+            if action_mode != "continuous":
+                raise ValueError(f"action_noise_std needs continuous actions, not {action_mode!r}")
+            from stable_baselines3.common.noise import NormalActionNoise
+
+            dim = int(np.prod(train_env.action_space.shape))
+            kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), float(noise) * np.ones(dim))
         if off_policy:
             wanted = int(kwargs.get("buffer_size", 1_000_000))
             kwargs["buffer_size"] = replay_buffer_size(wanted, obs_bytes, settings.get("buffer_bytes"))
@@ -465,5 +473,9 @@ def export_for_inference(zip_in: PathLike, zip_out: PathLike, trust_agent: bool 
     zip_in, zip_out = Path(zip_in), Path(zip_out)
     meta = json.loads(zip_in.with_suffix(".json").read_text()) if zip_in.with_suffix(".json").exists() else {}
     model = load_sb3_model(algorithm_class(meta.get("algo", "ppo")), zip_in, trust_agent=trust_agent, device="cpu")
-    model.policy.optimizer.state.clear()
+    # PPO/A2C/DQN/RecurrentPPO keep one optimizer on the policy, SAC/TD3 one each on the actor and the critic
+    for part in (model.policy, getattr(model.policy, "actor", None), getattr(model.policy, "critic", None)):
+        optimizer = getattr(part, "optimizer", None)
+        if optimizer is not None:
+            optimizer.state.clear()
     return save_model(model, zip_out)

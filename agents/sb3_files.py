@@ -67,6 +67,8 @@ _EXACT = {
     ("numpy.random._pcg64", "PCG64"), ("numpy.random._pcg64", "PCG64DXSM"), ("numpy.random._mt19937", "MT19937"),
     ("numpy.random._philox", "Philox"), ("numpy.random._sfc64", "SFC64"),
     ("torch", "device"),
+    # numpy's float scalar types: the dtype an SB3 action noise keeps (TD3/SAC with action_noise_std)
+    ("numpy", "float16"), ("numpy", "float32"), ("numpy", "float64"),
     ("stable_baselines3.common.type_aliases", "TrainFreq"),
     ("stable_baselines3.common.type_aliases", "TrainFrequencyUnit"),
 }

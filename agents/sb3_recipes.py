@@ -20,6 +20,9 @@ rollout_steps  on-policy only: env steps per update; ``n_steps = max(4, rollout_
                ``n_steps`` is given, so 64 envs do not collect 131,072 steps per update
 buffer_bytes   off-policy only: cap of the replay buffer in bytes (obs + next obs per transition, float32);
                also capped at a quarter of the available memory
+action_noise_std  TD3/SAC: standard deviation of Gaussian exploration noise added to each action (in the
+               [−1, 1] action scale); SB3's TD3 adds none by default, so without it TD3 explores only
+               through its initial random steps
 (other keys)   constructor arguments of the algorithm (``learning_rate``, ``gamma``, ``batch_size``, …)
 ============== ====================================================================================================
 
@@ -42,7 +45,7 @@ __all__ = ["ENV_KEYS", "RECIPES", "available_memory", "legacy_recipe", "policy_k
 OFF_POLICY = ("sac", "td3", "dqn")
 #: Keys that are env settings or training options, not algorithm arguments.
 ENV_KEYS = ("steps", "n_envs", "obs_mode", "action_mode", "grid_size", "action_range", "extractor", "net_arch",
-            "activation_fn", "rollout_steps", "buffer_bytes")
+            "activation_fn", "rollout_steps", "buffer_bytes", "action_noise_std")
 _GRID = dict(obs_mode="feature_map", action_mode="grid", grid_size=7, extractor="feature_map")
 _GRID_MLP = dict(_GRID, extractor="none")  # SB3's flatten + MLP (the shipped sb3-ppo)
 _CONT = dict(obs_mode="feature_map", action_mode="continuous", action_range="symmetric", extractor="feature_map")
@@ -66,9 +69,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "sac": dict(steps=20_000, n_envs=16, **_CONT, net_arch=[256, 256], buffer_bytes=512 * 2**20,
                 buffer_size=15_000, learning_starts=1_000, batch_size=128, learning_rate=3e-4, gamma=1.0,
                 train_freq=1, gradient_steps=1, ent_coef="auto_0.01"),
+    # td3: Gaussian exploration noise (SB3 adds none): 20k steps, 10k canvases: 75.6 % with std 0.1 vs 73.4 % without
     "td3": dict(steps=20_000, n_envs=16, **_CONT, net_arch=[256, 256], buffer_bytes=512 * 2**20,
                 buffer_size=15_000, learning_starts=1_000, batch_size=128, learning_rate=3e-4, gamma=1.0,
-                train_freq=1, gradient_steps=1),
+                train_freq=1, gradient_steps=1, action_noise_std=0.1),
 }
 
 

@@ -233,3 +233,24 @@ def test_continuous_off_policy_trains_with_default_checkpointing(tmp_path, algo)
     assert agent.model.num_timesteps == 32
     folder = tmp_path / algo / "checkpoints"
     assert not list(folder.glob("*replay_buffer*")) and len(list(folder.glob(f"{algo}_*_steps.zip"))) == 2
+
+
+def test_td3_exploration_noise_from_the_recipe_and_its_model_loads_safely(tmp_path):
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    from agents.sb3_agents import SB3TD3Agent, export_for_inference
+
+    assert RECIPES["td3"]["action_noise_std"] == 0.1
+    agent = _train("td3", tmp_path / "t", steps=32, hparams={"action_noise_std": 0.3},
+                   algo_kwargs={"learning_starts": 8, "buffer_size": 1000})
+    noise = agent.model.action_noise
+    noise = getattr(noise, "base_noise", noise)  # SB3 wraps it per env (VectorizedActionNoise) for n_envs > 1
+    assert isinstance(noise, NormalActionNoise) and np.allclose(noise._sigma, 0.3)
+    # the saved zip holds the noise object; the restricted loader reads it without --trust-agent
+    loaded = SB3TD3Agent.load(tmp_path / "t" / "sb3_td3.zip", device="cpu")
+    assert np.allclose(getattr(loaded.model.action_noise, "base_noise", loaded.model.action_noise)._sigma, 0.3)
+    # export drops both optimizers' moments (actor and critic) and acts the same
+    small = export_for_inference(tmp_path / "t" / "sb3_td3.zip", tmp_path / "small.zip")
+    assert small.stat().st_size < (tmp_path / "t" / "sb3_td3.zip").stat().st_size
+    with pytest.raises(ValueError, match="continuous"):
+        _train("dqn", tmp_path / "d", steps=32, hparams={"action_noise_std": 0.1})
