@@ -44,7 +44,7 @@ def _refuse_unfinished(name: str, folder: Path) -> None:
     marker = folder / UNFINISHED
     if marker.exists():
         hint = marker.read_text(errors="replace").strip()
-        raise ValueError(f"--agent-dir {name}={folder}: the training run in this folder has not finished "
+        raise ValueError(f"{name} in {folder}: the training run in this folder has not finished "
                          f"({UNFINISHED} marker). {hint.removeprefix('This training run has not finished. ')}")
 
 
@@ -64,6 +64,8 @@ def load_agent(name: str | None, path: PathLike, device: str = "auto", trust_age
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no trained agent at {path}: the folder or file does not exist")
+    if path.is_dir():
+        _refuse_unfinished(name or "agent", path)
     meta = read_agent_json(path)
     if name is None:
         if meta is None:

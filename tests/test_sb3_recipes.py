@@ -184,7 +184,7 @@ def test_a_run_that_stays_at_random_warns(tmp_path, monkeypatch):
 
 
 def test_unfinished_training_folder_is_refused_with_how_to_resume(tmp_path):
-    from agents.trained import mark_finished, mark_unfinished, trained_paths, write_agent_json
+    from agents.trained import load_agent, mark_finished, mark_unfinished, trained_paths, write_agent_json
 
     run = tmp_path / "run" / "seed_1"
     write_agent_json(run, "sb3-a2c", "sb3_a2c.zip")
@@ -193,6 +193,8 @@ def test_unfinished_training_folder_is_refused_with_how_to_resume(tmp_path):
     for where in (run, run.parent):
         with pytest.raises(ValueError, match="has not finished.*--resume"):
             trained_paths("sb3-a2c", where)
+    with pytest.raises(ValueError, match="has not finished"):
+        load_agent("sb3-a2c", run)
     mark_finished(run)
     assert trained_paths("sb3-a2c", run.parent) == [run]
 
