@@ -5,17 +5,23 @@ For B env slots and one model the script times, on the same device and precision
 
 - ``jpeg``: an ImageFolder of JPEGs through the evaluation transform (PIL, the env's default), episodes drawn
   at random, the env's own decoding threads and per-slot prefetch (``--loader-threads``, default: the env's);
-- ``jpeg-tv``: the same files with ``ImageFolderDataset(decoder="torchvision")`` (gfnet_env/decoding.py);
+- ``jpeg-tv``: the same files with ``ImageFolderDataset(decoder="torchvision")`` (gfnet_env/decoding.py): decoded
+  per item by torchvision's CPU decoder in the loader threads;
+- ``jpeg-dev``: the same files with the env's ``jpeg_decoder="torchvision"``: the loader threads read the bytes, the
+  reset's batch is decoded by ``torchvision.io.decode_jpeg`` on the env's device (nvJPEG on a GPU, the CPU
+  decoder on the CPU) and resized/cropped/normalised there (gfnet_env/loading.py);
 - ``cache``: the same split from its prepared cache (gfnet_env/prepared.py), written first into a temp folder;
 - ``memory``: the same images already transformed, as an in-memory TensorDataset;
 - ``bare``: the networks alone on pre-loaded tensors on the device: glance + T−1 ``focus_at`` per batch.
 
 An env episode batch is ``reset_slots`` (load + glance) + ``observe`` + (T−1) × (``step`` + ``observe``), with
-random continuous actions, through the env's public API. Rates are images (= episodes) per second. The settings
+random continuous actions, through the env's public API. The JPEG and cache settings hand the env uint8
+pixels, normalised on its device per batch (the raw item protocol of gfnet_env/loading.py). Rates are images (= episodes) per second. The settings
 are measured in interleaved rounds (each measurement after one untimed batch) and each reports its median, so
 slow drift of a shared machine's load hits all of them alike. Without ``--data`` the script writes ``--images``
 random 500×375 JPEGs (ImageNet's typical size; ~56 kB each, about half an ImageNet file) into a temp folder.
-The last two lines are ``ratio_cache=<cache/memory>`` and ``ratio_jpeg=<jpeg/memory>``.
+Before them come ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=`` (each over memory). The last two lines are
+``ratio_cache=<cache/memory>`` and ``ratio_jpeg=<jpeg/memory>``.
 
 Example::
 
@@ -64,7 +70,9 @@ def parse_args(argv=None):
                    help="env decoding threads for the JPEG settings (default: the env's own choice)")
     p.add_argument("--cache-threads", type=int, default=None,
                    help="env loading threads for the cache setting (default: the env's choice for the dataset)")
-    p.add_argument("--skip-tv", action="store_true", help="do not measure the torchvision decoder")
+    p.add_argument("--skip-tv", action="store_true", help="do not measure the per-item torchvision decoder")
+    p.add_argument("--skip-dev", action="store_true",
+                   help="do not measure jpeg_decoder='torchvision' (batched decoding on the env's device)")
     return p.parse_args(argv)
 
 
@@ -134,10 +142,13 @@ def main(argv=None) -> dict:
         datasets = {"jpeg": folder, "cache": cache, "memory": memory}
         if not args.skip_tv:
             datasets["jpeg-tv"] = ImageFolderDataset(root, tf, decoder="torchvision")
+        if not args.skip_dev:
+            datasets["jpeg-dev"] = folder
         cores = {}
         for name, ds in datasets.items():
             lt = args.loader_threads if name.startswith("jpeg") else args.cache_threads if name == "cache" else None
-            settings = EnvSettings(precision=args.precision, channels_last=args.channels_last, loader_threads=lt)
+            settings = EnvSettings(precision=args.precision, channels_last=args.channels_last, loader_threads=lt,
+                                   jpeg_decoder="torchvision" if name == "jpeg-dev" else "pil")
             cores[name] = GFNetCore(model, ds, b, settings, device=device)
             for slot in range(b):
                 cores[name].seed_slot(slot, slot)
@@ -170,6 +181,8 @@ def main(argv=None) -> dict:
                 for name, fn in fns.items():
                     results[name].append(rate(fn, device, args.seconds, b))
             skipped = sum(core.skipped_images for core in cores.values())
+            fallbacks = cores["jpeg-dev"].decoder_fallbacks if "jpeg-dev" in cores else 0
+            threads_used = cores["jpeg"].loader_threads
         finally:
             for core in cores.values():
                 core.close()
@@ -177,18 +190,21 @@ def main(argv=None) -> dict:
 
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({torch.get_num_threads()} torch threads)")
-    lt = args.loader_threads if args.loader_threads is not None else "env default"
+    lt = args.loader_threads if args.loader_threads is not None else f"env default = {threads_used}"
     print(f"device: {name}; model {args.model} P={m.patch_size} S={s} T={m.T} batch {b} {args.precision}"
           f"{' channels_last' if args.channels_last else ''}; {len(folder)} images; loader threads {lt} "
           f"(default_decode_threads() = {default_decode_threads()}); cache written in {prep_s:.1f} s")
     for k, v in med.items():
         spread = f"[{min(results[k]):.1f}..{max(results[k]):.1f}]"
-        print(f"{k:8s} {v:10.1f} images/s (whole episodes) median of {len(results[k])} {spread}")
+        print(f"{k:9s} {v:10.1f} images/s (whole episodes) median of {len(results[k])} {spread}")
     if skipped:
         print(f"skipped {skipped} corrupt images")
     print(f"memory/bare={med['memory'] / med['bare']:.3f}")
-    if "jpeg-tv" in med:
-        print(f"ratio_jpeg_tv={med['jpeg-tv'] / med['memory']:.3f}")
+    if fallbacks:
+        print(f"jpeg-dev: {fallbacks} files rejected by torchvision's decoder went through PIL")
+    for k in ("jpeg-tv", "jpeg-dev"):
+        if k in med:
+            print(f"ratio_{k.replace('-', '_')}={med[k] / med['memory']:.3f}")
     print(f"ratio_cache={med['cache'] / med['memory']:.3f}")
     print(f"ratio_jpeg={med['jpeg'] / med['memory']:.3f}")
     return med

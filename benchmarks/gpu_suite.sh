@@ -7,7 +7,9 @@ PY=${PY:-python}
 OUT=${1:-benchmarks/gpu_results}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
-run() { echo "== $*" | tee -a "$OUT/all.txt"; $PY "$@" 2>&1 | tee -a "$OUT/all.txt"; }
+# Each line is bounded (LINE_TIMEOUT seconds, default 300): a hung line stops the suite (set -e) instead of the card.
+LINE_TIMEOUT=${LINE_TIMEOUT:-300}
+run() { echo "== $*" | tee -a "$OUT/all.txt"; timeout "$LINE_TIMEOUT" $PY "$@" 2>&1 | tee -a "$OUT/all.txt"; }
 # ResNet-50, P=96, T=5, batch 256: env vs bare encoder+classifier vs the original per-sample-crop loop.
 run benchmarks/env_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --seconds 5
 run benchmarks/env_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --seconds 5
@@ -16,6 +18,8 @@ run benchmarks/env_throughput.py --model mobilenetv3_large_100 --patch-size 96 -
 run benchmarks/cache_speedup.py --model resnet50 --patch-size 96 --batch 256 --device cuda --images 512
 run benchmarks/bf16_agreement.py --device cuda
 # Whole episodes (load + glance + T-1 focus steps + observations to host), ResNet-50 P=96 T=5 batch 256:
-# JPEGs (PIL; and torchvision's decoder, per item on the host), the prepared cache, in memory, bare networks.
+# JPEGs with PIL (jpeg), torchvision's decoder per item on the host (jpeg-tv), and device JPEG decoding
+# (jpeg-dev: jpeg_decoder='torchvision', nvJPEG batch + resize/crop/normalise on the GPU), the prepared cache,
+# in memory, bare networks; lines ratio_jpeg_dev=, ratio_cache=, ratio_jpeg= (each over in memory).
 run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024
 run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024

@@ -15,8 +15,6 @@ The per-episode buffers (images, labels, logits, classifier state, feature maps)
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -29,7 +27,7 @@ from feature_nets.madds import count_madds
 
 from .actions import make_action_decoder
 from .checks import check_buffer_memory, check_int
-from .loading import SlotImageLoader
+from .loading import SlotImageLoader, default_decode_threads
 from .rewards import StepReward
 from .settings import EnvSettings
 from .views import EnvView, PrivilegedView
@@ -42,7 +40,8 @@ class GFNetCore:
 
     Args:
         model: a GFNet (frozen here: eval mode, no gradients).
-        dataset: torch ``Dataset`` yielding (3×S×S float tensor, int label).
+        dataset: torch ``Dataset`` yielding (3×S×S float tensor, int label); datasets with the raw item protocol
+            of :mod:`gfnet_env.loading` (uint8 pixels or JPEG bytes) are normalised in batches on ``device``.
         num_envs: N, number of episode slots.
         settings: :class:`~gfnet_env.settings.EnvSettings` (checked against the model's T here).
         device: torch device or ``"auto"``.
@@ -93,9 +92,13 @@ class GFNetCore:
         self._build_spaces()
         n = num_envs
         threads = settings.loader_threads
-        if threads is None:  # decoding files pays off in threads; in-memory tensors do not
-            threads = min(8, os.cpu_count() or 1) if getattr(dataset, "decodes_files", False) else 0
-        self._loader = SlotImageLoader(dataset, n, threads, image_size=model.image_size)
+        if threads is None:  # decoding files pays off in threads (the cores torch leaves); in-memory tensors do not
+            # with the networks on a GPU the host's torch threads mostly wait, so they leave all cores but one
+            torch_threads = 1 if self.device.type == "cuda" else None
+            threads = default_decode_threads(torch_threads=torch_threads) if getattr(dataset, "decodes_files",
+                                                                                    False) else 0
+        self._loader = SlotImageLoader(dataset, n, threads, image_size=model.image_size,
+                                       jpeg_decoder=settings.jpeg_decoder)
         self._closed = False
         self._resets = 0
         self._steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode
@@ -178,6 +181,16 @@ class GFNetCore:
         """Corrupt images skipped so far."""
         return self._loader.skipped_images
 
+    @property
+    def loader_threads(self) -> int:
+        """Image-loading threads in use (0: images load in the caller)."""
+        return self._loader.threads
+
+    @property
+    def decoder_fallbacks(self) -> int:
+        """Files ``jpeg_decoder="torchvision"`` rejected and PIL decoded instead, so far."""
+        return self._loader.fallbacks
+
     # --- reset ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def reset_slots(self, slots: np.ndarray, indices: list[int | None] | None = None) -> None:
@@ -186,13 +199,8 @@ class GFNetCore:
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0:
             return
-        loaded = self._loader.load(slots, indices)
-        batch = torch.stack([img for img, _, _ in loaded])
-        labels = [label for _, label, _ in loaded]
-        used = [index for _, _, index in loaded]
-        if self.device.type == "cuda":
-            batch = batch.pin_memory()
-        batch = batch.to(self.device, non_blocking=True).float()
+        # float32 (B, 3, S, S) on the device; raw uint8 items are normalised there (gfnet_env/loading.py)
+        batch, labels, used = self._loader.load_batch(slots, indices, self.device)
         if batch.shape[1:] != self._images.shape[1:]:
             raise ValueError(
                 f"dataset images have shape {tuple(batch.shape[1:])}, the model needs {tuple(self._images.shape[1:])}; "

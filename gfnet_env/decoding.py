@@ -11,7 +11,12 @@ resize and centre crop then run where the pixels are. This module does that for 
   the centre S × S crop (torchvision's tensor kernels; the same code on CPU and GPU).
 * :func:`normalize_uint8`: uint8 (..., 3, S, S) → float32, as ``ToTensor`` + ``Normalize`` do it.
 * :class:`JpegDecoder`: all three for a list of files, with PIL (the transform itself) for files the decoder
-  rejects. ``ImageFolderDataset(..., decoder="torchvision")`` uses it per item on the CPU.
+  rejects.
+* :func:`split_normalize`, :func:`pil_pixels`, :class:`FolderRawItems`: a transform ``Compose([PIL steps…,
+  ToTensor(), Normalize])`` taken apart so an image's uint8 pixels can be handed out and normalised later, in a
+  batch on the env's device (the raw item protocol of :mod:`gfnet_env.loading`).
+  ``ImageFolderDataset(..., decoder="torchvision")`` decodes per item on the CPU this way; the env's
+  ``jpeg_decoder="torchvision"`` decodes a whole reset's files at once on its device (:mod:`gfnet_env.loading`).
 
 The decoders are not bit-identical: libjpeg-turbo (PIL) and torchvision's libjpeg / nvJPEG may differ in IDCT
 and chroma upsampling, and the tensor resize is not PIL's. tests/test_decoding.py states the measured difference.
@@ -23,13 +28,15 @@ import os
 import warnings
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torchvision import io as tvio
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F2
 
-__all__ = ["JpegDecoder", "decode_jpegs", "eval_geometry", "normalize_uint8", "read_bytes", "resize_crop"]
+__all__ = ["FolderRawItems", "JpegDecoder", "decode_jpegs", "eval_geometry", "normalize_uint8", "pil_pixels",
+           "read_bytes", "resize_crop", "split_normalize"]
 
 
 def read_bytes(path: str | os.PathLike) -> torch.Tensor:
@@ -86,6 +93,67 @@ def eval_geometry(transform: Any) -> tuple[int, int, InterpolationMode, tuple, t
     if r is None or resize.max_size is not None:
         return None
     return int(r), int(c), resize.interpolation, tuple(norm.mean), tuple(norm.std)
+
+
+def split_normalize(transform: Any) -> tuple[Callable, tuple[float, ...], tuple[float, ...]] | None:
+    """``Compose([*steps, ToTensor(), Normalize(mean, std)])`` → (``Compose(steps)``: PIL image → PIL image, mean,
+    std), with mean and std as per-channel float tuples; None for a transform of another form."""
+    steps = list(getattr(transform, "transforms", []))
+    if (len(steps) < 2 or not isinstance(steps[-2], transforms.ToTensor)
+            or not isinstance(steps[-1], transforms.Normalize)):
+        return None
+    norm = steps[-1]
+    mean = tuple(float(x) for x in torch.as_tensor(norm.mean).reshape(-1))
+    std = tuple(float(x) for x in torch.as_tensor(norm.std).reshape(-1))
+    return transforms.Compose(steps[:-2]), mean, std
+
+
+def pil_pixels(image: Any) -> torch.Tensor:
+    """A PIL RGB image (H×W) → uint8 (3, H, W) tensor: the pixels ``ToTensor`` would divide by 255."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+class FolderRawItems:
+    """The uint8 half of the env's raw item protocol (:mod:`gfnet_env.loading`) for ``ImageFolderDataset``, which
+    mixes it in: it reads the dataset's ``transform``, ``decoder``, ``samples`` and ``load_image``."""
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) when the transform ends in ``ToTensor(), Normalize`` (then :meth:`uint8_item` works)."""
+        split = split_normalize(self.transform)
+        return None if split is None else (split[1], split[2])
+
+    @property
+    def jpeg_geometry(self) -> tuple[int, int, InterpolationMode] | None:
+        """(R, S, interpolation) of an evaluation transform (the env may decode ``encoded_item``), else None."""
+        geometry = eval_geometry(self.transform)
+        return None if geometry is None else geometry[:3]
+
+    def uint8_item(self, index: int) -> tuple[torch.Tensor, int]:
+        """(uint8 (3, S, S) pixels before the transform's ``ToTensor`` + ``Normalize``, label).
+
+        With ``decoder == "torchvision"`` and the evaluation transform the file is decoded by torchvision's CPU
+        decoder and resized with tensor kernels (≤ 1 uint8 level from PIL); otherwise, and for files that decoder
+        rejects, PIL runs the transform's steps before ``ToTensor`` (bit-identical to the transform).
+
+        Raises:
+            ValueError: the transform does not end in ``ToTensor(), Normalize(...)``.
+            CorruptImageError: (from ``load_image``) PIL cannot decode the file either.
+        """
+        split = split_normalize(self.transform)
+        if split is None:
+            raise ValueError(f"uint8 items need a transform Compose([..., ToTensor(), Normalize(...)]); got "
+                             f"{self.transform!r}")
+        path, label = self.samples[index]
+        geometry = self.jpeg_geometry
+        if self.decoder == "torchvision" and geometry is not None:
+            try:
+                image = decode_jpegs([read_bytes(path)])[0]
+            except OSError:  # unreadable file: PIL's path below names it as CorruptImageError
+                image = None
+            if image is not None:
+                return resize_crop(image, *geometry), label
+        return pil_pixels(split[0](self.load_image(index))), label
 
 
 class JpegDecoder:

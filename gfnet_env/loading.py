@@ -10,7 +10,31 @@ re-seeding a slot drops its pending draw.
 A dataset whose ``seeded_augmentation`` is true (the train split's random crop and flip) also gets one seed per
 load, drawn from the slot's generator with the index, and is decoded inside
 :func:`gfnet_env.seeded.seeded_randomness`, so ``reset(seed=s)`` repeats its augmentation too. Every item is
-checked (float tensor, integer label) as it is loaded.
+checked (float tensor, or the raw uint8 tensors below, and an integer label) as it is loaded.
+
+**Raw items, normalised in batches.** Converting every item to float32 on the host costs host time and four
+times the bytes of the uint8 pixels on the way to the device. A dataset may therefore hand out raw items
+through this small protocol (all of it optional; duck-typed, no base class):
+
+* ``dataset.normalization -> (mean, std) | None``: per-channel float tuples. When not None the dataset also
+  has ``dataset.uint8_item(index) -> (uint8 tensor (3, S, S), int label)``: the pixels *before* ``ToTensor`` +
+  ``Normalize``. The loader then stacks uint8 items and :meth:`SlotImageLoader.load_batch` normalises the
+  batch on the env's device in one op, ``(x / 255 − mean) / std`` in float32
+  (:func:`gfnet_env.decoding.normalize_uint8`, the same operations as ``ToTensor`` + ``Normalize``: on the CPU
+  bit-identical to the per-item float path). ``PreparedDataset`` and ``ImageFolderDataset`` (with a
+  transform ending in ``ToTensor(), Normalize``) implement it.
+* ``dataset.jpeg_geometry -> (R, S, interpolation) | None`` and ``dataset.encoded_item(index) -> (uint8 1-D
+  tensor of the file's bytes, int label)``: with the env's ``jpeg_decoder="torchvision"`` the loader threads
+  only read the files; :meth:`SlotImageLoader.load_batch` decodes the whole batch with
+  ``torchvision.io.decode_jpeg`` on the env's device (nvJPEG on a GPU; the CPU decoder on the CPU), resizes
+  the shorter side to R and centre-crops S × S there, and normalises. Files the decoder rejects (CMYK,
+  grayscale on some decoders, a PNG named .jpg, corrupt) go through ``uint8_item`` (PIL), skipping corrupt
+  files as every other path does; :attr:`SlotImageLoader.fallbacks` counts them. ``ImageFolderDataset`` with
+  the evaluation transform implements it.
+
+Which kind of item the loader asks for is fixed when it is built (:func:`item_kind`): ``"encoded"`` for
+``jpeg_decoder="torchvision"`` and a dataset with a ``jpeg_geometry``, else ``"uint8"`` when the dataset has a
+``normalization``, else ``"float"`` (``dataset[i]``, as any torch Dataset).
 """
 
 from __future__ import annotations
@@ -25,7 +49,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .checks import check_int, check_sample
+from .decoding import decode_jpegs, normalize_uint8, resize_crop
 from .seeded import seeded_randomness
+from .settings import JPEG_DECODERS
 
 
 def default_decode_threads(cpus: int | None = None, torch_threads: int | None = None, cap: int = 8) -> int:
@@ -39,6 +65,34 @@ def default_decode_threads(cpus: int | None = None, torch_threads: int | None = 
     return max(1, min(cap, cpus - torch_threads))
 
 
+#: What the loader asks a dataset for: ``dataset[i]``, ``uint8_item(i)`` or ``encoded_item(i)``.
+ITEM_KINDS = ("float", "uint8", "encoded")
+
+
+def item_kind(dataset: Dataset, jpeg_decoder: str = "pil") -> str:
+    """The kind of item the loader takes from ``dataset`` (see the module docstring).
+
+    Raises:
+        ValueError: an unknown ``jpeg_decoder``, or ``"torchvision"`` for a dataset that decodes files but not
+            with the evaluation transform (the train split's random crop, a custom dataset).
+    """
+    if jpeg_decoder not in JPEG_DECODERS:
+        raise ValueError(f"unknown jpeg_decoder {jpeg_decoder!r}; choose 'pil' (PIL in the loader threads) or "
+                         "'torchvision' (batched torchvision.io.decode_jpeg on the env's device)")
+    uint8 = getattr(dataset, "normalization", None) is not None
+    if jpeg_decoder == "torchvision":
+        if uint8 and getattr(dataset, "jpeg_geometry", None) is not None:
+            return "encoded"
+        if getattr(dataset, "decodes_files", False):
+            tf = getattr(dataset, "transform", None)
+            steps = " → ".join(type(t).__name__ for t in getattr(tf, "transforms", [tf]))
+            raise ValueError(
+                f"jpeg_decoder='torchvision' decodes ImageFolder JPEGs under the evaluation transform (Resize → "
+                f"CenterCrop → ToTensor → Normalize) only; this {type(dataset).__name__} has {steps} (the train "
+                "split's random crop runs in PIL): pass jpeg_decoder='pil'")
+    return "uint8" if uint8 else "float"
+
+
 class SlotImageLoader:
     """Loads (image, label) for env slots, skipping corrupt files, optionally in threads with prefetch.
 
@@ -47,12 +101,17 @@ class SlotImageLoader:
         num_slots: N, number of env slots.
         threads: decoding threads; 0 loads synchronously in the caller (best for in-memory datasets).
         image_size: S, when every image must be (3, S, S) (checked per item).
+        jpeg_decoder: ``"pil"`` or ``"torchvision"`` (:func:`item_kind`).
     """
 
-    def __init__(self, dataset: Dataset, num_slots: int, threads: int = 0, image_size: int | None = None) -> None:
+    def __init__(self, dataset: Dataset, num_slots: int, threads: int = 0, image_size: int | None = None,
+                 jpeg_decoder: str = "pil") -> None:
         self.dataset = dataset
         self.image_size = image_size
         self.threads = threads
+        self.kind = item_kind(dataset, jpeg_decoder)
+        self._normalization = getattr(dataset, "normalization", None)
+        self.fallbacks = 0  #: files torchvision's decoder rejected, decoded by PIL instead (kind "encoded")
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_slots)]
         self._seeded = bool(getattr(dataset, "seeded_augmentation", False))
         self._next: dict[int, tuple[int, int | None]] = {}  # slot -> its next random (index, seed), drawn early
@@ -78,13 +137,18 @@ class SlotImageLoader:
         return index, self._seed(slot)
 
     # --- loading -------------------------------------------------------------------------------------
-    def load_one(self, index: int, seed: int | None = None) -> tuple[torch.Tensor, int, int]:
-        """dataset[index] (its augmentation seeded with ``seed``), checked, moving on to the next image past
-        corrupt files (warned and counted).
+    def load_one(self, index: int, seed: int | None = None, kind: str | None = None) -> tuple[torch.Tensor, int, int]:
+        """Item ``index`` of the loader's kind (or ``kind``; its augmentation seeded with ``seed``), checked,
+        moving on to the next image past corrupt files (warned and counted).
+
+        Returns:
+            (image, label, index used): a float (3, S, S), uint8 (3, S, S) or uint8 (bytes,) tensor by kind.
 
         Raises:
-            ValueError: the item is not (float tensor, integer label) (:func:`gfnet_env.checks.check_sample`).
+            ValueError: the item is not (float tensor, integer label) (:func:`gfnet_env.checks.check_sample`), or
+                not (uint8 tensor of the right shape, integer label) for raw kinds.
         """
+        kind = kind or self.kind
         from .datasets import CorruptImageError  # local: datasets imports PIL/torchvision
 
         n = len(self.dataset)
@@ -93,7 +157,8 @@ class SlotImageLoader:
             i = (index + attempt) % n
             try:
                 with seeded_randomness(seed):
-                    sample = self.dataset[i]
+                    sample = (self.dataset[i] if kind == "float" else self.dataset.uint8_item(i) if kind == "uint8"
+                              else self.dataset.encoded_item(i))
             except CorruptImageError as e:
                 with self._lock:
                     self.skipped_images += 1
@@ -102,6 +167,8 @@ class SlotImageLoader:
                 continue
             if not isinstance(sample, (tuple, list)) or len(sample) != 2:
                 raise ValueError(f"dataset[{i}] is a {type(sample).__name__}, not an (image, label) pair")
+            if kind != "float":
+                return (*_check_raw(sample, kind, f"dataset.{kind}_item({i})", self.image_size), i)
             image = torch.as_tensor(sample[0]) if isinstance(sample[0], np.ndarray) else sample[0]
             image, label = check_sample(image, sample[1], f"dataset[{i}]", self.image_size, finite=False)
             return image, label, i
@@ -148,6 +215,43 @@ class SlotImageLoader:
                     self._pending[slot] = self._pool.submit(self.load_one, *self._next[slot])
         return [job.result() for job in jobs]
 
+    def load_batch(self, slots: np.ndarray, indices: list[int | None] | None,
+                   device: torch.device) -> tuple[torch.Tensor, list[int], list[int]]:
+        """:meth:`load`, then the batch as float32 (B, 3, S, S) on ``device``: float items stacked on the host
+        and copied; uint8 items stacked, copied (4× fewer bytes) and normalised there in one op; encoded files
+        decoded there as one batch (module docstring).
+
+        Returns:
+            (images, labels, dataset indices used) — an index differs from the one drawn when a corrupt file was
+            skipped.
+        """
+        loaded = self.load(slots, indices)
+        labels, used = [y for _, y, _ in loaded], [i for _, _, i in loaded]
+        if self.kind == "encoded":
+            pixels = self._decode([x for x, _, _ in loaded], labels, used, device)
+        else:
+            pixels = _to_device(torch.stack([x for x, _, _ in loaded]), device)
+        if self.kind == "float":
+            return pixels.float(), labels, used
+        return normalize_uint8(pixels, *self._normalization), labels, used
+
+    def _decode(self, data: list[torch.Tensor], labels: list[int], used: list[int],
+                device: torch.device) -> torch.Tensor:
+        """Encoded files → uint8 (B, 3, S, S) on ``device``: one batched decode, then per image (their sizes
+        differ) the resize and centre crop there. Rejected files go through PIL (``uint8_item``) and may move on
+        past a corrupt file, so ``labels`` and ``used`` are updated in place."""
+        resize, crop, interpolation = self.dataset.jpeg_geometry
+        out = []
+        for k, image in enumerate(decode_jpegs(data, device)):
+            if image is None:
+                with self._lock:
+                    self.fallbacks += 1
+                pixels, labels[k], used[k] = self.load_one(used[k], kind="uint8")
+                out.append(pixels.to(device))
+            else:
+                out.append(resize_crop(image, resize, crop, interpolation))
+        return torch.stack(out)
+
     def close(self) -> None:
         """Stop the decoding threads and wait for them to exit (idempotent)."""
         if self._pool is not None:
@@ -155,3 +259,30 @@ class SlotImageLoader:
             self._pool = None
         self._pending.clear()
         self._next.clear()
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The host batch on ``device`` (through pinned memory to a GPU, so the copy is asynchronous)."""
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
+
+
+def _check_raw(sample, kind: str, where: str, image_size: int | None) -> tuple[torch.Tensor, int]:
+    """Check a raw item: uint8 (3, S, S) pixels (kind ``"uint8"``) or uint8 (bytes,) (``"encoded"``), int label."""
+    image, label = sample
+    want = "(bytes,)" if kind == "encoded" else f"(3, {image_size or 'S'}, {image_size or 'S'})"
+    ok = isinstance(image, torch.Tensor) and image.dtype == torch.uint8
+    if ok and kind == "encoded":
+        ok = image.dim() == 1
+    elif ok:
+        ok = image.dim() == 3 and image.shape[0] == 3 and (image_size is None
+                                                            or tuple(image.shape[1:]) == (image_size, image_size))
+    if not ok:
+        found = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{where}[0] is {found}; the raw item protocol (gfnet_env/loading.py) needs a uint8 tensor "
+                         f"{want}" + (" (resize/crop it to the checkpoint's image size)" if kind == "uint8" else ""))
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+        raise ValueError(f"{where}[1] (the label) is {label!r:.40} ({type(label).__name__}); labels must be integer "
+                         "class indices")
+    return image, int(label)

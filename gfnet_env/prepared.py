@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from .datasets import CorruptImageError, ImageFolderDataset
+from .decoding import normalize_uint8, split_normalize
 
 __all__ = ["PreparedDataset", "StalePreparedError", "default_prepared_path", "fingerprint", "open_prepared",
            "pixel_steps", "prepare_split"]
@@ -60,21 +61,17 @@ def pixel_steps(transform: Any) -> tuple[Callable, tuple[float, ...], tuple[floa
     Raises:
         ValueError: the transform is not of that form, or has random steps (no cache can be exact then).
     """
-    steps = list(getattr(transform, "transforms", []))
-    if (len(steps) < 2 or not isinstance(steps[-2], transforms.ToTensor)
-            or not isinstance(steps[-1], transforms.Normalize)):
+    split = split_normalize(transform)
+    if split is None:
         raise ValueError("a prepared cache needs a transform Compose([..., ToTensor(), Normalize(...)]); "
                          f"got {transform!r}")
-    head = steps[:-2]
+    head, mean, std = split
     allowed = (transforms.Resize, transforms.CenterCrop)
-    odd = [s for s in head if not isinstance(s, allowed)]
+    odd = [s for s in head.transforms if not isinstance(s, allowed)]
     if odd:
         raise ValueError(f"a prepared cache holds deterministic pixels only (Resize, CenterCrop); the transform has "
                          f"{odd!r} (is this the train split?)")
-    norm = steps[-1]
-    mean = tuple(float(x) for x in torch.as_tensor(norm.mean).reshape(-1))
-    std = tuple(float(x) for x in torch.as_tensor(norm.std).reshape(-1))
-    return transforms.Compose(head), mean, std
+    return head, mean, std
 
 
 def fingerprint(dataset: ImageFolderDataset, image_size: int) -> dict:
@@ -175,7 +172,8 @@ class PreparedDataset(Dataset):
     """A split read from its prepared cache: ``dataset[i]`` = (float32 (3, S, S) normalised image, int label).
 
     The pixels stay memory-mapped; each item is converted as ``ToTensor`` + ``Normalize`` would (float32
-    ``x / 255``, then ``(x − mean) / std`` per channel). Attributes as :class:`ImageFolderDataset`: ``root``,
+    ``x / 255``, then ``(x − mean) / std`` per channel). The env takes the uint8 pixels instead
+    (:meth:`uint8_item`) and normalises a whole reset at once on its device, with the same operations. Attributes as :class:`ImageFolderDataset`: ``root``,
     ``classes``, ``targets``, ``mean``, ``std``, and ``path`` (the ``.npy``).
     """
 
@@ -195,8 +193,6 @@ class PreparedDataset(Dataset):
         self.targets = list(self.meta["labels"])
         self.mean = tuple(self.meta["mean"])
         self.std = tuple(self.meta["std"])
-        self._mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
-        self._std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
         self._corrupt = set(self.meta.get("corrupt", []))
         self._files = [f[0] for f in self.meta["files"]]
 
@@ -217,8 +213,18 @@ class PreparedDataset(Dataset):
         return torch.from_numpy(np.array(self.pixels[index]))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = self.raw(index).to(torch.float32).div(255)  # ToTensor
-        return x.sub_(self._mean).div_(self._std), self.targets[index]  # Normalize
+        return normalize_uint8(self.raw(index), self.mean, self.std), self.targets[index]  # ToTensor + Normalize
+
+    # --- the env's uint8 item protocol (gfnet_env/loading.py): the env stacks the raw pixels and normalises the
+    # batch on its device in one op, instead of converting every item to float on the host
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel, applied to ``uint8_item`` pixels as ``(x / 255 − mean) / std``."""
+        return self.mean, self.std
+
+    def uint8_item(self, index: int) -> tuple[torch.Tensor, int]:
+        """(uint8 (3, S, S) stored pixels, label) of item ``index`` (:class:`CorruptImageError` if recorded so)."""
+        return self.raw(index), self.targets[index]
 
     @property
     def source(self) -> str:

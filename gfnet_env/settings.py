@@ -20,6 +20,8 @@ OBS_MODES = ("gru", "feature_map", "dict")
 ACTION_MODES = ("continuous", "grid")
 ACTION_RANGES = ("unit", "symmetric")
 PRECISIONS = ("fp32", "bf16")
+#: How image folders' JPEGs are decoded (the same tuple as :data:`gfnet_env.loading.JPEG_DECODERS`).
+JPEG_DECODERS = ("pil", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class EnvSettings:
     channels_last: bool = False
     loader_threads: int | None = None
     action_range: str = "unit"
+    #: "pil": PIL decodes and resizes in the loader threads; "torchvision": the threads read the files and the
+    #: batch is decoded with torchvision.io.decode_jpeg on the env's device (gfnet_env/loading.py)
+    jpeg_decoder: str = "pil"
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
@@ -73,6 +78,9 @@ class EnvSettings:
                              f"got {self.step_cost}")
         if self.loader_threads is not None and _integer(self.loader_threads, "loader_threads") < 0:
             raise ValueError(f"loader_threads must be >= 0 (0 loads images in the caller), got {self.loader_threads}")
+        if self.jpeg_decoder not in JPEG_DECODERS:
+            raise ValueError(f"unknown jpeg_decoder {self.jpeg_decoder!r}; choose 'pil' (PIL in the loader threads) "
+                             "or 'torchvision' (batched torchvision.io.decode_jpeg on the env's device)")
         if not isinstance(self.channels_last, (bool, np.bool_)):
             raise TypeError(f"channels_last must be True or False, got {self.channels_last!r}")
         return self.replace(max_steps=int(max_steps), grid_size=int(self.grid_size))
