@@ -433,7 +433,8 @@ def train_sb3(
                               below_random_callback(random_reward, steps // 2, agent_cls.name),
                               deterministic=True, verbose=verbose, warn=False)]
     if progress_bar:
-        callbacks.append(progress_callback(steps, desc=agent_cls.name))
+        # the bar's end is the step count SB3 will reach: whole rollouts / collections (printed above)
+        callbacks.append(progress_callback(math.ceil(steps / unit) * unit if unit else steps, desc=agent_cls.name))
     if episode_images:  # a few deterministic episodes drawn into TensorBoard (split as the evaluation's)
         callbacks.append(episode_image_callback(env_id, eval_kwargs, eval_freq or max(steps // 10, n_envs),
                                                 wrap=agent_cls, n_images=int(episode_images), split=None,
