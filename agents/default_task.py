@@ -343,7 +343,7 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
     t0 = time.time()
     train_sb3("ppo", ENV_ID, cfg.sb3_steps, out / "sb3_ppo", seed=cfg.seed, device="cpu", resume=cfg.resume,
               progress_bar=cfg.progress, checkpoint=str(final), split="train", data_root=cfg.data_root,
-              **SB3_RECIPE)
+              recipe=False, **SB3_RECIPE)  # SB3_RECIPE states every value itself (it predates the table)
     report["stages"]["sb3"] = {"seconds": round(time.time() - t0, 1), "agent": str(out / "sb3_ppo")}
     save_report()
     return _finish(cfg, final, report, save_report)

@@ -1,6 +1,6 @@
 """Stable-Baselines3 agents: PPO, SAC, A2C, TD3, DQN (grid actions) and sb3-contrib's RecurrentPPO.
 
-Hyperparameters come from one table, :data:`agents.sb3_recipes.RECIPES` (``recipe=True``, what ``gfnet
+Hyperparameters come from one table, :data:`agents.sb3_recipes.RECIPES` (the default; what ``gfnet
 train-agent`` uses), overridable key by key (``hparams=``). Training goes through
 :func:`gfnet_env.make_sb3_vec_env` (one batched core, in a ``VecMonitor``: episode returns logged), with
 
@@ -26,7 +26,7 @@ The final model is ``out_dir/<sb3_algo>.zip``, its sidecar ``<sb3_algo>.json`` (
 
 Example::
 
-    agent = train_sb3("ppo", "GFNet-ClutteredFashionMNIST-v0", None, "runs/ppo", recipe=True)
+    agent = train_sb3("ppo", "GFNet-ClutteredFashionMNIST-v0", None, "runs/ppo")   # the ppo recipe
     agent = agents.load_agent("sb3-ppo", "runs/ppo"); agent.reset(8); actions = agent.act(obs_batch)
 """
 
@@ -273,7 +273,7 @@ def train_sb3(
     progress_bar: bool = False,
     algo_kwargs: dict | None = None,
     hparams: dict | None = None,
-    recipe: bool = False,
+    recipe: bool = True,
     keep_replay_buffers: str = "none",
     keep_checkpoints: int | None = 2,
     episode_images: int = 4,
@@ -301,8 +301,9 @@ def train_sb3(
         progress_bar: a tqdm progress bar (no ``rich`` needed).
         algo_kwargs: constructor arguments of the algorithm (over the recipe's).
         hparams: any recipe key (:mod:`agents.sb3_recipes`) or constructor argument; overrides everything.
-        recipe: True: start from :data:`agents.sb3_recipes.RECIPES` (what ``gfnet train-agent`` does); False:
-            from :func:`agents.sb3_recipes.legacy_recipe` (GRU observations, SB3's networks).
+        recipe: True (default): start from :data:`agents.sb3_recipes.RECIPES`, as ``gfnet train-agent`` does;
+            False: from :func:`agents.sb3_recipes.legacy_recipe` (GRU observations, SB3's networks, 16 envs — the
+            settings before the recipe table, which do not learn on the embedded task).
         keep_replay_buffers: off-policy checkpoints save no replay buffer (``none``, the default: a resumed run
             starts with an empty buffer), the ``latest`` one (older ones deleted) or ``all``.
         keep_checkpoints: model checkpoints kept (the newest K; None: all). ``out_dir/best`` keeps the best.

@@ -265,6 +265,7 @@ def train_tiny_sb3(name: str, out, steps: int = 96, resume: bool = False, **kw):
     from agents.sb3_agents import train_sb3
 
     kw.setdefault("grid_size", 3 if name == "sb3-dqn" else None)
+    kw.setdefault("recipe", False)  # tiny settings, not the embedded task's recipe
     return train_sb3(name, ENV_ID, steps, out, seed=0, n_envs=4, device="cpu", checkpoint=tiny_model(),
                      dataset=tiny_dataset(), eval_episodes=4, eval_freq=steps // 2, checkpoint_freq=steps // 2,
                      algo_kwargs=_sb3_kwargs(name), resume=resume, **kw)

@@ -28,6 +28,7 @@ def _train(algo, out, steps=64, **kw):
     from agents.sb3_agents import train_sb3
 
     kw.setdefault("n_envs", 4)
+    kw.setdefault("recipe", False)  # the tiny settings below, not the embedded task's recipe
     return train_sb3(algo, ENV_ID, steps, out, seed=0, device="cpu", checkpoint=tiny_model(),
                      dataset=tiny_dataset(), eval_episodes=4, eval_freq=steps // 2, checkpoint_freq=steps // 4, **kw)
 
@@ -256,3 +257,14 @@ def test_td3_exploration_noise_from_the_recipe_and_its_model_loads_safely(tmp_pa
     assert small.stat().st_size < (tmp_path / "t" / "sb3_td3.zip").stat().st_size
     with pytest.raises(ValueError, match="continuous"):
         _train("dqn", tmp_path / "d", steps=32, hparams={"action_noise_std": 0.1})
+
+
+def test_train_sb3_uses_the_recipe_by_default(tmp_path):
+    from agents.sb3_agents import train_sb3
+
+    agent = train_sb3("dqn", ENV_ID, 32, tmp_path / "d", seed=0, device="cpu", checkpoint=tiny_model(),
+                      dataset=tiny_dataset(), eval_episodes=4, eval_freq=32, n_envs=4, grid_size=3,
+                      hparams={"learning_starts": 8, "buffer_size": 1000})
+    used = agent.metadata["hparams"]
+    assert used["obs_mode"] == RECIPES["dqn"]["obs_mode"] == "feature_map" and used["gamma"] == RECIPES["dqn"]["gamma"]
+    assert type(agent.model.policy.q_net.features_extractor).__name__ == "FeatureMapExtractor"

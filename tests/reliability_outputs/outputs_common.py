@@ -23,6 +23,7 @@ def train_tiny_ppo(out, steps: int, resume: bool = False, **kw):
     from agents.sb3_agents import train_sb3
 
     kw.setdefault("checkpoint_freq", 32)
+    kw.setdefault("recipe", False)  # tiny settings, not the embedded task's recipe
     return train_sb3("ppo", ENV_ID, steps, out, seed=0, n_envs=4, device="cpu", eval_episodes=4, eval_freq=10_000,
                      algo_kwargs={"n_steps": 8, "batch_size": 16}, resume=resume, **env_kwargs(), **kw)
 
