@@ -8,9 +8,12 @@ train-agent`` uses), overridable key by key (``hparams=``). Training goes throug
 * an ``EvalCallback`` on a held-out split (``val`` by default) every ``eval_freq`` env steps, writing
   ``out_dir/eval/evaluations.npz`` and the best model to ``out_dir/best/``;
 * checkpoints ``out_dir/checkpoints/<algo>_<N>_steps.zip`` (the newest ``keep_checkpoints``, default 2; the
-  replay buffer of off-policy algorithms only when asked: ``keep_replay_buffers``), written atomically at a rollout start every ``checkpoint_freq`` env
-  steps, at the end, and when a run crashes or is interrupted (an on-policy run first rolls back to the start of its unfinished rollout:
+  replay buffer of off-policy algorithms only when asked: ``keep_replay_buffers``), written atomically at a
+  rollout start every ``checkpoint_freq`` env steps, at the end, and when a run crashes or is interrupted (an
+  on-policy run first rolls back to the start of its unfinished rollout:
   :func:`agents.sb3_files.checkpoint_callback`);
+* a picture of a few deterministic episodes in TensorBoard at each evaluation (``episode_images``,
+  :mod:`agents.episode_images`);
 * ``resume=True``: continue from the newest *valid* checkpoint (and its replay buffer) with
   ``reset_num_timesteps=False`` until ``steps`` env steps in total;
 * a warning when an evaluation after half the budget is at or below the mean return of uniformly random
