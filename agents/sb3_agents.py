@@ -425,7 +425,7 @@ def train_sb3(
     checkpoints = checkpoint_callback(ckpt_dir, prefix, checkpoint_freq or max(steps // 10, n_envs),
                                       replay_buffer=off_policy and keep_replay_buffers != "none",
                                       keep_all_buffers=keep_replay_buffers == "all",
-                                      keep_checkpoints=keep_checkpoints, off_policy=off_policy)
+                                      keep_checkpoints=keep_checkpoints)
     # the bar: uniformly random actions on the evaluation env (same episodes count), measured before training
     random_reward = random_policy_reward(eval_env, eval_episodes, seed=seed + 20_000) if remaining > 0 else None
     callbacks = [checkpoints,

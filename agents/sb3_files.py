@@ -273,7 +273,7 @@ def latest_checkpoint(folder, prefix: str, replay_buffer: bool = False) -> tuple
 
 # --- checkpoints during training ----------------------------------------------------------------------------
 def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, keep_all_buffers: bool = False,
-                        keep_checkpoints: int | None = 2, off_policy: bool | None = None):
+                        keep_checkpoints: int | None = 2):
     """An SB3 callback that checkpoints only where the model is consistent, and can roll back to that point.
 
     Checkpoints ``<prefix>_<N>_steps.zip`` (and, with ``replay_buffer``, ``<prefix>_replay_buffer_<N>_steps.pkl``)
@@ -283,15 +283,16 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
     policy and optimizer state (and step count) taken there; :meth:`rollback` restores it after an
     interruption, so the state saved on Ctrl-C is the one a resumed run can continue exactly as an
     uninterrupted run would (same step count; the partial rollout's env steps are collected again).
-    Off-policy models (SAC, TD3, DQN; ``off_policy``, by default ``replay_buffer``) train after every collection
-    step and keep no copy. Each replay buffer
-    saved deletes the older ones (they are as large as the buffer: 200+ MB each), unless ``keep_all_buffers``.
+    Off-policy models (SAC, TD3, DQN: SB3's ``OffPolicyAlgorithm``) train after every collection step and keep
+    no copy. With ``replay_buffer`` their buffer is saved too; each one saved deletes the older ones (they are as
+    large as the buffer: 200+ MB each), unless ``keep_all_buffers``.
     Only the newest ``keep_checkpoints`` model zips are kept (None: all): a checkpoint is for resuming, and the
     best evaluated model is kept apart (``OUT/best``).
     """
     import copy
 
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
     class ConsistentCheckpoints(BaseCallback):
         def __init__(self) -> None:
@@ -304,7 +305,7 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
 
         def _on_rollout_start(self) -> None:
             n = int(self.model.num_timesteps)
-            if not (replay_buffer if off_policy is None else off_policy):
+            if not isinstance(self.model, OffPolicyAlgorithm):
                 policy = self.model.policy
                 self.snapshot = (n, int(getattr(self.model, "_n_updates", 0)),
                                  {k: v.detach().clone() for k, v in policy.state_dict().items()},

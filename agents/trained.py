@@ -26,13 +26,14 @@ __all__ = ["AGENT_JSON", "UNFINISHED", "jsonable", "load_agent", "mark_finished"
 AGENT_JSON = "agent.json"
 #: Marker file in a training folder whose run has not finished (written at the start, removed at the end).
 UNFINISHED = "UNFINISHED"
+_UNFINISHED_TEXT = "This training run has not finished."
 
 
 def mark_unfinished(folder: PathLike, resume_hint: str) -> Path:
     """Mark ``folder`` as holding an unfinished training run (atomically); ``resume_hint`` says how to go on."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(folder / UNFINISHED, f"This training run has not finished. {resume_hint}\n")
+    return atomic_write_text(folder / UNFINISHED, f"{_UNFINISHED_TEXT} {resume_hint}\n")
 
 
 def mark_finished(folder: PathLike) -> None:
@@ -45,7 +46,7 @@ def _refuse_unfinished(name: str, folder: Path) -> None:
     if marker.exists():
         hint = marker.read_text(errors="replace").strip()
         raise ValueError(f"{name} in {folder}: the training run in this folder has not finished "
-                         f"({UNFINISHED} marker). {hint.removeprefix('This training run has not finished. ')}")
+                         f"({UNFINISHED} marker). {hint.removeprefix(_UNFINISHED_TEXT).strip()}")
 
 
 def load_agent(name: str | None, path: PathLike, device: str = "auto", trust_agent: bool = False) -> Agent:
