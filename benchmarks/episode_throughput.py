@@ -5,27 +5,44 @@ For B env slots and one model the script times, on the same device and precision
 
 - ``jpeg``: an ImageFolder of JPEGs through the evaluation transform (PIL, the env's default), episodes drawn
   at random, the env's own decoding threads and per-slot prefetch (``--loader-threads``, default: the env's);
-- ``jpeg-tv``: the same files with ``ImageFolderDataset(decoder="torchvision")`` (gfnet_env/decoding.py): decoded
-  per item by torchvision's CPU decoder in the loader threads;
-- ``jpeg-dev``: the same files with the env's ``jpeg_decoder="torchvision"``: the loader threads read the bytes, the
-  reset's batch is decoded by ``torchvision.io.decode_jpeg`` on the env's device (nvJPEG on a GPU, the CPU
-  decoder on the CPU) and resized/cropped/normalised there (gfnet_env/loading.py);
 - ``cache``: the same split from its prepared cache (gfnet_env/prepared.py), written first into a temp folder;
 - ``memory``: the same images already transformed, as an in-memory TensorDataset;
-- ``bare``: the networks alone on pre-loaded tensors on the device: glance + T−1 ``focus_at`` per batch.
+- ``bare``: the networks alone on pre-loaded tensors on the device: glance + T−1 ``focus_at`` per batch;
+
+and with ``--decoders torchvision``, in place of ``jpeg`` and ``cache``:
+
+- ``jpeg-tv``: the same files with ``ImageFolderDataset(decoder="torchvision")`` (gfnet_env/decoding.py): decoded
+  per item by torchvision's CPU decoder in the loader threads;
+- ``jpeg-dev``: the same files with the env's ``jpeg_decoder="torchvision"``: on a GPU the loader threads read the
+  bytes and the reset's batch is decoded by ``torchvision.io.decode_jpeg`` (nvJPEG) and resized/cropped/
+  normalised there; on the CPU the loader threads decode each file with the same functions
+  (gfnet_env/loading.py).
+
+The two groups run in separate processes because the torchvision settings run torch ops in the loader threads,
+and each such thread gets its own OpenMP team, which slowed the networks of the settings measured after them in
+the same process by up to 25 % (measured: in-memory episodes 250–275 instead of 340 images/s on 2 cores), so the
+ratios over ``memory`` came out too high.
 
 An env episode batch is ``reset_slots`` (load + glance) + ``observe`` + (T−1) × (``step`` + ``observe``), with
 random continuous actions, through the env's public API. The JPEG and cache settings hand the env uint8
 pixels, normalised on its device per batch (the raw item protocol of gfnet_env/loading.py). Rates are images (= episodes) per second. The settings
-are measured in interleaved rounds (each measurement after one untimed batch) and each reports its median, so
-slow drift of a shared machine's load hits all of them alike. Without ``--data`` the script writes ``--images``
+are measured in interleaved rounds (each measurement after one untimed batch; every other round in reverse
+order) and each reports its median; each ratio is the median of the per-round ratios (the two rates of a round
+measured seconds apart), so slow drift of a shared machine's load cancels. Without ``--data`` the script writes ``--images``
 random 500×375 JPEGs (ImageNet's typical size; ~56 kB each, about half an ImageNet file) into a temp folder.
-Before them come ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=`` (each over memory). The last two lines are
-``ratio_cache=<cache/memory>`` and ``ratio_jpeg=<jpeg/memory>``.
+The last two lines are ``ratio_cache=<cache/memory>`` and ``ratio_jpeg=<jpeg/memory>``
+(with ``--decoders torchvision``: ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=``).
+
+On the CPU the networks' activations are allocated and freed every forward pass; with glibc's default malloc
+settings a third of the CPU time goes to page faults (gfnet_env/host_memory.py). ``--keep-freed-memory``
+measures with malloc tuned as the ``gfnet`` command tunes it: every setting gets faster, in-memory episodes the
+most, so the ratios over memory fall.
 
 Example::
 
     python benchmarks/episode_throughput.py                        # CPU: MobileNet-V3, P=96, T=3, 64 envs
+    python benchmarks/episode_throughput.py --keep-freed-memory    # the same with malloc tuned
+    python benchmarks/episode_throughput.py --decoders torchvision # torchvision's decoder, per item and batched
     python benchmarks/episode_throughput.py --model resnet50 --T 5 --batch 256 --device cuda --precision bf16
 """
 
@@ -47,6 +64,7 @@ from feature_nets.devices import resolve_device
 from feature_nets.gfnet import build_gfnet
 from gfnet_env.core import GFNetCore
 from gfnet_env.datasets import ImageFolderDataset, eval_transform
+from gfnet_env.host_memory import keep_freed_memory, malloc_tuned
 from gfnet_env.loading import default_decode_threads
 from gfnet_env.prepared import PreparedDataset, prepare_split
 from gfnet_env.settings import EnvSettings
@@ -64,15 +82,19 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="an ImageFolder root (root/<class>/*.JPEG); default: make JPEGs")
     p.add_argument("--images", type=int, default=256, help="JPEGs to make when --data is not given")
     p.add_argument("--seconds", type=float, default=1.0, help="time per measurement (each round)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each setting reports its median")
+    p.add_argument("--rounds", type=int, default=7,
+                   help="interleaved rounds; each setting reports its median, each ratio the median of the per-round ratios")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--loader-threads", type=int, default=None,
                    help="env decoding threads for the JPEG settings (default: the env's own choice)")
     p.add_argument("--cache-threads", type=int, default=None,
                    help="env loading threads for the cache setting (default: the env's choice for the dataset)")
-    p.add_argument("--skip-tv", action="store_true", help="do not measure the per-item torchvision decoder")
-    p.add_argument("--skip-dev", action="store_true",
-                   help="do not measure jpeg_decoder='torchvision' (batched decoding on the env's device)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="tune glibc's malloc first, as the gfnet command does (gfnet_env/host_memory.py); "
+                        "default: glibc's own settings, as in a plain Python script")
+    p.add_argument("--decoders", choices=["pil", "torchvision"], default="pil",
+                   help="pil: the JPEG (PIL) and cache settings; torchvision: jpeg-tv and jpeg-dev instead (a "
+                        "separate run: torch ops in loader threads slow later settings of the same process)")
     return p.parse_args(argv)
 
 
@@ -122,6 +144,7 @@ def rate(fn, device, seconds: float, per_call: int) -> float:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    tuned = keep_freed_memory() if args.keep_freed_memory else malloc_tuned() is not None
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -139,11 +162,11 @@ def main(argv=None) -> dict:
         prep_s = time.perf_counter() - t0
         images = torch.stack([cache[i][0] for i in range(len(cache))])  # exactly the JPEG path's tensors
         memory = TensorDataset(images, torch.as_tensor(cache.targets))
-        datasets = {"jpeg": folder, "cache": cache, "memory": memory}
-        if not args.skip_tv:
-            datasets["jpeg-tv"] = ImageFolderDataset(root, tf, decoder="torchvision")
-        if not args.skip_dev:
-            datasets["jpeg-dev"] = folder
+        if args.decoders == "pil":
+            datasets = {"jpeg": folder, "cache": cache, "memory": memory}
+        else:
+            datasets = {"jpeg-tv": ImageFolderDataset(root, tf, decoder="torchvision"), "jpeg-dev": folder,
+                        "memory": memory}
         cores = {}
         for name, ds in datasets.items():
             lt = args.loader_threads if name.startswith("jpeg") else args.cache_threads if name == "cache" else None
@@ -177,23 +200,28 @@ def main(argv=None) -> dict:
         try:
             for fn in fns.values():  # warm-up (and the first prefetch)
                 fn()
-            for _ in range(args.rounds):
-                for name, fn in fns.items():
-                    results[name].append(rate(fn, device, args.seconds, b))
+            for r in range(args.rounds):  # every other round in reverse order: drift within a round cancels
+                for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+                    results[name].append(rate(fns[name], device, args.seconds, b))
             skipped = sum(core.skipped_images for core in cores.values())
             fallbacks = cores["jpeg-dev"].decoder_fallbacks if "jpeg-dev" in cores else 0
-            threads_used = cores["jpeg"].loader_threads
+            threads_used = cores["jpeg" if "jpeg" in cores else "jpeg-tv"].loader_threads
         finally:
             for core in cores.values():
                 core.close()
         med = {k: statistics.median(v) for k, v in results.items()}
+        # each ratio is the median over rounds of that round's own ratio: the two settings were measured
+        # seconds apart, so a shared machine's slow changes of load cancel in each pair
+        ratios = {k: [a / m for a, m in zip(results[k], results["memory"])] for k in results if k != "memory"}
 
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({torch.get_num_threads()} torch threads)")
     lt = args.loader_threads if args.loader_threads is not None else f"env default = {threads_used}"
     print(f"device: {name}; model {args.model} P={m.patch_size} S={s} T={m.T} batch {b} {args.precision}"
-          f"{' channels_last' if args.channels_last else ''}; {len(folder)} images; loader threads {lt} "
-          f"(default_decode_threads() = {default_decode_threads()}); cache written in {prep_s:.1f} s")
+          f"{' channels_last' if args.channels_last else ''}; {len(folder)} images; decoders {args.decoders}; "
+          f"loader threads {lt} "
+          f"(default_decode_threads() = {default_decode_threads()}); cache written in {prep_s:.1f} s; "
+          f"malloc {'tuned (keep_freed_memory)' if tuned else 'glibc defaults'}")
     for k, v in med.items():
         spread = f"[{min(results[k]):.1f}..{max(results[k]):.1f}]"
         print(f"{k:9s} {v:10.1f} images/s (whole episodes) median of {len(results[k])} {spread}")
@@ -202,12 +230,12 @@ def main(argv=None) -> dict:
     print(f"memory/bare={med['memory'] / med['bare']:.3f}")
     if fallbacks:
         print(f"jpeg-dev: {fallbacks} files rejected by torchvision's decoder went through PIL")
-    for k in ("jpeg-tv", "jpeg-dev"):
-        if k in med:
-            print(f"ratio_{k.replace('-', '_')}={med[k] / med['memory']:.3f}")
-    print(f"ratio_cache={med['cache'] / med['memory']:.3f}")
-    print(f"ratio_jpeg={med['jpeg'] / med['memory']:.3f}")
-    return med
+    shown = [k for k in ("jpeg-tv", "jpeg-dev", "cache", "jpeg") if k in ratios]
+    print("per-round ratios over memory: " + ", ".join(
+        f"{k} {min(ratios[k]):.3f}..{max(ratios[k]):.3f}" for k in shown))
+    for k in shown:  # the last two lines: ratio_cache, ratio_jpeg (ratio_jpeg_tv, ratio_jpeg_dev)
+        print(f"ratio_{k.replace('-', '_')}={statistics.median(ratios[k]):.3f}")
+    return {**med, **{f"ratio_{k.replace('-', '_')}": statistics.median(v) for k, v in ratios.items()}}
 
 
 if __name__ == "__main__":

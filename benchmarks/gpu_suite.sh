@@ -18,8 +18,10 @@ run benchmarks/env_throughput.py --model mobilenetv3_large_100 --patch-size 96 -
 run benchmarks/cache_speedup.py --model resnet50 --patch-size 96 --batch 256 --device cuda --images 512
 run benchmarks/bf16_agreement.py --device cuda
 # Whole episodes (load + glance + T-1 focus steps + observations to host), ResNet-50 P=96 T=5 batch 256:
-# JPEGs with PIL (jpeg), torchvision's decoder per item on the host (jpeg-tv), and device JPEG decoding
-# (jpeg-dev: jpeg_decoder='torchvision', nvJPEG batch + resize/crop/normalise on the GPU), the prepared cache,
-# in memory, bare networks; lines ratio_jpeg_dev=, ratio_cache=, ratio_jpeg= (each over in memory).
+# JPEGs with PIL (jpeg), the prepared cache, in memory, bare networks (lines ratio_cache=, ratio_jpeg=); then,
+# in a separate process, torchvision's decoder per item on the host (jpeg-tv) and device JPEG decoding
+# (jpeg-dev: jpeg_decoder='torchvision', nvJPEG batch + resize/crop/normalise on the GPU), each over in memory.
 run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024
 run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024 --decoders torchvision
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024 --decoders torchvision

@@ -98,7 +98,7 @@ class GFNetCore:
             threads = default_decode_threads(torch_threads=torch_threads) if getattr(dataset, "decodes_files",
                                                                                     False) else 0
         self._loader = SlotImageLoader(dataset, n, threads, image_size=model.image_size,
-                                       jpeg_decoder=settings.jpeg_decoder)
+                                       jpeg_decoder=settings.jpeg_decoder, device=self.device)
         self._closed = False
         self._resets = 0
         self._steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode

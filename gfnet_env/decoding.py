@@ -109,8 +109,12 @@ def split_normalize(transform: Any) -> tuple[Callable, tuple[float, ...], tuple[
 
 
 def pil_pixels(image: Any) -> torch.Tensor:
-    """A PIL RGB image (H×W) → uint8 (3, H, W) tensor: the pixels ``ToTensor`` would divide by 255."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    """A PIL RGB image (H×W) → uint8 (3, H, W) tensor: the pixels ``ToTensor`` would divide by 255.
+
+    The result is a channels-first *view* of the (H, W, 3) array: the loader threads call this, and a torch op
+    there (``.contiguous()``) would give each thread its own OpenMP team, which measurably slowed the networks in
+    the same process afterwards. ``torch.stack`` of a reset's items makes the copy, in the caller."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
 
 class FolderRawItems:

@@ -3,7 +3,8 @@
 Decoding a JPEG costs milliseconds, as much as several env steps, so the loader (a) decodes the images of
 one reset in parallel threads (PIL releases the GIL while decoding), and (b) as soon as a slot starts an
 episode, draws the slot's *next* random image index and starts decoding it in the background, so the next
-reset finds it ready. Each slot's next draw is made right after each load whether or not it is prefetched, so
+reset finds it ready. A reset that finds some of its images not yet started decodes those in the calling
+thread rather than wait idle for the threads (the same items, so the same results). Each slot's next draw is made right after each load whether or not it is prefetched, so
 draws stay in the same order per slot and episodes are identical with any number of threads (0 included);
 re-seeding a slot drops its pending draw.
 
@@ -24,10 +25,11 @@ through this small protocol (all of it optional; duck-typed, no base class):
   bit-identical to the per-item float path). ``PreparedDataset`` and ``ImageFolderDataset`` (with a
   transform ending in ``ToTensor(), Normalize``) implement it.
 * ``dataset.jpeg_geometry -> (R, S, interpolation) | None`` and ``dataset.encoded_item(index) -> (uint8 1-D
-  tensor of the file's bytes, int label)``: with the env's ``jpeg_decoder="torchvision"`` the loader threads
-  only read the files; :meth:`SlotImageLoader.load_batch` decodes the whole batch with
-  ``torchvision.io.decode_jpeg`` on the env's device (nvJPEG on a GPU; the CPU decoder on the CPU), resizes
-  the shorter side to R and centre-crops S × S there, and normalises. Files the decoder rejects (CMYK,
+  tensor of the file's bytes, int label)``: with the env's ``jpeg_decoder="torchvision"`` and the env on a
+  GPU the loader threads only read the files; :meth:`SlotImageLoader.load_batch` decodes the whole batch with
+  ``torchvision.io.decode_jpeg`` on the GPU (nvJPEG), resizes the shorter side to R and centre-crops S × S
+  there, and normalises. With the env on the CPU a batch decode would run serially at reset, so there the
+  loader threads decode each file with the same functions as they load it (prefetched like PIL's path). Files the decoder rejects (CMYK,
   grayscale on some decoders, a PNG named .jpg, corrupt) go through ``uint8_item`` (PIL), skipping corrupt
   files as every other path does; :attr:`SlotImageLoader.fallbacks` counts them. ``ImageFolderDataset`` with
   the evaluation transform implements it.
@@ -102,14 +104,19 @@ class SlotImageLoader:
         threads: decoding threads; 0 loads synchronously in the caller (best for in-memory datasets).
         image_size: S, when every image must be (3, S, S) (checked per item).
         jpeg_decoder: ``"pil"`` or ``"torchvision"`` (:func:`item_kind`).
+        device: where :meth:`load_batch` will put the batches, when known. With encoded items (``"torchvision"``)
+            and a CPU device each file is decoded in the loader threads as it is loaded (prefetched); otherwise
+            a reset's files are decoded together in :meth:`load_batch` on the device.
     """
 
     def __init__(self, dataset: Dataset, num_slots: int, threads: int = 0, image_size: int | None = None,
-                 jpeg_decoder: str = "pil") -> None:
+                 jpeg_decoder: str = "pil", device: torch.device | str | None = None) -> None:
         self.dataset = dataset
         self.image_size = image_size
         self.threads = threads
         self.kind = item_kind(dataset, jpeg_decoder)
+        #: encoded files are decoded as they are loaded (on the CPU), not in one batch by load_batch
+        self.decodes_items = self.kind == "encoded" and device is not None and torch.device(device).type == "cpu"
         self._normalization = getattr(dataset, "normalization", None)
         self.fallbacks = 0  #: files torchvision's decoder rejected, decoded by PIL instead (kind "encoded")
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_slots)]
@@ -142,13 +149,16 @@ class SlotImageLoader:
         moving on to the next image past corrupt files (warned and counted).
 
         Returns:
-            (image, label, index used): a float (3, S, S), uint8 (3, S, S) or uint8 (bytes,) tensor by kind.
+            (image, label, index used): a float (3, S, S), uint8 (3, S, S) or uint8 (bytes,) tensor by kind
+            (encoded files come back decoded, uint8 (3, S, S), when :attr:`decodes_items`).
 
         Raises:
             ValueError: the item is not (float tensor, integer label) (:func:`gfnet_env.checks.check_sample`), or
                 not (uint8 tensor of the right shape, integer label) for raw kinds.
         """
         kind = kind or self.kind
+        decode = kind == "encoded" and self.decodes_items
+        returned = "uint8" if decode else kind  # what the item is once loaded
         from .datasets import CorruptImageError  # local: datasets imports PIL/torchvision
 
         n = len(self.dataset)
@@ -157,8 +167,11 @@ class SlotImageLoader:
             i = (index + attempt) % n
             try:
                 with seeded_randomness(seed):
-                    sample = (self.dataset[i] if kind == "float" else self.dataset.uint8_item(i) if kind == "uint8"
-                              else self.dataset.encoded_item(i))
+                    if decode:
+                        sample = self._decoded_item(i)
+                    else:
+                        sample = (self.dataset[i] if kind == "float" else self.dataset.uint8_item(i)
+                                  if kind == "uint8" else self.dataset.encoded_item(i))
             except CorruptImageError as e:
                 with self._lock:
                     self.skipped_images += 1
@@ -167,12 +180,23 @@ class SlotImageLoader:
                 continue
             if not isinstance(sample, (tuple, list)) or len(sample) != 2:
                 raise ValueError(f"dataset[{i}] is a {type(sample).__name__}, not an (image, label) pair")
-            if kind != "float":
-                return (*_check_raw(sample, kind, f"dataset.{kind}_item({i})", self.image_size), i)
+            if returned != "float":
+                return (*_check_raw(sample, returned, f"dataset.{kind}_item({i})", self.image_size), i)
             image = torch.as_tensor(sample[0]) if isinstance(sample[0], np.ndarray) else sample[0]
             image, label = check_sample(image, sample[1], f"dataset[{i}]", self.image_size, finite=False)
             return image, label, i
         raise RuntimeError(f"no readable image found after {tries} tries starting at index {index}")
+
+    def _decoded_item(self, index: int) -> tuple[torch.Tensor, int]:
+        """(uint8 (3, S, S), label) of a file decoded on the CPU as :meth:`_decode` does it for a batch, PIL
+        (``uint8_item``) where torchvision's decoder rejects the file."""
+        data, label = self.dataset.encoded_item(index)
+        image = decode_jpegs([data])[0]
+        if image is None:
+            with self._lock:
+                self.fallbacks += 1
+            return self.dataset.uint8_item(index)
+        return resize_crop(image, *self.dataset.jpeg_geometry), label
 
     def _start(self, index: int, seed: int | None) -> Future:
         """Begin loading ``index``: in a thread, or right here when there are none."""
@@ -192,7 +216,7 @@ class SlotImageLoader:
             TypeError, IndexError: a given index is not an integer (1.7, "3", True) or is outside the dataset.
         """
         n = len(self.dataset)
-        jobs = []
+        jobs: list[tuple[Future, tuple[int, int | None]]] = []  # (the loading, its (index, seed))
         for k, slot in enumerate(int(s) for s in slots):
             fixed = indices[k] if indices is not None else None
             if fixed is not None:
@@ -202,18 +226,20 @@ class SlotImageLoader:
                     raise IndexError(str(e)) from None
                 if not 0 <= fixed < n:
                     raise IndexError(f"image index {fixed} is outside the dataset (size {n}): use 0..{n - 1}")
-                jobs.append(self._start(fixed, self._seed(slot)))
+                job = (fixed, self._seed(slot))
+                jobs.append((self._start(*job), job))
             elif slot in self._pending:
-                self._next.pop(slot, None)
-                jobs.append(self._pending.pop(slot))
+                jobs.append((self._pending.pop(slot), self._next.pop(slot)))
             else:
-                jobs.append(self._start(*(self._next.pop(slot, None) or self._draw(slot))))
+                job = self._next.pop(slot, None) or self._draw(slot)
+                jobs.append((self._start(*job), job))
         for slot in (int(s) for s in slots):  # each slot's next random draw, now (and its decoding, with threads)
             if slot not in self._next:
                 self._next[slot] = self._draw(slot)
                 if self._pool is not None:
                     self._pending[slot] = self._pool.submit(self.load_one, *self._next[slot])
-        return [job.result() for job in jobs]
+        # a loading no thread has started yet runs here: the caller would otherwise wait idle for it
+        return [self.load_one(*job) if future.cancel() else future.result() for future, job in jobs]
 
     def load_batch(self, slots: np.ndarray, indices: list[int | None] | None,
                    device: torch.device) -> tuple[torch.Tensor, list[int], list[int]]:
@@ -227,7 +253,7 @@ class SlotImageLoader:
         """
         loaded = self.load(slots, indices)
         labels, used = [y for _, y, _ in loaded], [i for _, _, i in loaded]
-        if self.kind == "encoded":
+        if self.kind == "encoded" and not self.decodes_items:
             pixels = self._decode([x for x, _, _ in loaded], labels, used, device)
         else:
             pixels = _to_device(torch.stack([x for x, _, _ in loaded]), device)

@@ -90,16 +90,30 @@ def test_torchvision_batch_decoding_matches_pil_within_one_level(data_root):
     n = len(folder)
     pil = SlotImageLoader(folder, n, 0, image_size=model.image_size)
     tv = SlotImageLoader(folder, n, 2, image_size=model.image_size, jpeg_decoder="torchvision")
-    assert (pil.kind, tv.kind) == ("uint8", "encoded")
+    # told that the batches go to the CPU, the loader decodes each file in its threads as it loads it
+    per_item = SlotImageLoader(folder, n, 2, image_size=model.image_size, jpeg_decoder="torchvision", device="cpu")
+    assert (pil.kind, tv.kind, per_item.kind) == ("uint8", "encoded", "encoded")
+    assert (tv.decodes_items, per_item.decodes_items) == (False, True)
     try:
         with pytest.warns(UserWarning, match="skipping corrupt image"):
             a, la, ua = pil.load_batch(np.arange(n), list(range(n)), CPU)
         with pytest.warns(UserWarning, match="skipping corrupt image"):
             b, lb, ub = tv.load_batch(np.arange(n), list(range(n)), CPU)
+        with pytest.warns(UserWarning, match="skipping corrupt image"):
+            c, lc, uc = per_item.load_batch(np.arange(n), list(range(n)), CPU)
+        per_item_fallbacks = per_item.fallbacks
+        image, _label, _used = per_item.load_one(names.index("img0.JPEG"))
+        assert image.dtype == torch.uint8 and image.shape == (3, 48, 48)  # decoded where it was loaded
     finally:
         tv.close()
-    assert la == lb and ua == ub
+        per_item.close()
+    assert la == lb == lc and ua == ub == uc
+    # the same decoding per item as per batch, except after the corrupt file: the batch path's PIL fallback moves
+    # on to the next image with PIL, the per-item path with torchvision's decoder again
     bad = names.index("bad.jpg")
+    others = [k for k in range(n) if k != bad]
+    assert torch.equal(b[others], c[others]) and tv.fallbacks == per_item_fallbacks
+    assert float(_levels(b[bad], c[bad]).max()) <= MAX_LEVELS
     assert ua[bad] == bad + 1  # the corrupt file moved on to the next image on both paths
     assert b.dtype == torch.float32 and b.shape == a.shape == (n, 3, 48, 48)
     levels = _levels(a, b)
@@ -134,6 +148,37 @@ def test_env_option_jpeg_decoder(data_root):
     # datasets that decode no files ignore it: the prepared cache hands out uint8, in-memory data floats
     cache = PreparedDataset(prepare_split(imagenet_split(data_root, "val", model.spec.config)))
     assert item_kind(cache, "torchvision") == "uint8" and item_kind(tiny_dataset(), "torchvision") == "float"
+
+
+def test_a_reset_loads_the_images_no_thread_has_started_itself(data_root):
+    """With every loader thread busy, a reset does not wait for them: it loads its images in the calling thread
+    (the same items: same pixels, labels and indices as a loader without threads)."""
+    import threading
+
+    model = tiny_model()
+    folder = imagenet_split(data_root, "val", model.spec.config)
+    loaded_in: list[str] = []
+    uint8_item = folder.uint8_item
+
+    def recording_uint8_item(index):
+        loaded_in.append(threading.current_thread().name)
+        return uint8_item(index)
+
+    folder.uint8_item = recording_uint8_item
+    loader = SlotImageLoader(folder, 3, 1, image_size=model.image_size)
+    release = threading.Event()
+    safety = threading.Timer(30, release.set)  # frees the thread even if the test fails
+    safety.start()
+    try:
+        loader._pool.submit(release.wait)  # the only loader thread is busy until released
+        batch, labels, used = loader.load_batch(np.arange(3), [1, 4, 7], CPU)
+        assert loaded_in == [threading.current_thread().name] * 3
+    finally:
+        release.set()
+        safety.cancel()
+        loader.close()
+    reference = SlotImageLoader(folder, 3, 0, image_size=model.image_size).load_batch(np.arange(3), [1, 4, 7], CPU)
+    assert torch.equal(batch, reference[0]) and labels == reference[1] and used == reference[2] == [1, 4, 7]
 
 
 def test_raw_items_are_checked(data_root):
