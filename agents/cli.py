@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     # the networks' CPU activations come and go every forward pass: keep freed memory mapped for the next one
-    # (gfnet_env/host_memory.py; up to 1.9x faster episodes on the CPU; GFNET_TUNE_MALLOC=0 leaves malloc alone)
+    # (gfnet_env/host_memory.py: 1.4-1.8x faster episodes on the CPU; GFNET_TUNE_MALLOC=0 leaves malloc alone)
     keep_freed_memory_unless_disabled()
     try:
         check_arguments(args)

@@ -3,12 +3,13 @@
 Every forward pass of the frozen networks on the CPU allocates activations of megabytes to tens of megabytes
 and frees them milliseconds later. With its default settings glibc's malloc serves large blocks with fresh
 ``mmap`` calls and hands a freed heap top back to the kernel, so the next pass touches new pages again and pays
-a page fault per 4 KiB. Measured on a 2-core VM (MobileNet-V3, P=96, T=3, 64 envs, whole episodes from memory,
-``benchmarks/episode_throughput.py``): 2,561 minor page faults and 4.3 ms of kernel time per image, a third
-of the process's CPU time. :func:`keep_freed_memory` sets three ``mallopt`` parameters so that blocks up to
-32 MiB always come from the heap and up to ``retain_mib`` of freed heap stays mapped for reuse: no page faults
-after the first batch, and the same run goes from 171 to 322 images/s. Results are unchanged (only where
-memory comes from changes); the price is that the process keeps up to ``retain_mib`` of freed memory mapped.
+a page fault per 4 KiB. Measured on a 2-core VM (MobileNet-V3, P=96, T=3, 64 envs, whole episodes from memory):
+2,561 minor page faults and 4.3 ms of kernel time per image, a third of the process's CPU time.
+:func:`keep_freed_memory` sets three ``mallopt`` parameters so that blocks up to 32 MiB come from the heap and
+up to ``retain_mib`` of freed heap stays mapped for reuse: no page faults after the first batches, and in
+``benchmarks/episode_throughput.py`` in-memory episodes go from 184–192 to 341–349 images/s (JPEG episodes
+139–146 → 200–203; ``make demo`` 2 min 02 s → 1 min 25 s). Results are unchanged (only where memory comes from
+changes); the price is that the process keeps up to ``retain_mib`` of freed memory mapped.
 
 It changes the whole process's allocator, so the library never calls it on its own: the ``gfnet`` command
 does at start (``GFNET_TUNE_MALLOC=0`` leaves malloc alone), and a script calls it once, first thing::
