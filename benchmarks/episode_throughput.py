@@ -18,10 +18,11 @@ and with ``--decoders torchvision``, in place of ``jpeg`` and ``cache``:
   normalised there; on the CPU the loader threads decode each file with the same functions
   (gfnet_env/loading.py).
 
-The two groups run in separate processes because the torchvision settings run torch ops in the loader threads,
-and each such thread gets its own OpenMP team, which slowed the networks of the settings measured after them in
-the same process by up to 25 % (measured: in-memory episodes 250–275 instead of 340 images/s on 2 cores), so the
-ratios over ``memory`` came out too high.
+The two groups run in separate processes: the torchvision settings run torch ops in the loader threads, and
+before those threads ran torch on one thread (gfnet_env/loading.py) each of them got its own OpenMP team, which
+slowed the networks of the settings measured after them in the same process by up to 25 % (in-memory episodes
+250–275 instead of 340 images/s on 2 cores), so the ratios over ``memory`` came out too high. Separate
+processes keep any such effect out of the ratios.
 
 An env episode batch is ``reset_slots`` (load + glance) + ``observe`` + (T−1) × (``step`` + ``observe``), with
 random continuous actions, through the env's public API. The JPEG and cache settings hand the env uint8

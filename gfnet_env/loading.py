@@ -198,10 +198,21 @@ class SlotImageLoader:
             return self.dataset.uint8_item(index)
         return resize_crop(image, *self.dataset.jpeg_geometry), label
 
+    def _load_in_thread(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
+        """:meth:`load_one` in a loader thread, with torch on that thread alone: a multi-threaded torch op there
+        (a tensor resize, a user dataset's transform) gives the thread its own OpenMP team, and that slowed the
+        networks in the same process by up to 25 % (benchmarks/RESULTS.md)."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.load_one(index, seed)
+        finally:
+            torch.set_num_threads(previous)
+
     def _start(self, index: int, seed: int | None) -> Future:
         """Begin loading ``index``: in a thread, or right here when there are none."""
         if self._pool is not None:
-            return self._pool.submit(self.load_one, index, seed)
+            return self._pool.submit(self._load_in_thread, index, seed)
         done: Future = Future()
         try:
             done.set_result(self.load_one(index, seed))
@@ -237,7 +248,7 @@ class SlotImageLoader:
             if slot not in self._next:
                 self._next[slot] = self._draw(slot)
                 if self._pool is not None:
-                    self._pending[slot] = self._pool.submit(self.load_one, *self._next[slot])
+                    self._pending[slot] = self._pool.submit(self._load_in_thread, *self._next[slot])
         # a loading no thread has started yet runs here: the caller would otherwise wait idle for it
         return [self.load_one(*job) if future.cancel() else future.result() for future, job in jobs]
 

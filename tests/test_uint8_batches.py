@@ -182,6 +182,34 @@ def test_a_reset_loads_the_images_no_thread_has_started_itself(data_root):
     assert torch.equal(batch, reference[0]) and labels == reference[1] and used == reference[2] == [1, 4, 7]
 
 
+def test_loader_threads_run_torch_on_one_thread(data_root):
+    """Items load in the threads with torch set to one thread there (a multi-threaded op in a loader thread gives
+    it an OpenMP team that slows the networks); the caller's thread count is left as it was."""
+    import threading
+
+    model = tiny_model()
+    folder = imagenet_split(data_root, "val", model.spec.config)
+    seen: list[tuple[str, int]] = []
+    uint8_item = folder.uint8_item
+
+    def recording_uint8_item(index):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return uint8_item(index)
+
+    folder.uint8_item = recording_uint8_item
+    original = torch.get_num_threads()
+    torch.set_num_threads(max(2, original))  # so that "one thread" is not simply the machine's default
+    try:
+        with GFNetCore(model, folder, 4, EnvSettings(loader_threads=2), device="cpu") as core:
+            for _ in range(3):
+                core.reset_slots(np.arange(4))
+        assert torch.get_num_threads() == max(2, original)
+    finally:
+        torch.set_num_threads(original)
+    in_threads = [n for name, n in seen if name.startswith("gfnet-load")]
+    assert in_threads and set(in_threads) == {1}
+
+
 def test_raw_items_are_checked(data_root):
     class Wrong:
         normalization = ((0.5,) * 3, (0.5,) * 3)
