@@ -25,12 +25,13 @@ slowed the networks of the settings measured after them in the same process by u
 processes keep any such effect out of the ratios.
 
 An env episode batch is ``reset_slots`` (load + glance) + ``observe`` + (T−1) × (``step`` + ``observe``), with
-random continuous actions, through the env's public API. The JPEG and cache settings hand the env uint8
-pixels, normalised on its device per batch (the raw item protocol of gfnet_env/loading.py). Rates are images (= episodes) per second. The settings
-are measured in interleaved rounds (each measurement after one untimed batch; every other round in reverse
-order) and each reports its median; each ratio is the median of the per-round ratios (the two rates of a round
-measured seconds apart), so slow drift of a shared machine's load cancels. Without ``--data`` the script writes ``--images``
-random 500×375 JPEGs (ImageNet's typical size; ~56 kB each, about half an ImageNet file) into a temp folder.
+random continuous actions, through the env's public API. The JPEG and cache settings hand the env uint8 pixels,
+normalised on its device per batch (the raw item protocol of gfnet_env/loading.py). Rates are images (= episodes)
+per second. The settings are measured in interleaved rounds (each measurement after one untimed batch; every other
+round in reverse order) and each reports its median; each ratio is the median of the per-round ratios (the two rates
+of a round measured seconds apart), so slow drift of a shared machine's load cancels. Without ``--data`` the script
+writes ``--images`` random 500×375 JPEGs (ImageNet's typical size; ~56 kB each, about half an ImageNet file) into a
+temp folder.
 The last two lines are ``ratio_cache=<cache/memory>`` and ``ratio_jpeg=<jpeg/memory>``
 (with ``--decoders torchvision``: ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=``).
 
@@ -84,7 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=256, help="JPEGs to make when --data is not given")
     p.add_argument("--seconds", type=float, default=1.0, help="time per measurement (each round)")
     p.add_argument("--rounds", type=int, default=7,
-                   help="interleaved rounds; each setting reports its median, each ratio the median of the per-round ratios")
+                   help="interleaved rounds; each setting reports its median, each ratio the median of the "
+                        "per-round ratios")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--loader-threads", type=int, default=None,
                    help="env decoding threads for the JPEG settings (default: the env's own choice)")

@@ -53,7 +53,7 @@ class GFNetEnv(gym.Env):
     | ``precision`` | ``"fp32"`` | ``"bf16"`` runs the networks under bf16 autocast (GPU; measure per backbone) |
     | ``channels_last`` | False | channels-last memory format for the networks |
     | ``loader_threads`` | auto | threads decoding images (and prefetching each env's next one); auto = the cores torch's own threads leave (``gfnet_env.loading.default_decode_threads``, at least 1) for image folders, 0 for in-memory datasets |
-    | ``jpeg_decoder`` | ``"pil"`` | ``"pil"``: PIL decodes and resizes in the loader threads; ``"torchvision"``: the threads read the files and each reset's batch is decoded by ``torchvision.io.decode_jpeg`` on the env's device (evaluation transform only; rejected files fall back to PIL) |
+    | ``jpeg_decoder`` | ``"pil"`` | ``"pil"``: PIL decodes and resizes in the loader threads; ``"torchvision"``: ``torchvision.io.decode_jpeg`` decodes instead — on a GPU env the threads read the files and each reset's batch is decoded on the GPU, on a CPU env the threads decode each file (evaluation transform only; rejected files fall back to PIL) |
     | ``render_mode`` | None | ``"rgb_array"``: the image with the glance frame and each patch in order |
     | ``trusted_pickle`` | False | allow full unpickling of legacy checkpoints you trust: only the bool True enables it (``"no"`` or 1 raise ``TypeError``) |
 

@@ -1,12 +1,12 @@
 """Image loading for the batched core: parallel decoding and prefetch of each slot's next image.
 
-Decoding a JPEG costs milliseconds, as much as several env steps, so the loader (a) decodes the images of
-one reset in parallel threads (PIL releases the GIL while decoding), and (b) as soon as a slot starts an
-episode, draws the slot's *next* random image index and starts decoding it in the background, so the next
-reset finds it ready. A reset that finds some of its images not yet started decodes those in the calling
-thread rather than wait idle for the threads (the same items, so the same results). Each slot's next draw is made right after each load whether or not it is prefetched, so
-draws stay in the same order per slot and episodes are identical with any number of threads (0 included);
-re-seeding a slot drops its pending draw.
+Decoding a JPEG costs milliseconds, as much as several env steps, so the loader (a) decodes the images of one reset
+in parallel threads (PIL releases the GIL while decoding), and (b) as soon as a slot starts an episode, draws the
+slot's *next* random image index and starts decoding it in the background, so the next reset finds it ready. A reset
+that finds some of its images not yet started decodes those in the calling thread rather than wait idle for the
+threads (the same items, so the same results). Each slot's next draw is made right after each load whether or not it
+is prefetched, so draws stay in the same order per slot and episodes are identical with any number of threads (0
+included); re-seeding a slot drops its pending draw.
 
 A dataset whose ``seeded_augmentation`` is true (the train split's random crop and flip) also gets one seed per
 load, drawn from the slot's generator with the index, and is decoded inside
@@ -24,15 +24,15 @@ through this small protocol (all of it optional; duck-typed, no base class):
   (:func:`gfnet_env.decoding.normalize_uint8`, the same operations as ``ToTensor`` + ``Normalize``: on the CPU
   bit-identical to the per-item float path). ``PreparedDataset`` and ``ImageFolderDataset`` (with a
   transform ending in ``ToTensor(), Normalize``) implement it.
-* ``dataset.jpeg_geometry -> (R, S, interpolation) | None`` and ``dataset.encoded_item(index) -> (uint8 1-D
-  tensor of the file's bytes, int label)``: with the env's ``jpeg_decoder="torchvision"`` and the env on a
-  GPU the loader threads only read the files; :meth:`SlotImageLoader.load_batch` decodes the whole batch with
-  ``torchvision.io.decode_jpeg`` on the GPU (nvJPEG), resizes the shorter side to R and centre-crops S × S
-  there, and normalises. With the env on the CPU a batch decode would run serially at reset, so there the
-  loader threads decode each file with the same functions as they load it (prefetched like PIL's path). Files the decoder rejects (CMYK,
-  grayscale on some decoders, a PNG named .jpg, corrupt) go through ``uint8_item`` (PIL), skipping corrupt
-  files as every other path does; :attr:`SlotImageLoader.fallbacks` counts them. ``ImageFolderDataset`` with
-  the evaluation transform implements it.
+* ``dataset.jpeg_geometry -> (R, S, interpolation) | None`` and ``dataset.encoded_item(index) -> (uint8 1-D tensor
+  of the file's bytes, int label)``: with the env's ``jpeg_decoder="torchvision"`` and the env on a GPU the loader
+  threads only read the files; :meth:`SlotImageLoader.load_batch` decodes the whole batch with
+  ``torchvision.io.decode_jpeg`` on the GPU (nvJPEG), resizes the shorter side to R and centre-crops S × S there,
+  and normalises. With the env on the CPU a batch decode would run serially at reset, so there the loader threads
+  decode each file with the same functions as they load it (prefetched like PIL's path). Files the decoder rejects
+  (CMYK, grayscale on some decoders, a PNG named .jpg, corrupt) go through ``uint8_item`` (PIL), skipping corrupt
+  files as every other path does; :attr:`SlotImageLoader.fallbacks` counts them. ``ImageFolderDataset`` with the
+  evaluation transform implements it.
 
 Which kind of item the loader asks for is fixed when it is built (:func:`item_kind`): ``"encoded"`` for
 ``jpeg_decoder="torchvision"`` and a dataset with a ``jpeg_geometry``, else ``"uint8"`` when the dataset has a
