@@ -90,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--loader-threads", type=int, default=None,
                    help="env decoding threads for the JPEG settings (default: the env's own choice)")
+    p.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
+                   help="decode each env's next image ahead (on), at its reset (off), or as the env decides (auto)")
     p.add_argument("--cache-threads", type=int, default=None,
                    help="env loading threads for the cache setting (default: the env's choice for the dataset)")
     p.add_argument("--keep-freed-memory", action="store_true",
@@ -174,7 +176,8 @@ def main(argv=None) -> dict:
         for name, ds in datasets.items():
             lt = args.loader_threads if name.startswith("jpeg") else args.cache_threads if name == "cache" else None
             settings = EnvSettings(precision=args.precision, channels_last=args.channels_last, loader_threads=lt,
-                                   jpeg_decoder="torchvision" if name == "jpeg-dev" else "pil")
+                                   jpeg_decoder="torchvision" if name == "jpeg-dev" else "pil",
+                                   prefetch={"auto": None, "on": True, "off": False}[args.prefetch])
             cores[name] = GFNetCore(model, ds, b, settings, device=device)
             for slot in range(b):
                 cores[name].seed_slot(slot, slot)
@@ -208,7 +211,8 @@ def main(argv=None) -> dict:
                     results[name].append(rate(fns[name], device, args.seconds, b))
             skipped = sum(core.skipped_images for core in cores.values())
             fallbacks = cores["jpeg-dev"].decoder_fallbacks if "jpeg-dev" in cores else 0
-            threads_used = cores["jpeg" if "jpeg" in cores else "jpeg-tv"].loader_threads
+            jpeg_core = cores["jpeg" if "jpeg" in cores else "jpeg-tv"]
+            threads_used, prefetching = jpeg_core.loader_threads, jpeg_core.loader_prefetch
         finally:
             for core in cores.values():
                 core.close()
@@ -222,7 +226,7 @@ def main(argv=None) -> dict:
     lt = args.loader_threads if args.loader_threads is not None else f"env default = {threads_used}"
     print(f"device: {name}; model {args.model} P={m.patch_size} S={s} T={m.T} batch {b} {args.precision}"
           f"{' channels_last' if args.channels_last else ''}; {len(folder)} images; decoders {args.decoders}; "
-          f"loader threads {lt} "
+          f"loader threads {lt}, prefetch {'on' if prefetching else 'off'} "
           f"(default_decode_threads() = {default_decode_threads()}); cache written in {prep_s:.1f} s; "
           f"malloc {'tuned (keep_freed_memory)' if tuned else 'glibc defaults'}")
     for k, v in med.items():

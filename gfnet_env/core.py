@@ -27,7 +27,7 @@ from feature_nets.madds import count_madds
 
 from .actions import make_action_decoder
 from .checks import check_buffer_memory, check_int
-from .loading import SlotImageLoader, default_decode_threads
+from .loading import SlotImageLoader, default_loading
 from .rewards import StepReward
 from .settings import EnvSettings
 from .views import EnvView, PrivilegedView
@@ -91,14 +91,15 @@ class GFNetCore:
 
         self._build_spaces()
         n = num_envs
-        threads = settings.loader_threads
-        if threads is None:  # decoding files pays off in threads (the cores torch leaves); in-memory tensors do not
-            # with the networks on a GPU the host's torch threads mostly wait, so they leave all cores but one
-            torch_threads = 1 if self.device.type == "cuda" else None
-            threads = default_decode_threads(torch_threads=torch_threads) if getattr(dataset, "decodes_files",
-                                                                                    False) else 0
+        # decoding files pays off in threads, prefetched where decoding has cores of its own; in-memory tensors load
+        # in the caller (gfnet_env/loading.py: default_loading)
+        threads, prefetch = default_loading(self.device.type) if getattr(dataset, "decodes_files", False) else (0, True)
+        if settings.loader_threads is not None:
+            threads = int(settings.loader_threads)
+        if settings.prefetch is not None:
+            prefetch = bool(settings.prefetch)
         self._loader = SlotImageLoader(dataset, n, threads, image_size=model.image_size,
-                                       jpeg_decoder=settings.jpeg_decoder, device=self.device)
+                                       jpeg_decoder=settings.jpeg_decoder, device=self.device, prefetch=prefetch)
         self._closed = False
         self._resets = 0
         self._steps = np.zeros(n, dtype=np.int64)          # focus steps taken in the current episode
@@ -185,6 +186,11 @@ class GFNetCore:
     def loader_threads(self) -> int:
         """Image-loading threads in use (0: images load in the caller)."""
         return self._loader.threads
+
+    @property
+    def loader_prefetch(self) -> bool:
+        """Whether the loader threads decode each env's next image ahead of its reset."""
+        return self._loader.prefetch
 
     @property
     def decoder_fallbacks(self) -> int:

@@ -42,6 +42,8 @@ class EnvSettings:
     #: "pil": PIL decodes and resizes in the loader threads; "torchvision": the threads read the files and the
     #: batch is decoded with torchvision.io.decode_jpeg on the env's device (gfnet_env/loading.py)
     jpeg_decoder: str = "pil"
+    #: None: decide by where the networks run (gfnet_env.loading.default_loading); True/False: force
+    prefetch: bool | None = None
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
@@ -81,6 +83,8 @@ class EnvSettings:
         if self.jpeg_decoder not in JPEG_DECODERS:
             raise ValueError(f"unknown jpeg_decoder {self.jpeg_decoder!r}; choose 'pil' (PIL in the loader threads) "
                              "or 'torchvision' (batched torchvision.io.decode_jpeg on the env's device)")
+        if self.prefetch is not None and not isinstance(self.prefetch, (bool, np.bool_)):
+            raise TypeError(f"prefetch must be True, False or None (decided by the device), got {self.prefetch!r}")
         if not isinstance(self.channels_last, (bool, np.bool_)):
             raise TypeError(f"channels_last must be True or False, got {self.channels_last!r}")
         return self.replace(max_steps=int(max_steps), grid_size=int(self.grid_size))

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from gfnet_env.core import GFNetCore
 from gfnet_env.datasets import IMAGENET_STD, ImageFolderDataset, eval_transform, imagenet_split, train_transform
 from gfnet_env.factory import make_core
-from gfnet_env.loading import SlotImageLoader, default_decode_threads, item_kind
+from gfnet_env.loading import SlotImageLoader, default_decode_threads, default_loading, item_kind
 from gfnet_env.prepared import PreparedDataset, prepare_split
 from gfnet_env.settings import EnvSettings
 from tests.test_decoding import MAX_LEVELS, MEAN_LEVELS
@@ -225,19 +225,41 @@ def test_raw_items_are_checked(data_root):
         loader.load_batch(np.arange(1), [0], CPU)
 
 
-def test_default_loader_threads_follow_default_decode_threads(data_root, monkeypatch):
+def test_default_loading_follows_the_cores_torch_leaves(data_root, monkeypatch):
+    """Decoding threads and prefetch by machine: prefetch where decoding has cores of its own (spare cores, or the
+    networks on a GPU); where torch's threads fill every core a reset decodes its images itself, with every core."""
     model = tiny_model()
     folder = ImageFolderDataset(data_root / "val", eval_transform(model.spec.config))
-    for cpus, torch_threads, expected in ((2, 2, 1), (16, 8, 8), (6, 2, 4), (64, 4, 8)):
+    cases = ((2, 2, 0, (1, False)), (1, 1, 0, (1, False)), (16, 16, 0, (8, False)), (16, 8, 8, (8, True)),
+             (6, 2, 4, (4, True)), (64, 4, 8, (8, True)))
+    for cpus, torch_threads, spare, expected in cases:
         monkeypatch.setattr("os.cpu_count", lambda cpus=cpus: cpus)
         monkeypatch.setattr(torch, "get_num_threads", lambda t=torch_threads: t)
-        assert default_decode_threads() == expected
+        assert default_decode_threads() == max(1, min(8, spare))
+        assert default_loading("cpu") == expected
         with GFNetCore(model, folder, 2, EnvSettings(), device="cpu") as core:
-            assert core.loader_threads == expected
+            assert (core.loader_threads, core.loader_prefetch) == expected
         with GFNetCore(model, tiny_dataset(), 2, EnvSettings(), device="cpu") as core:
             assert core.loader_threads == 0  # in-memory data loads in the caller
-    with GFNetCore(model, folder, 2, EnvSettings(loader_threads=3), device="cpu") as core:
-        assert core.loader_threads == 3  # an explicit value wins
+    assert default_loading("cuda", cpus=16) == (8, True) and default_loading("cuda", cpus=2) == (1, True)
+    with GFNetCore(model, folder, 2, EnvSettings(loader_threads=3, prefetch=True), device="cpu") as core:
+        assert (core.loader_threads, core.loader_prefetch) == (3, True)  # explicit values win
+    with pytest.raises(TypeError, match="prefetch must be True, False or None"):
+        GFNetCore(model, folder, 2, EnvSettings(prefetch="yes"), device="cpu")
+
+
+def test_prefetch_or_not_the_episodes_are_the_same(data_root):
+    model = tiny_model()
+    folder = imagenet_split(data_root, "val", model.spec.config)
+    runs = []
+    for prefetch in (True, False):
+        with GFNetCore(model, folder, 4, EnvSettings(loader_threads=2, prefetch=prefetch), device="cpu") as core:
+            for slot in range(4):
+                core.seed_slot(slot, 30 + slot)
+            runs.append([_episodes(core, [None] * 4) for _ in range(3)])  # random draws, each slot 3 episodes
+    for (obs_a, rew_a, tgt_a), (obs_b, rew_b, tgt_b) in zip(*runs):
+        assert np.array_equal(tgt_a, tgt_b) and np.array_equal(rew_a, rew_b)
+        assert all(np.array_equal(a, b) for a, b in zip(obs_a, obs_b))
 
 
 def test_train_split_uint8_items_repeat_the_seeded_augmentation_exactly(data_root):
