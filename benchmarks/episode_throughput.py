@@ -4,7 +4,8 @@ from JPEGs, from the prepared cache and from memory, against the bare networks, 
 For B env slots and one model the script times, on the same device and precision:
 
 - ``jpeg``: an ImageFolder of JPEGs through the evaluation transform (PIL, the env's default), episodes drawn
-  at random, the env's own decoding threads and per-slot prefetch (``--loader-threads``, default: the env's);
+  at random, the env's own loading: its decoding threads, with per-slot prefetch where the env turns it on
+  (``--loader-threads``, ``--prefetch``; default: the env's choice, gfnet_env/loading.py ``default_loading``);
 - ``cache``: the same split from its prepared cache (gfnet_env/prepared.py), written first into a temp folder;
 - ``memory``: the same images already transformed, as an in-memory TensorDataset;
 - ``bare``: the networks alone on pre-loaded tensors on the device: glance + T−1 ``focus_at`` per batch;

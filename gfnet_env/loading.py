@@ -1,12 +1,13 @@
 """Image loading for the batched core: parallel decoding and prefetch of each slot's next image.
 
 Decoding a JPEG costs milliseconds, as much as several env steps, so the loader (a) decodes the images of one reset
-in parallel threads (PIL releases the GIL while decoding), and (b) as soon as a slot starts an episode, draws the
-slot's *next* random image index and starts decoding it in the background, so the next reset finds it ready. A reset
-that finds some of its images not yet started decodes those in the calling thread rather than wait idle for the
-threads (the same items, so the same results). Each slot's next draw is made right after each load whether or not it
-is prefetched, so draws stay in the same order per slot and episodes are identical with any number of threads (0
-included); re-seeding a slot drops its pending draw.
+in parallel threads (PIL releases the GIL while decoding), the calling thread taking its share of the ones no thread
+has started, and (b) where decoding has cores of its own (the networks on a GPU, or torch's threads leaving cores
+free: :func:`default_loading`), draws each slot's *next* random image index as soon as the slot starts an episode
+and decodes it in the background, so the next reset finds it ready. Loader threads run torch on one thread. Each
+slot's next draw is made right after each load whether or not it is prefetched, so draws stay in the same order per
+slot and episodes are identical with any number of threads (0 included) and with or without prefetch; re-seeding a
+slot drops its pending draw.
 
 A dataset whose ``seeded_augmentation`` is true (the train split's random crop and flip) also gets one seed per
 load, drawn from the slot's generator with the index, and is decoded inside
@@ -74,8 +75,8 @@ def default_loading(device_type: str = "cpu", cpus: int | None = None, torch_thr
     Prefetching decodes the next images while the networks step the current ones; it pays when decoding has cores
     of its own: the networks on a GPU (their host threads mostly wait), or torch's CPU threads leaving cores free
     (:func:`default_decode_threads` threads then). When torch's threads fill every core, as they do by default, a
-    decoding thread beside them slows the networks by more than the time it saves (2 cores, MobileNet-V3: 203
-    JPEG episodes/s with prefetch, 238 without); then each reset decodes its images when it starts, in
+    decoding thread beside them slows the networks by more than the time it saves (2 cores, MobileNet-V3, malloc
+    tuned: 190 JPEG episodes/s with prefetch, 243 without); then each reset decodes its images when it starts, in
     ``cpus − 1`` threads (at least 1, at most ``cap``) and the caller, with every core.
     """
     cpus = cpus if cpus is not None else (os.cpu_count() or 1)
