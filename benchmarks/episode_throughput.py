@@ -33,7 +33,10 @@ round in reverse order) and each reports its median; each ratio is the median of
 of a round measured seconds apart), so slow drift of a shared machine's load cancels. Without ``--data`` the script
 writes ``--images`` random 500×375 JPEGs (ImageNet's typical size; ~56 kB each, about half an ImageNet file) into a
 temp folder.
-The last two lines are ``ratio_cache=<cache/memory>`` and ``ratio_jpeg=<jpeg/memory>``
+On the CPU the script also times one image's loading on one thread (``c`` seconds) and prints the ratio that
+cost allows when the networks keep all ``n`` cores busy, ``1 / (1 + c · memory rate / n)``: decoding cannot hide
+behind networks that leave no core idle. The last two lines are ``ratio_cache=<cache/memory>`` and
+``ratio_jpeg=<jpeg/memory>``
 (with ``--decoders torchvision``: ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=``).
 
 On the CPU the networks' activations are allocated and freed every forward pass; with glibc's default malloc
@@ -52,6 +55,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -68,7 +72,7 @@ from feature_nets.gfnet import build_gfnet
 from gfnet_env.core import GFNetCore
 from gfnet_env.datasets import ImageFolderDataset, eval_transform
 from gfnet_env.host_memory import keep_freed_memory, malloc_tuned
-from gfnet_env.loading import default_decode_threads
+from gfnet_env.loading import SlotImageLoader, default_decode_threads
 from gfnet_env.prepared import PreparedDataset, prepare_split
 from gfnet_env.settings import EnvSettings
 
@@ -120,6 +124,21 @@ def make_jpegs(root: Path, n: int, classes: int = 8, seed: int = 0) -> Path:
         img = Image.fromarray(small).resize((500, 375), Image.BILINEAR)
         img.save(folder / f"img{i:05d}.JPEG", quality=90)
     return root
+
+
+def load_seconds(dataset, image_size: int, jpeg_decoder: str, n: int = 32) -> float:
+    """Seconds one thread (torch on one thread too) takes to load one image as the env's CPU loader does."""
+    loader = SlotImageLoader(dataset, 1, 0, image_size=image_size, jpeg_decoder=jpeg_decoder, device="cpu")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loader.load_one(0)
+        start = time.perf_counter()
+        for i in range(n):
+            loader.load_one(i % len(dataset))
+        return (time.perf_counter() - start) / n
+    finally:
+        torch.set_num_threads(previous)
 
 
 def episodes(core: GFNetCore, rng: np.random.Generator, device) -> None:
@@ -221,6 +240,9 @@ def main(argv=None) -> dict:
         # each ratio is the median over rounds of that round's own ratio: the two settings were measured
         # seconds apart, so a shared machine's slow changes of load cancel in each pair
         ratios = {k: [a / m for a, m in zip(results[k], results["memory"])] for k in results if k != "memory"}
+        # what one image's loading costs a core, and so the ratio a CPU whose cores the networks fill can reach
+        cost = {k: load_seconds(datasets[k], s, "torchvision" if k == "jpeg-dev" else "pil")
+                for k in datasets if k.startswith("jpeg")} if device.type == "cpu" else {}
 
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({torch.get_num_threads()} torch threads)")
@@ -233,6 +255,12 @@ def main(argv=None) -> dict:
     for k, v in med.items():
         spread = f"[{min(results[k]):.1f}..{max(results[k]):.1f}]"
         print(f"{k:9s} {v:10.1f} images/s (whole episodes) median of {len(results[k])} {spread}")
+    cpus = os.cpu_count() or 1
+    if cost and torch.get_num_threads() >= cpus:
+        # the in-memory episodes keep all cores busy: cpus / rate core-seconds per image, plus the loading
+        print("loading cost per image (1 thread) and the ratio it allows when the networks fill all "
+              f"{cpus} cores: " + ", ".join(
+                  f"{k} {1e3 * c:.2f} ms -> {1 / (1 + c * med['memory'] / cpus):.2f}" for k, c in cost.items()))
     if skipped:
         print(f"skipped {skipped} corrupt images")
     print(f"memory/bare={med['memory'] / med['bare']:.3f}")
