@@ -93,7 +93,8 @@ class GFNetCore:
         n = num_envs
         # decoding files pays off in threads, prefetched where decoding has cores of its own; in-memory tensors load
         # in the caller (gfnet_env/loading.py: default_loading)
-        threads, prefetch = default_loading(self.device.type) if getattr(dataset, "decodes_files", False) else (0, True)
+        decodes_files = getattr(dataset, "decodes_files", False)
+        threads, prefetch = default_loading(self.device.type) if decodes_files else (0, True)
         if settings.loader_threads is not None:
             threads = int(settings.loader_threads)
         if settings.prefetch is not None:
