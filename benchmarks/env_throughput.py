@@ -16,6 +16,7 @@ Example::
 
     python benchmarks/env_throughput.py                                  # CPU setting: MobileNet-V3, P=96, batch 64
     python benchmarks/env_throughput.py --model small_cnn --T 5          # the embedded task's tiny encoder
+    python benchmarks/env_throughput.py --keep-freed-memory              # glibc's malloc tuned, as by gfnet
     python benchmarks/env_throughput.py --model resnet50 --patch-size 96 --batch 256 --device cuda --precision bf16
 """
 
@@ -32,6 +33,7 @@ from feature_nets.crop import crop_corners, crop_patches, crop_patches_reference
 from feature_nets.devices import resolve_device
 from feature_nets.gfnet import build_gfnet, build_small_gfnet
 from gfnet_env.core import GFNetCore
+from gfnet_env.host_memory import keep_freed_memory
 from gfnet_env.settings import EnvSettings
 
 
@@ -47,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="tune glibc's malloc first, as the gfnet command does (gfnet_env/host_memory.py)")
     return p.parse_args(argv)
 
 
@@ -94,6 +98,8 @@ def prepare(model, device: torch.device, channels_last: bool):
 
 def main(argv=None) -> float:
     args = parse_args(argv)
+    if args.keep_freed_memory:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
