@@ -21,7 +21,7 @@ run benchmarks/bf16_agreement.py --device cuda
 # JPEGs with PIL (jpeg), the prepared cache, in memory, bare networks (lines ratio_cache=, ratio_jpeg=); then,
 # in a separate process, torchvision's decoder per item on the host (jpeg-tv) and device JPEG decoding
 # (jpeg-dev: jpeg_decoder='torchvision', nvJPEG batch + resize/crop/normalise on the GPU), each over in memory.
-run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024
-run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024
-run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024 --decoders torchvision
-run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024 --decoders torchvision
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024 --rounds 5
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024 --rounds 5
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024 --rounds 5 --decoders torchvision
+run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024 --rounds 5 --decoders torchvision
