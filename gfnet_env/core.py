@@ -190,8 +190,8 @@ class GFNetCore:
 
     @property
     def loader_prefetch(self) -> bool:
-        """Whether the loader threads decode each env's next image ahead of its reset."""
-        return self._loader.prefetch
+        """Whether loader threads decode each env's next image ahead of its reset (never without threads)."""
+        return self._loader.prefetch and self._loader.threads > 0
 
     @property
     def decoder_fallbacks(self) -> int:
