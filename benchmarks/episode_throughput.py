@@ -33,11 +33,11 @@ round in reverse order) and each reports its median; each ratio is the median of
 of a round measured seconds apart), so slow drift of a shared machine's load cancels. Without ``--data`` the script
 writes ``--images`` random 500×375 JPEGs (ImageNet's typical size; ~56 kB each, about half an ImageNet file) into a
 temp folder.
+
 On the CPU the script also times one image's loading on one thread (``c`` seconds) and prints the ratio that
 cost allows when the networks keep all ``n`` cores busy, ``1 / (1 + c · memory rate / n)``: decoding cannot hide
 behind networks that leave no core idle. The last two lines are ``ratio_cache=<cache/memory>`` and
-``ratio_jpeg=<jpeg/memory>``
-(with ``--decoders torchvision``: ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=``).
+``ratio_jpeg=<jpeg/memory>`` (with ``--decoders torchvision``: ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=``).
 
 On the CPU the networks' activations are allocated and freed every forward pass; with glibc's default malloc
 settings a third of the CPU time goes to page faults (gfnet_env/host_memory.py). ``--keep-freed-memory``
@@ -72,7 +72,7 @@ from feature_nets.gfnet import build_gfnet
 from gfnet_env.core import GFNetCore
 from gfnet_env.datasets import ImageFolderDataset, eval_transform
 from gfnet_env.host_memory import keep_freed_memory, malloc_tuned
-from gfnet_env.loading import SlotImageLoader, default_decode_threads
+from gfnet_env.loading import SlotImageLoader, default_decode_threads, torch_on_one_thread
 from gfnet_env.prepared import PreparedDataset, prepare_split
 from gfnet_env.settings import EnvSettings
 
@@ -129,16 +129,12 @@ def make_jpegs(root: Path, n: int, classes: int = 8, seed: int = 0) -> Path:
 def load_seconds(dataset, image_size: int, jpeg_decoder: str, n: int = 32) -> float:
     """Seconds one thread (torch on one thread too) takes to load one image as the env's CPU loader does."""
     loader = SlotImageLoader(dataset, 1, 0, image_size=image_size, jpeg_decoder=jpeg_decoder, device="cpu")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_on_one_thread():
         loader.load_one(0)
         start = time.perf_counter()
         for i in range(n):
             loader.load_one(i % len(dataset))
         return (time.perf_counter() - start) / n
-    finally:
-        torch.set_num_threads(previous)
 
 
 def episodes(core: GFNetCore, rng: np.random.Generator, device) -> None:

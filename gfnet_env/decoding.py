@@ -35,8 +35,8 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F2
 
-__all__ = ["FolderRawItems", "JpegDecoder", "decode_jpegs", "eval_geometry", "normalize_uint8", "pil_pixels",
-           "read_bytes", "resize_crop", "split_normalize"]
+__all__ = ["FolderRawItems", "JpegDecoder", "decode_jpegs", "decode_resize_crop", "eval_geometry", "normalize_uint8",
+           "pil_pixels", "read_bytes", "resize_crop", "split_normalize"]
 
 
 def read_bytes(path: str | os.PathLike) -> torch.Tensor:
@@ -64,6 +64,14 @@ def decode_jpegs(data: Sequence[torch.Tensor], device: str | torch.device = "cpu
                 except (RuntimeError, ValueError):
                     out.append(None)
             return out
+
+
+def decode_resize_crop(data: torch.Tensor, resize: int, crop: int, interpolation: InterpolationMode,
+                       device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """One encoded JPEG → uint8 (3, crop, crop) on ``device`` (:func:`decode_jpegs`, then :func:`resize_crop`), or
+    None when the decoder rejects the file."""
+    image = decode_jpegs([data], device)[0]
+    return None if image is None else resize_crop(image, resize, crop, interpolation)
 
 
 def resize_crop(image: torch.Tensor, resize: int, crop: int, interpolation: InterpolationMode) -> torch.Tensor:
@@ -152,11 +160,11 @@ class FolderRawItems:
         geometry = self.jpeg_geometry
         if self.decoder == "torchvision" and geometry is not None:
             try:
-                image = decode_jpegs([read_bytes(path)])[0]
+                pixels = decode_resize_crop(read_bytes(path), *geometry)
             except OSError:  # unreadable file: PIL's path below names it as CorruptImageError
-                image = None
-            if image is not None:
-                return resize_crop(image, *geometry), label
+                pixels = None
+            if pixels is not None:
+                return pixels, label
         return pil_pixels(split[0](self.load_image(index))), label
 
 

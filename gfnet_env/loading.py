@@ -45,14 +45,16 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .checks import check_int, check_sample
-from .decoding import decode_jpegs, normalize_uint8, resize_crop
+from .decoding import decode_jpegs, decode_resize_crop, normalize_uint8, resize_crop
 from .seeded import seeded_randomness
 from .settings import JPEG_DECODERS
 
@@ -86,6 +88,22 @@ def default_loading(device_type: str = "cpu", cpus: int | None = None, torch_thr
     if cpus > torch_threads:
         return default_decode_threads(cpus, torch_threads, cap), True
     return max(1, min(cap, cpus - 1)), False
+
+
+@contextmanager
+def torch_on_one_thread() -> Iterator[None]:
+    """Within the block, torch ops of the calling thread run on that thread alone.
+
+    For loader threads: a multi-threaded torch op there (a tensor resize, a user dataset's transform) gives the
+    thread its own OpenMP team, and that slowed the networks in the same process by up to 25 %
+    (benchmarks/RESULTS.md). The count is restored on exit, every time: ``torch.set_num_threads`` also sets the
+    default that threads started later take, which must stay the caller's."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 #: What the loader asks a dataset for: ``dataset[i]``, ``uint8_item(i)`` or ``encoded_item(i)``.
@@ -216,23 +234,17 @@ class SlotImageLoader:
         """(uint8 (3, S, S), label) of a file decoded on the CPU as :meth:`_decode` does it for a batch, PIL
         (``uint8_item``) where torchvision's decoder rejects the file."""
         data, label = self.dataset.encoded_item(index)
-        image = decode_jpegs([data])[0]
-        if image is None:
+        pixels = decode_resize_crop(data, *self.dataset.jpeg_geometry)
+        if pixels is None:
             with self._lock:
                 self.fallbacks += 1
             return self.dataset.uint8_item(index)
-        return resize_crop(image, *self.dataset.jpeg_geometry), label
+        return pixels, label
 
     def _load_in_thread(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
-        """:meth:`load_one` in a loader thread, with torch on that thread alone: a multi-threaded torch op there
-        (a tensor resize, a user dataset's transform) gives the thread its own OpenMP team, and that slowed the
-        networks in the same process by up to 25 % (benchmarks/RESULTS.md)."""
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        """:meth:`load_one` in a loader thread, torch on that thread alone (:func:`torch_on_one_thread`)."""
+        with torch_on_one_thread():
             return self.load_one(index, seed)
-        finally:
-            torch.set_num_threads(previous)
 
     def _start(self, index: int, seed: int | None) -> Future:
         """Begin loading ``index``: in a thread, or right here when there are none."""
