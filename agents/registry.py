@@ -156,11 +156,11 @@ for _name, _entry in {
     "saliency": "agents.baselines:SaliencyAgent",
     "oracle": "agents.baselines:OracleAgent",
     "paper-ppo": "agents.paper_ppo.agent:PaperPPOAgent",
-    "sb3-ppo": "agents.sb3_agents:SB3PPOAgent",
-    "sb3-sac": "agents.sb3_agents:SB3SACAgent",
-    "sb3-a2c": "agents.sb3_agents:SB3A2CAgent",
-    "sb3-td3": "agents.sb3_agents:SB3TD3Agent",
-    "sb3-dqn": "agents.sb3_agents:SB3DQNAgent",
-    "sb3-recurrent-ppo": "agents.sb3_agents:SB3RecurrentPPOAgent",
+    "sb3-ppo": "agents.sb3.agent:SB3PPOAgent",
+    "sb3-sac": "agents.sb3.agent:SB3SACAgent",
+    "sb3-a2c": "agents.sb3.agent:SB3A2CAgent",
+    "sb3-td3": "agents.sb3.agent:SB3TD3Agent",
+    "sb3-dqn": "agents.sb3.agent:SB3DQNAgent",
+    "sb3-recurrent-ppo": "agents.sb3.agent:SB3RecurrentPPOAgent",
 }.items():
     register(_name, _entry)

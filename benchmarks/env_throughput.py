@@ -33,7 +33,7 @@ from feature_nets.crop import crop_corners, crop_patches, crop_patches_reference
 from feature_nets.devices import resolve_device
 from feature_nets.gfnet import build_gfnet, build_small_gfnet
 from gfnet_env.core import GFNetCore
-from gfnet_env.host_memory import keep_freed_memory
+from gfnet_env.data.host_memory import keep_freed_memory
 from gfnet_env.settings import EnvSettings
 
 
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--keep-freed-memory", action="store_true",
-                   help="tune glibc's malloc first, as the gfnet command does (gfnet_env/host_memory.py)")
+                   help="tune glibc's malloc first, as the gfnet command does (gfnet_env/data/host_memory.py)")
     return p.parse_args(argv)
 
 

@@ -5,29 +5,29 @@ For B env slots and one model the script times, on the same device and precision
 
 - ``jpeg``: an ImageFolder of JPEGs through the evaluation transform (PIL, the env's default), episodes drawn
   at random, the env's own loading: its decoding threads, with per-slot prefetch where the env turns it on
-  (``--loader-threads``, ``--prefetch``; default: the env's choice, gfnet_env/loading.py ``default_loading``);
-- ``cache``: the same split from its prepared cache (gfnet_env/prepared.py), written first into a temp folder;
+  (``--loader-threads``, ``--prefetch``; default: the env's choice, gfnet_env/data/loading.py ``default_loading``);
+- ``cache``: the same split from its prepared cache (gfnet_env/data/prepared.py), written first into a temp folder;
 - ``memory``: the same images already transformed, as an in-memory TensorDataset;
 - ``bare``: the networks alone on pre-loaded tensors on the device: glance + T−1 ``focus_at`` per batch;
 
 and with ``--decoders torchvision``, in place of ``jpeg`` and ``cache``:
 
-- ``jpeg-tv``: the same files with ``ImageFolderDataset(decoder="torchvision")`` (gfnet_env/decoding.py): decoded
+- ``jpeg-tv``: the same files with ``ImageFolderDataset(decoder="torchvision")`` (gfnet_env/data/decoding.py): decoded
   per item by torchvision's CPU decoder in the loader threads;
 - ``jpeg-dev``: the same files with the env's ``jpeg_decoder="torchvision"``: on a GPU the loader threads read the
   bytes and the reset's batch is decoded by ``torchvision.io.decode_jpeg`` (nvJPEG) and resized/cropped/
   normalised there; on the CPU the loader threads decode each file with the same functions
-  (gfnet_env/loading.py).
+  (gfnet_env/data/loading.py).
 
 The two groups run in separate processes: the torchvision settings run torch ops in the loader threads, and
-before those threads ran torch on one thread (gfnet_env/loading.py) each of them got its own OpenMP team, which
+before those threads ran torch on one thread (gfnet_env/data/loading.py) each of them got its own OpenMP team, which
 slowed the networks of the settings measured after them in the same process by up to 25 % (in-memory episodes
 250–275 instead of 340 images/s on 2 cores), so the ratios over ``memory`` came out too high. Separate
 processes keep any such effect out of the ratios.
 
 An env episode batch is ``reset_slots`` (load + glance) + ``observe`` + (T−1) × (``step`` + ``observe``), with
 random continuous actions, through the env's public API. The JPEG and cache settings hand the env uint8 pixels,
-normalised on its device per batch (the raw item protocol of gfnet_env/loading.py). Rates are images (= episodes)
+normalised on its device per batch (the raw item protocol of gfnet_env/data/loading.py). Rates are images (= episodes)
 per second. The settings are measured in interleaved rounds (each measurement after one untimed batch; every other
 round in reverse order) and each reports its median; each ratio is the median of the per-round ratios (the two rates
 of a round measured seconds apart), so slow drift of a shared machine's load cancels. Without ``--data`` the script
@@ -40,7 +40,7 @@ behind networks that leave no core idle. The last two lines are ``ratio_cache=<c
 ``ratio_jpeg=<jpeg/memory>`` (with ``--decoders torchvision``: ``ratio_jpeg_tv=`` and ``ratio_jpeg_dev=``).
 
 On the CPU the networks' activations are allocated and freed every forward pass; with glibc's default malloc
-settings a third of the CPU time goes to page faults (gfnet_env/host_memory.py). ``--keep-freed-memory``
+settings a third of the CPU time goes to page faults (gfnet_env/data/host_memory.py). ``--keep-freed-memory``
 measures with malloc tuned as the ``gfnet`` command tunes it: every setting gets faster, in-memory episodes the
 most, so the ratios over memory fall.
 
@@ -70,10 +70,10 @@ from feature_nets.crop import crop_corners
 from feature_nets.devices import resolve_device
 from feature_nets.gfnet import build_gfnet
 from gfnet_env.core import GFNetCore
-from gfnet_env.datasets import ImageFolderDataset, eval_transform
-from gfnet_env.host_memory import keep_freed_memory, malloc_tuned
-from gfnet_env.loading import SlotImageLoader, default_decode_threads, torch_on_one_thread
-from gfnet_env.prepared import PreparedDataset, prepare_split
+from gfnet_env.data.image_folder import ImageFolderDataset, eval_transform
+from gfnet_env.data.host_memory import keep_freed_memory, malloc_tuned
+from gfnet_env.data.loading import SlotImageLoader, default_decode_threads, torch_on_one_thread
+from gfnet_env.data.prepared import PreparedDataset, prepare_split
 from gfnet_env.settings import EnvSettings
 
 
@@ -100,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument("--cache-threads", type=int, default=None,
                    help="env loading threads for the cache setting (default: the env's choice for the dataset)")
     p.add_argument("--keep-freed-memory", action="store_true",
-                   help="tune glibc's malloc first, as the gfnet command does (gfnet_env/host_memory.py); "
+                   help="tune glibc's malloc first, as the gfnet command does (gfnet_env/data/host_memory.py); "
                         "default: glibc's own settings, as in a plain Python script")
     p.add_argument("--decoders", choices=["pil", "torchvision"], default="pil",
                    help="pil: the JPEG (PIL) and cache settings; torchvision: jpeg-tv and jpeg-dev instead (a "

@@ -6,11 +6,13 @@ Importing the package registers the env ids (lazy ``"module:Class"`` entry point
     env = gym.make("GFNet-ClutteredFashionMNIST-v0")                       # embedded task, shipped weights
     env = gym.make("GFNet-ImageNet-v0", checkpoint="resnet50_patch_size_96_T5.pth.tar", data_root="/data/imagenet")
     venv = gym.make_vec("GFNet-ImageNet-v0", num_envs=64, vectorization_mode="vector_entry_point", ...)
-    sb3_env = gfnet_env.make_sb3_vec_env("GFNet-ImageNet-v0", n_envs=64, ...)
+    sb3_env = gfnet_env.make_sb3_vec_env("GFNet-ImageNet-v0", n_envs=64, ...)   # imports Stable-Baselines3
     result = gfnet_env.rollout(core, agent, indices)                        # a policy over given images
-    gfnet_env.keep_freed_memory()    # on Linux, first thing: CPU forward passes stop page-faulting (1.4–1.9×)
+    gfnet_env.keep_freed_memory()    # on Linux, first thing: CPU forward passes stop page-faulting
 
-The contract (spaces, reward, what agents may see) is in docs/environment.md.
+The contract (spaces, reward, what agents may see) is in docs/environment.md. ``import gfnet_env`` imports
+neither Stable-Baselines3 nor matplotlib nor TensorBoard: the SB3 face (:mod:`gfnet_env.sb3`) is imported on
+first use of its names.
 """
 
 from __future__ import annotations
@@ -18,17 +20,24 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from .core import GFNetCore
+from .data.host_memory import keep_freed_memory
 from .env import GFNetEnv
-from .factory import ENV_DEFAULTS, ENV_TASKS, load_task, make_core, split_env_kwargs, task_of
-from .host_memory import keep_freed_memory
+from .factory import ENV_DEFAULTS, ENV_TASKS, make_core
 from .rollout import Rollout, rollout
-from .sb3 import GFNetSB3VecEnv, make_sb3_vec_env
 from .settings import EnvSettings
 from .vector import GFNetVectorEnv
 from .views import EnvView, PrivilegedView
 
-#: The name earlier versions used for :class:`EnvSettings`.
-CoreSettings = EnvSettings
+#: Names served by :mod:`gfnet_env.sb3`, which imports Stable-Baselines3 (imported on first access).
+_SB3_NAMES = ("GFNetSB3VecEnv", "make_sb3_vec_env")
+
+
+def __getattr__(name: str):
+    if name in _SB3_NAMES:
+        from . import sb3
+
+        return getattr(sb3, name)
+    raise AttributeError(f"module 'gfnet_env' has no attribute {name!r}")
 
 
 def _register() -> None:
@@ -47,8 +56,6 @@ def _register() -> None:
 _register()
 
 __all__ = [
-    "ENV_TASKS",
-    "CoreSettings",
     "EnvSettings",
     "EnvView",
     "GFNetCore",
@@ -58,10 +65,7 @@ __all__ = [
     "PrivilegedView",
     "Rollout",
     "keep_freed_memory",
-    "load_task",
     "make_core",
     "make_sb3_vec_env",
     "rollout",
-    "split_env_kwargs",
-    "task_of",
 ]

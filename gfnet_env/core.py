@@ -27,7 +27,7 @@ from feature_nets.madds import count_madds
 
 from .actions import make_action_decoder
 from .checks import check_buffer_memory, check_int
-from .loading import SlotImageLoader, default_loading
+from .data.loading import SlotImageLoader, default_loading
 from .rewards import StepReward
 from .settings import EnvSettings
 from .views import EnvView, PrivilegedView
@@ -41,7 +41,7 @@ class GFNetCore:
     Args:
         model: a GFNet (frozen here: eval mode, no gradients).
         dataset: torch ``Dataset`` yielding (3×S×S float tensor, int label); datasets with the raw item protocol
-            of :mod:`gfnet_env.loading` (uint8 pixels or JPEG bytes) are normalised in batches on ``device``.
+            of :mod:`gfnet_env.data.loading` (uint8 pixels or JPEG bytes) are normalised in batches on ``device``.
         num_envs: N, number of episode slots.
         settings: :class:`~gfnet_env.settings.EnvSettings` (checked against the model's T here).
         device: torch device or ``"auto"``.
@@ -92,7 +92,7 @@ class GFNetCore:
         self._build_spaces()
         n = num_envs
         # decoding files pays off in threads, prefetched where decoding has cores of its own; in-memory tensors load
-        # in the caller (gfnet_env/loading.py: default_loading)
+        # in the caller (gfnet_env/data/loading.py: default_loading)
         decodes_files = getattr(dataset, "decodes_files", False)
         threads, prefetch = default_loading(self.device.type) if decodes_files else (0, True)
         if settings.loader_threads is not None:
@@ -206,7 +206,7 @@ class GFNetCore:
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0:
             return
-        # float32 (B, 3, S, S) on the device; raw uint8 items are normalised there (gfnet_env/loading.py)
+        # float32 (B, 3, S, S) on the device; raw uint8 items are normalised there (gfnet_env/data/loading.py)
         batch, labels, used = self._loader.load_batch(slots, indices, self.device)
         if batch.shape[1:] != self._images.shape[1:]:
             raise ValueError(

@@ -52,7 +52,7 @@ class GFNetEnv(gym.Env):
     | ``feature_cache`` | False | grid mode: compute each image's cell features once and reuse them |
     | ``precision`` | ``"fp32"`` | ``"bf16"`` runs the networks under bf16 autocast (GPU; measure per backbone) |
     | ``channels_last`` | False | channels-last memory format for the networks |
-    | ``loader_threads`` | auto | threads decoding images; auto (``gfnet_env.loading.default_loading``) for image folders: the cores torch's own threads leave when there are any (all but one with the networks on a GPU), else all cores but one; 0 for in-memory datasets |
+    | ``loader_threads`` | auto | threads decoding images; auto (``gfnet_env.data.loading.default_loading``) for image folders: the cores torch's own threads leave when there are any (all but one with the networks on a GPU), else all cores but one; 0 for in-memory datasets |
     | ``prefetch`` | auto | decode each env's next image while the current batch steps (True) or at its reset, threads and caller together (False); auto: on where decoding has cores of its own (GPU, or cores torch leaves free), off where torch's threads fill every core |
     | ``jpeg_decoder`` | ``"pil"`` | ``"pil"``: PIL decodes and resizes in the loader threads; ``"torchvision"``: ``torchvision.io.decode_jpeg`` decodes instead — on a GPU env the threads read the files and each reset's batch is decoded on the GPU, on a CPU env the threads decode each file (evaluation transform only; rejected files fall back to PIL) |
     | ``render_mode`` | None | ``"rgb_array"``: the image with the glance frame and each patch in order |

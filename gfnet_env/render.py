@@ -9,6 +9,8 @@ Pure numpy + PIL (no matplotlib), fast enough to call on every ``render()``.
 * :func:`episode_frames`: the frames of an animation (glance only, then one more patch per frame).
 * :func:`grid_of_frames`: tile frames with a small gap.
 * :func:`save_png` / :func:`save_gif`.
+* :func:`rollout_frames`: the captioned frames of every episode of a :func:`gfnet_env.rollout.rollout`, and
+  :func:`labelled_rows`: one row of frames per name (``gfnet show`` and the training pictures in TensorBoard).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import colorsys
 import math
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from .rollout import Rollout
 
 __all__ = [
     "STEP_COLORS",
@@ -88,7 +93,7 @@ def _as_rgb_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
             raise ValueError(
-                f"{what} must be uint8 (0..255), got dtype {arr.dtype}; use gfnet_env.datasets.denormalizer_for "
+                f"{what} must be uint8 (0..255), got dtype {arr.dtype}; use gfnet_env.data.image_folder.denormalizer_for "
                 "to turn a normalised tensor into one"
             )
         raise ValueError(f"{what} must be uint8, got dtype {arr.dtype}")
@@ -363,7 +368,7 @@ def render_slot(core, slot: int, confidences: Sequence[float] | None = None) -> 
 
     from feature_nets.crop import crop_corners
 
-    from .datasets import denormalizer_for
+    from .data.image_folder import denormalizer_for
 
     image = denormalizer_for(core.dataset)(core._images[slot].detach().cpu())
     n = int(core._steps[slot])
@@ -373,3 +378,44 @@ def render_slot(core, slot: int, confidences: Sequence[float] | None = None) -> 
         corners = crop_corners(torch.as_tensor(core._locations[slot, :n]), s, p).tolist()
         boxes = [(r, c, p, p) for r, c in corners]
     return draw_episode(image, boxes, confidences=list(confidences) if confidences else None, glance=True)
+
+
+def rollout_frames(result: Rollout, images: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """frames[i][k]: episode i of a rollout after step k (0 = glance only), as (S', S' + 14, 3) uint8 drawings.
+
+    Each look is coloured by p(true class) after it (red 0 → green 1), and each frame is captioned with it.
+
+    Args:
+        result: a :func:`gfnet_env.rollout.rollout` of E episodes (T' = max_steps + 1 steps each).
+        images: the E images it ran on, in its order, as (S, S, 3) uint8 RGB (``denormalizer_for(dataset)``).
+    """
+    if len(images) != result.targets.shape[0]:
+        raise ValueError(f"{len(images)} images for a rollout of {result.targets.shape[0]} episodes")
+    # p(true class) after each step: the colour of each look, and the caption under each frame
+    p_true = result.probs.gather(2, result.targets[None, :, None].expand(result.probs.shape[0], -1, 1))[..., 0]
+    per_image = []
+    for i, image in enumerate(images):
+        p = p_true[:, i].tolist()
+        frames = episode_frames(image, result.boxes[:, i].tolist(), confidences=p)
+        per_image.append([_captioned(f, f"step {k}: p(y)={p[k]:.2f}") for k, f in enumerate(frames)])
+    return per_image
+
+
+def _captioned(frame: np.ndarray, text: str) -> np.ndarray:
+    """``frame`` with a white band below it holding ``text``."""
+    band = Image.new("RGB", (frame.shape[1], 14), (255, 255, 255))
+    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
+    return np.concatenate([frame, np.asarray(band)], 0)
+
+
+def labelled_rows(rows: list[list[np.ndarray]], names: list[str]) -> np.ndarray:
+    """Stack one row of frames per agent, each with its name written above it."""
+    blocks = []
+    for name, frames in zip(names, rows):
+        row = grid_of_frames(frames, ncols=len(frames))
+        band = Image.new("RGB", (row.shape[1], 18), (255, 255, 255))
+        ImageDraw.Draw(band).text((4, 3), name, fill=(0, 0, 0))
+        blocks.append(np.concatenate([np.asarray(band), row], 0))
+    width = max(b.shape[1] for b in blocks)
+    padded = [np.pad(b, ((0, 6), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
+    return np.concatenate(padded, 0)

@@ -20,7 +20,7 @@ OBS_MODES = ("gru", "feature_map", "dict")
 ACTION_MODES = ("continuous", "grid")
 ACTION_RANGES = ("unit", "symmetric")
 PRECISIONS = ("fp32", "bf16")
-#: How image folders' JPEGs are decoded (the same tuple as :data:`gfnet_env.loading.JPEG_DECODERS`).
+#: How image folders' JPEGs are decoded (the same tuple as :data:`gfnet_env.data.loading.JPEG_DECODERS`).
 JPEG_DECODERS = ("pil", "torchvision")
 
 
@@ -40,9 +40,9 @@ class EnvSettings:
     loader_threads: int | None = None
     action_range: str = "unit"
     #: "pil": PIL decodes and resizes in the loader threads; "torchvision": the threads read the files and the
-    #: batch is decoded with torchvision.io.decode_jpeg on the env's device (gfnet_env/loading.py)
+    #: batch is decoded with torchvision.io.decode_jpeg on the env's device (gfnet_env/data/loading.py)
     jpeg_decoder: str = "pil"
-    #: None: decide by where the networks run (gfnet_env.loading.default_loading); True/False: force
+    #: None: decide by where the networks run (gfnet_env.data.loading.default_loading); True/False: force
     prefetch: bool | None = None
 
     @classmethod

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from feature_nets.checkpoint import check_trusted_pickle, load_checkpoint
 from feature_nets.gfnet import GFNet
 
-from .datasets import check_image_dataset, imagenet_split
+from .data.image_folder import check_image_dataset, imagenet_split
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: The small GFNet shipped for the embedded default task.
@@ -52,7 +52,7 @@ def imagenet_task(checkpoint=None, data_root=None, dataset: Dataset | None = Non
                   trusted_pickle: bool = False, prepared=None) -> tuple[GFNet, Dataset]:
     """Model and images of ``GFNet-ImageNet-v0`` (kwargs first, then GFNET_CHECKPOINT / GFNET_IMAGENET).
 
-    ``prepared``: the val split's prepared cache (:mod:`gfnet_env.prepared`): None uses
+    ``prepared``: the val split's prepared cache (:mod:`gfnet_env.data.prepared`): None uses
     ``data_root/val.gfnet-prepared.npy`` when it exists (a stale one is refused), a path uses that file (it must
     exist), False always decodes the JPEGs. The train split (random augmentation) never uses one."""
     checkpoint = checkpoint if checkpoint is not None else os.environ.get("GFNET_CHECKPOINT")
@@ -79,7 +79,7 @@ def imagenet_task(checkpoint=None, data_root=None, dataset: Dataset | None = Non
 
 def _use_prepared(dataset, prepared, image_size: int):
     """The split's prepared cache when there is one (logged), else the ImageFolder itself."""
-    from .prepared import open_prepared
+    from .data.prepared import open_prepared
 
     cache = open_prepared(dataset, prepared, image_size)
     if cache is None:
@@ -106,7 +106,7 @@ def cluttered_fashion_mnist_task(checkpoint=None, data_root=None, dataset: Datas
             )
     model = load_model(checkpoint, trusted_pickle)
     if dataset is None:
-        from .cluttered_fashion_mnist import ClutteredFashionMNIST
+        from .data.cluttered_fashion_mnist import ClutteredFashionMNIST
 
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}; choose 'train', 'val' or 'test'")

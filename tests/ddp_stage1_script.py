@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from feature_nets.gfnet import build_small_gfnet  # noqa: E402
 from feature_nets.training import TrainConfig, train_stage1  # noqa: E402
-from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST  # noqa: E402
+from gfnet_env.data.cluttered_fashion_mnist import ClutteredFashionMNIST  # noqa: E402
 
 TINY = dict(widths=(8, 16, 16), feature_num=16, gru_hidden=32, policy_hidden=16)
 

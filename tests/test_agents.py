@@ -262,7 +262,7 @@ def _sb3_kwargs(name: str) -> dict:
 
 
 def train_tiny_sb3(name: str, out, steps: int = 96, resume: bool = False, **kw):
-    from agents.sb3_agents import train_sb3
+    from agents.sb3.agent import train_sb3
 
     kw.setdefault("grid_size", 3 if name == "sb3-dqn" else None)
     kw.setdefault("recipe", False)  # tiny settings, not the embedded task's recipe
@@ -342,7 +342,7 @@ def test_load_agent_errors(tmp_path):
 
 
 def test_export_for_inference_keeps_the_policy_and_drops_optimizer_moments(tmp_path):
-    from agents.sb3_agents import export_for_inference
+    from agents.sb3.files import export_for_inference
 
     out = tmp_path / "ppo"
     train_tiny_sb3("sb3-ppo", out)

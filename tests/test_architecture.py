@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("feature_nets", "gfnet_env", "agents")
+PACKAGES = ("feature_nets", "gfnet_env", "agents", "gfnet_cli")
 
 
 # --- reading imports from the source ------------------------------------------------------------------
@@ -233,8 +233,24 @@ def test_feature_nets_is_the_bottom_layer():
 
 
 def test_gfnet_env_does_not_import_agents():
-    bad = _violations("gfnet_env", ("agents",))
+    bad = _violations("gfnet_env", ("agents", "gfnet_cli"))
     assert not bad, "gfnet_env must not import agents:\n" + "\n".join(bad)
+
+
+def test_nothing_imports_the_cli():
+    """gfnet_cli is the top layer: the command assembles the library, the library never reaches up to it."""
+    bad = sum((_violations(p, ("gfnet_cli",)) for p in ("feature_nets", "gfnet_env", "agents")), [])
+    assert not bad, "only gfnet_cli may import gfnet_cli:\n" + "\n".join(bad)
+
+
+def test_agents_and_their_trainers_do_not_import_the_benchmark():
+    """The benchmark stands above the agents: an agent, its trainer and its pictures never import it."""
+    bad = [f"{i.source}:{i.line} imports {i.target}" for i in all_imports("agents")
+           if not i.source.startswith("agents.benchmark") and i.target.startswith("agents.benchmark")]
+    assert not bad, "only agents.benchmark may import agents.benchmark:\n" + "\n".join(bad)
+    # the check reads real imports: the benchmark's own modules import one another
+    assert any(i.source.startswith("agents.benchmark.") and i.target.startswith("agents.benchmark.")
+               for i in all_imports("agents"))
 
 
 def test_layering_check_sees_imports():
@@ -419,7 +435,7 @@ def test_importing_agents_is_light(tmp_path):
         import json, sys
         import agents
         print(json.dumps({m: m in sys.modules for m in
-                          ("agents.baselines", "agents.sb3_agents", "stable_baselines3", "sb3_contrib")}))
+                          ("agents.baselines", "agents.sb3.agent", "stable_baselines3", "sb3_contrib")}))
     """, tmp_path)
-    assert out == {"agents.baselines": False, "agents.sb3_agents": False, "stable_baselines3": False,
+    assert out == {"agents.baselines": False, "agents.sb3.agent": False, "stable_baselines3": False,
                    "sb3_contrib": False}

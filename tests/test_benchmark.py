@@ -11,10 +11,10 @@ import torch
 
 import feature_nets.budgeted as budgeted
 from agents import make
-from agents.benchmark import run_benchmark
+from agents.benchmark.run import run_benchmark
 from agents.paper_ppo import train_paper_ppo
-from agents.report import markdown_table
-from agents.stats import bootstrap_ci, mean_and_ci
+from agents.benchmark.tables import markdown_table
+from agents.benchmark.statistics import bootstrap_ci, mean_and_ci
 from gfnet_env.core import GFNetCore
 from gfnet_env.rollout import rollout
 from gfnet_env.settings import EnvSettings
@@ -248,8 +248,8 @@ def test_rollout_pads_the_last_batch():
 
 
 def test_compare_merges_the_same_protocol_and_refuses_another(first_run, tmp_path, capsys):
-    from agents import cli
-    from agents.compare import merge_results
+    from gfnet_cli import main as cli
+    from agents.benchmark.merge import merge_results
 
     out, res = first_run
     other = tmp_path / "other"
@@ -269,8 +269,8 @@ def test_compare_merges_the_same_protocol_and_refuses_another(first_run, tmp_pat
 
 
 def test_compare_recomputes_paired_statistics_against_another_reference(first_run, tmp_path, capsys):
-    from agents import cli
-    from agents.compare import merge_results
+    from gfnet_cli import main as cli
+    from agents.benchmark.merge import merge_results
 
     out, res = first_run
     # one folder re-read against random: the paired numbers equal a benchmark run with --reference random

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import cli
-from agents.commands._common import parse_agent_dirs, parse_env_kwargs, parse_value
+from gfnet_cli import main as cli
+from gfnet_cli.commands._common import parse_agent_dirs, parse_env_kwargs, parse_value
 from feature_nets.checkpoint import load_checkpoint, save_checkpoint
 from tiny import fashion_mnist_available, tiny_model
 
@@ -30,7 +30,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
 
 def test_gfnet_help_from_the_console_script():
     script = Path(sys.executable).parent / "gfnet"
-    cmd = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "agents.cli", "--help"]
+    cmd = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "gfnet_cli.main", "--help"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Example" in out.stdout

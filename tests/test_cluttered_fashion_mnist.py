@@ -1,4 +1,4 @@
-"""Cluttered Fashion-MNIST (gfnet_env.cluttered_fashion_mnist): determinism, geometry, splits, errors.
+"""Cluttered Fashion-MNIST (gfnet_env.data.cluttered_fashion_mnist): determinism, geometry, splits, errors.
 
 Tests that need the real data skip when the IDX files are not installed (Debian package
 ``dataset-fashion-mnist``, or ``FASHION_MNIST_DIR``); the file-discovery tests build tiny IDX files.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-import gfnet_env.cluttered_fashion_mnist as cfm
-from gfnet_env.cluttered_fashion_mnist import (
+import gfnet_env.data.cluttered_fashion_mnist as cfm
+from gfnet_env.data.cluttered_fashion_mnist import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     ClutteredFashionMNIST,

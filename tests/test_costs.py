@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import agents
-from agents.costs import MeteredAgent
+from agents.benchmark.costs import MeteredAgent
 from gfnet_env.core import GFNetCore
 from gfnet_env.rollout import rollout
 from gfnet_env.settings import EnvSettings

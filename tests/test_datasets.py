@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import Subset, TensorDataset
 
 from feature_nets.registry import get_config
-from gfnet_env.datasets import (
+from gfnet_env.data.image_folder import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CorruptImageError,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gfnet_env.datasets import IMAGENET_STD, ImageFolderDataset, eval_transform, train_transform
-from gfnet_env.decoding import JpegDecoder, decode_jpegs, eval_geometry, normalize_uint8, read_bytes
+from gfnet_env.data.image_folder import IMAGENET_STD, ImageFolderDataset, eval_transform, train_transform
+from gfnet_env.data.decoding import JpegDecoder, decode_jpegs, eval_geometry, normalize_uint8, read_bytes
 from tests.test_prepared_data import write_jpegs
 from tests.tiny import tiny_model
 

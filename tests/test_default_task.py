@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import gfnet_env
-from agents.benchmark import run_benchmark
-from agents.sb3_agents import SHIPPED_AGENTS
+from agents.benchmark.run import run_benchmark
+from agents.sb3.agent import SHIPPED_AGENTS
 from gfnet_env.tasks import DEFAULT_FMNIST_CHECKPOINT, WEIGHTS_DIR
 from tiny import needs_fashion_mnist
 

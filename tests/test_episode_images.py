@@ -9,7 +9,8 @@ import pytest
 from tiny import needs_fashion_mnist, tiny_dataset, tiny_model
 
 import agents
-from agents.episode_images import TAG, episode_image, episode_image_callback, evaluation_core
+from agents.episode_images import TAG, episode_image, evaluation_core
+from agents.sb3.callbacks import episode_image_callback
 from agents.paper_ppo import train_paper_ppo
 from agents.paper_ppo.train import _picture_batches
 
@@ -72,8 +73,8 @@ def test_paper_ppo_training_logs_episode_images(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:.*fewer than 5 updates")  # 2 rollouts are enough here
 def test_sb3_callback_logs_episode_images_and_closes_its_core(tmp_path, monkeypatch):
-    from agents import episode_images
-    from agents.sb3_agents import train_sb3
+    from agents.sb3 import callbacks as episode_images  # the callback builds its core through this name
+    from agents.sb3.agent import train_sb3
 
     cores = []  # every core the callback builds, to check it is closed afterwards
     build = episode_images.evaluation_core
@@ -98,7 +99,7 @@ def test_sb3_callback_logs_episode_images_and_closes_its_core(tmp_path, monkeypa
 
 
 def test_sb3_callback_rejects_bad_arguments():
-    from agents.sb3_agents import SB3PPOAgent
+    from agents.sb3.agent import SB3PPOAgent
 
     with pytest.raises(ValueError, match="every_steps"):
         episode_image_callback(ENV_ID, {}, every_steps=0, wrap=SB3PPOAgent)

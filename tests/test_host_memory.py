@@ -1,4 +1,4 @@
-"""gfnet_env/host_memory.py: glibc's malloc tuned so that the networks' large CPU tensors stop page-faulting."""
+"""gfnet_env/data/host_memory.py: glibc's malloc tuned so that the networks' large CPU tensors stop page-faulting."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gfnet_env.host_memory import ENV_VARIABLE, keep_freed_memory, keep_freed_memory_unless_disabled
+from gfnet_env.data.host_memory import ENV_VARIABLE, keep_freed_memory, keep_freed_memory_unless_disabled
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -21,7 +21,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 #: gets fresh pages.
 FAULTS = textwrap.dedent("""
     import resource, sys, torch
-    from gfnet_env.host_memory import keep_freed_memory
+    from gfnet_env.data.host_memory import keep_freed_memory
     if sys.argv[1] == "tuned":
         assert keep_freed_memory()
     torch.set_num_threads(1)
@@ -70,7 +70,7 @@ def test_the_environment_variable_turns_it_off(monkeypatch):
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt tuning exists for glibc only")
 def test_the_gfnet_command_tunes_malloc_unless_told_not_to():
-    script = ("import sys; from agents.cli import main; from gfnet_env.host_memory import malloc_tuned; "
+    script = ("import sys; from gfnet_cli.main import main; from gfnet_env.data.host_memory import malloc_tuned; "
               "main(['compare', '/nonexistent-folder']); print(malloc_tuned())")
     for value, expected in (("1", "(1024, 256)"), ("0", "None")):
         env = {**os.environ, ENV_VARIABLE: value}

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gfnet_env.datasets import ImageFolderDataset, imagenet_split
+from gfnet_env.data.image_folder import ImageFolderDataset, imagenet_split
 from gfnet_env.factory import make_core
-from gfnet_env.prepared import (PreparedDataset, StalePreparedError, default_prepared_path, open_prepared,
+from gfnet_env.data.prepared import (PreparedDataset, StalePreparedError, default_prepared_path, open_prepared,
                                 prepare_split)
 from tests.tiny import tiny_model
 
@@ -113,7 +113,7 @@ def test_cache_of_another_image_size_or_transform_is_stale(data_root):
     with pytest.raises(StalePreparedError, match="image_size"):
         open_prepared(other, image_size=40)
     with pytest.raises(ValueError, match="deterministic"):  # the train transform cannot be cached exactly
-        from gfnet_env.datasets import train_transform
+        from gfnet_env.data.image_folder import train_transform
         prepare_split(ImageFolderDataset(data_root / "val", train_transform(model.spec.config)))
 
 
@@ -126,7 +126,7 @@ def test_corrupt_images_are_recorded_and_raise_on_read(data_root):
     bad = [i for i, (p, _) in enumerate(folder.samples) if p.endswith("c2/img1.JPEG")]
     assert meta["corrupt"] == bad
     cache = open_prepared(folder)
-    from gfnet_env.datasets import CorruptImageError
+    from gfnet_env.data.image_folder import CorruptImageError
     with pytest.raises(CorruptImageError, match="img1"):
         cache[bad[0]]
     with make_core("imagenet", 3, device="cpu", checkpoint=model, data_root=data_root, loader_threads=0) as core:
@@ -136,7 +136,7 @@ def test_corrupt_images_are_recorded_and_raise_on_read(data_root):
 
 
 def test_prepare_data_command(data_root, tmp_path, capsys):
-    from agents.cli import main
+    from gfnet_cli.main import main
 
     out = tmp_path / "custom" / "v.npy"
     rc = main(["prepare-data", "--data-root", str(data_root), "--split", "val", "--model", "mobilenetv3_large_100",
@@ -148,7 +148,7 @@ def test_prepare_data_command(data_root, tmp_path, capsys):
 
 
 def test_benchmark_uses_the_cache_and_says_so(data_root, capsys):
-    from agents.benchmark import run_benchmark
+    from agents.benchmark.run import run_benchmark
 
     model = tiny_model()
     kwargs = {"checkpoint": model, "data_root": str(data_root)}

@@ -1,4 +1,4 @@
-"""SB3 recipes (agents/sb3_recipes.py), the exported features extractors, the VecMonitor of the adapter, replay-buffer
+"""SB3 recipes (agents/sb3/recipes.py), the exported features extractors, the VecMonitor of the adapter, replay-buffer
 checkpoint pruning and the progress bar without ``rich``. Tiny models (tests/tiny.py): seconds on CPU."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from gymnasium import spaces
 
 import gfnet_env
-from agents.sb3_recipes import RECIPES, replay_buffer_size, resolve_recipe
+from agents.sb3.recipes import RECIPES, replay_buffer_size, resolve_recipe
 from gfnet_env.sb3 import FeatureMapExtractor, GFNetDictExtractor
 from tiny import tiny_dataset, tiny_model
 
@@ -25,7 +25,7 @@ def _tiny_env(n=4, **kw):
 
 
 def _train(algo, out, steps=64, **kw):
-    from agents.sb3_agents import train_sb3
+    from agents.sb3.agent import train_sb3
 
     kw.setdefault("n_envs", 4)
     kw.setdefault("recipe", False)  # the tiny settings below, not the embedded task's recipe
@@ -35,7 +35,7 @@ def _train(algo, out, steps=64, **kw):
 
 # --- the table --------------------------------------------------------------------------------------------------
 def test_every_algorithm_has_a_recipe_with_a_sized_rollout_or_buffer():
-    from agents.sb3_agents import ACTION_MODES, ALGORITHMS
+    from agents.sb3.algorithms import ACTION_MODES, ALGORITHMS
 
     assert set(RECIPES) == set(ALGORITHMS)
     for algo, r in RECIPES.items():
@@ -64,8 +64,8 @@ def test_replay_buffer_is_capped_by_bytes_and_memory():
 
 
 def test_cli_trains_with_the_recipe_and_hparams_override_it(tmp_path, monkeypatch):
-    import agents.sb3_agents as sb3
-    from agents.cli import main
+    import agents.sb3.agent as sb3
+    from gfnet_cli.main import main
 
     seen = {}
 
@@ -166,18 +166,18 @@ def test_checkpoints_keep_the_newest_and_buffers_only_when_asked(tmp_path, keep,
 
 
 def test_a_run_that_stays_at_random_warns(tmp_path, monkeypatch):
-    import agents.sb3_agents as sb3_agents
-    from agents.sb3_files import random_policy_reward
+    import agents.sb3.trainer as sb3_trainer
+    from agents.sb3.callbacks import random_policy_reward
 
     with _tiny_env(n=4) as env:
         bar = random_policy_reward(env, 8, seed=0)
         assert np.isfinite(bar) and bar == random_policy_reward(env, 8, seed=0)  # seeded
     # a bar no policy can clear: the warning must come, once, after half the budget
-    monkeypatch.setattr(sb3_agents, "random_policy_reward", lambda *a, **k: float("inf"))
+    monkeypatch.setattr(sb3_trainer, "random_policy_reward", lambda *a, **k: float("inf"))
     with pytest.warns(UserWarning, match="at or below random actions") as record:
         _train("a2c", tmp_path / "a", steps=64, algo_kwargs={"n_steps": 2})
     assert sum("at or below random" in str(w.message) for w in record) == 1
-    monkeypatch.setattr(sb3_agents, "random_policy_reward", lambda *a, **k: float("-inf"))
+    monkeypatch.setattr(sb3_trainer, "random_policy_reward", lambda *a, **k: float("-inf"))
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
@@ -201,7 +201,7 @@ def test_unfinished_training_folder_is_refused_with_how_to_resume(tmp_path):
 
 
 def test_train_agent_cli_marks_and_clears_unfinished(tmp_path):
-    from agents.cli import main
+    from gfnet_cli.main import main
 
     out = tmp_path / "a2c"
     rc = main(["train-agent", "--agent", "sb3-a2c", "--env", "GFNet-ClutteredFashionMNIST-v0", "--steps", "32",
@@ -241,7 +241,8 @@ def test_continuous_off_policy_trains_with_default_checkpointing(tmp_path, algo)
 def test_td3_exploration_noise_from_the_recipe_and_its_model_loads_safely(tmp_path):
     from stable_baselines3.common.noise import NormalActionNoise
 
-    from agents.sb3_agents import SB3TD3Agent, export_for_inference
+    from agents.sb3.agent import SB3TD3Agent
+    from agents.sb3.files import export_for_inference
 
     assert RECIPES["td3"]["action_noise_std"] == 0.1
     agent = _train("td3", tmp_path / "t", steps=32, hparams={"action_noise_std": 0.3},
@@ -260,7 +261,7 @@ def test_td3_exploration_noise_from_the_recipe_and_its_model_loads_safely(tmp_pa
 
 
 def test_train_sb3_uses_the_recipe_by_default(tmp_path):
-    from agents.sb3_agents import train_sb3
+    from agents.sb3.agent import train_sb3
 
     agent = train_sb3("dqn", ENV_ID, 32, tmp_path / "d", seed=0, device="cpu", checkpoint=tiny_model(),
                       dataset=tiny_dataset(), eval_episodes=4, eval_freq=32, n_envs=4, grid_size=3,

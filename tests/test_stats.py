@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.stats import (
+from agents.benchmark.statistics import (
     PairedBootstrap,
     gap_closed,
     iqm,

@@ -56,7 +56,7 @@ def _tiny_model(seed: int = 0):
 
 
 def _canvases(split: str, n: int):
-    from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST
+    from gfnet_env.data.cluttered_fashion_mnist import ClutteredFashionMNIST
 
     return ClutteredFashionMNIST(split, num_samples=n)
 
@@ -340,7 +340,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
 
 @needs_fashion_mnist
 def test_train_features_cli(tmp_path):
-    from agents.commands.train_features import main
+    from gfnet_cli.commands.train_features import main
 
     rc = main(["--model", "small_cnn", "--task", "cluttered-fashion-mnist", "--train-samples", "128",
                "--val-samples", "32", "--epochs", "1", "--batch-size", "32", "--pretrain-epochs", "0",

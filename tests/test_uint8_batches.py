@@ -1,4 +1,4 @@
-"""Raw items normalised in batches on the env's device (gfnet_env/loading.py): uint8 pixels from the prepared
+"""Raw items normalised in batches on the env's device (gfnet_env/data/loading.py): uint8 pixels from the prepared
 cache and from image folders, JPEG bytes decoded as a batch (``jpeg_decoder="torchvision"``), and the default
 number of decoding threads."""
 
@@ -11,10 +11,10 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 from gfnet_env.core import GFNetCore
-from gfnet_env.datasets import IMAGENET_STD, ImageFolderDataset, eval_transform, imagenet_split, train_transform
+from gfnet_env.data.image_folder import IMAGENET_STD, ImageFolderDataset, eval_transform, imagenet_split, train_transform
 from gfnet_env.factory import make_core
-from gfnet_env.loading import SlotImageLoader, default_decode_threads, default_loading, item_kind
-from gfnet_env.prepared import PreparedDataset, prepare_split
+from gfnet_env.data.loading import SlotImageLoader, default_decode_threads, default_loading, item_kind
+from gfnet_env.data.prepared import PreparedDataset, prepare_split
 from gfnet_env.settings import EnvSettings
 from tests.test_decoding import MAX_LEVELS, MEAN_LEVELS
 from tests.test_prepared_data import write_jpegs
@@ -265,8 +265,8 @@ def test_prefetch_or_not_the_episodes_are_the_same(data_root):
 def test_train_split_uint8_items_repeat_the_seeded_augmentation_exactly(data_root):
     """The train transform's random crop and flip draw the same numbers on the uint8 path, so a seeded load gives
     the float item bit for bit."""
-    from gfnet_env.decoding import normalize_uint8
-    from gfnet_env.seeded import seeded_randomness
+    from gfnet_env.data.decoding import normalize_uint8
+    from gfnet_env.data.seeded import seeded_randomness
 
     folder = ImageFolderDataset(data_root / "val", train_transform(tiny_model().spec.config))
     assert folder.seeded_augmentation and folder.jpeg_geometry is None and folder.normalization is not None

@@ -15,9 +15,10 @@ import pytest
 from tiny import needs_fashion_mnist
 
 import agents
-from agents import cli, registry
+from agents import registry
+from gfnet_cli import main as cli
 from agents.base import Agent, RunContext
-from agents.benchmark import resolve_runs
+from agents.benchmark.run import resolve_runs
 from agents.trained import write_agent_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_a_bug_in_the_user_module_keeps_its_traceback(tmp_path):
 
 
 def test_import_from_the_working_directory(tmp_path, monkeypatch):
-    from agents.commands._common import import_user_modules
+    from gfnet_cli.commands._common import import_user_modules
 
     (tmp_path / "user_mod_ok.py").write_text(textwrap.dedent("""
         import agents

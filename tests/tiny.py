@@ -25,7 +25,7 @@ def tiny_dataset(n: int = 24, seed: int = 1, image_size: int = 48, num_classes: 
 
 def fashion_mnist_available() -> bool:
     """Whether the Fashion-MNIST IDX files can be found (CI installs them: `make dataset`)."""
-    from gfnet_env.cluttered_fashion_mnist import find_fashion_mnist_dir
+    from gfnet_env.data.cluttered_fashion_mnist import find_fashion_mnist_dir
 
     try:
         find_fashion_mnist_dir()

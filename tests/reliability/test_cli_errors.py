@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import cli
+from gfnet_cli import main as cli
 from reliability_utils import write_image_folder
 
 ENV = "GFNet-ImageNet-v0"
@@ -107,7 +107,7 @@ def test_gfnet_debug_shows_the_traceback(capsys, monkeypatch, tmp_path):
 
 def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
     script = Path(sys.executable).parent / "gfnet"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "agents.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "gfnet_cli.main"]
     env = {k: v for k, v in os.environ.items() if k != "GFNET_DEBUG"}
     out = subprocess.run(cmd + ["train-agent", "--agent", "paper-ppo", "--env", ENV, "--steps", "0", "--out",
                                 str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=env)

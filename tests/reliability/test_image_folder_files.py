@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 
 import gfnet_env  # noqa: F401
-from gfnet_env.datasets import CorruptImageError, ImageFolderDataset
+from gfnet_env.data.image_folder import CorruptImageError, ImageFolderDataset
 from reliability_utils import write_image_folder
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo") or os.name != "posix", reason="POSIX links and FIFOs")

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision import transforms
 
 import gfnet_env  # noqa: F401
-from gfnet_env.seeded import RandomHorizontalFlip, RandomResizedCrop, _crop_params, seeded_randomness
+from gfnet_env.data.seeded import RandomHorizontalFlip, RandomResizedCrop, _crop_params, seeded_randomness
 from reliability_utils import write_image_folder
 
 ENV = "GFNet-ImageNet-v0"

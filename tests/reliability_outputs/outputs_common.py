@@ -20,7 +20,7 @@ def env_kwargs(n: int = 24) -> dict:
 
 def train_tiny_ppo(out, steps: int, resume: bool = False, **kw):
     """sb3-ppo on the tiny model: 4 envs × n_steps 8 = rollouts of 32 env steps."""
-    from agents.sb3_agents import train_sb3
+    from agents.sb3.agent import train_sb3
 
     kw.setdefault("checkpoint_freq", 32)
     kw.setdefault("recipe", False)  # tiny settings, not the embedded task's recipe
@@ -77,7 +77,7 @@ def copy_shipped(dest: Path) -> Path:
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     """(exit status, stdout + stderr) of ``gfnet ARGV``."""
-    from agents import cli
+    from gfnet_cli import main as cli
 
     try:
         code = cli.main(argv)

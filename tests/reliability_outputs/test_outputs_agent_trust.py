@@ -7,8 +7,9 @@ import pickle
 
 import pytest
 
-from agents.sb3_agents import SB3PPOAgent, algorithm_class
-from agents.sb3_files import UntrustedAgentError, load_replay_buffer, load_sb3_model
+from agents.sb3.agent import SB3PPOAgent
+from agents.sb3.algorithms import algorithm_class
+from agents.sb3.files import UntrustedAgentError, load_replay_buffer, load_sb3_model
 from agents.trained import load_agent
 from outputs_common import (ENV_ID, SHIPPED, Payload, copy_shipped, crafted_agent_dir, crafted_agent_zip,
                             env_kwargs, run_cli)
@@ -36,7 +37,7 @@ def test_crafted_agent_zip_is_refused_and_runs_nothing(tmp_path, entry):
 
 
 def test_load_agent_and_benchmark_refuse_a_crafted_agent_folder(tmp_path):
-    from agents.benchmark import run_benchmark
+    from agents.benchmark.run import run_benchmark
 
     trace = tmp_path / "trace"
     folder = crafted_agent_dir(tmp_path / "run", trace)

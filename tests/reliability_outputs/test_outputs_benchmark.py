@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import agents.benchmark as benchmark_module
-import agents.plots as plots
-from agents.benchmark import run_benchmark
-from agents.results import RESULT_FILES, OutputFolderError, ResultsFolder
+import agents.benchmark.run as benchmark_module
+import agents.benchmark.plots as plots
+from agents.benchmark.run import run_benchmark
+from agents.benchmark.results import RESULT_FILES, OutputFolderError, ResultsFolder
 from outputs_common import ENV_ID, env_kwargs, run_cli
 
 AGENTS = ["random", "center"]
@@ -185,7 +185,7 @@ def test_two_runs_same_numbers_through_the_staged_write(old_results, tmp_path):
 def test_a_second_process_on_the_same_out_is_refused(tmp_path, no_work):
     out = tmp_path / "bench"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from agents.results import ResultsFolder; "
+        [sys.executable, "-c", "import sys; from agents.benchmark.results import ResultsFolder; "
          f"f = ResultsFolder({str(out)!r}).claim(); print('held', flush=True); sys.stdin.read(); f.release()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.sb3_files import checkpoint_problem, latest_checkpoint, save_model
+from agents.sb3.files import checkpoint_problem, latest_checkpoint, save_model
 from outputs_common import copy_shipped, train_tiny_ppo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ def test_kill_9_during_a_checkpoint_save_then_resume_completes(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(Path(__file__).parent)!r}]
-        import agents.sb3_files as files
+        import agents.sb3.files as files
         from outputs_common import train_tiny_ppo
         real = files.atomic_write
         saves = []

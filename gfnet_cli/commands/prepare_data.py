@@ -1,6 +1,6 @@
 """Write the prepared evaluation cache of an ImageFolder split: its pixels after the model's deterministic
 evaluation transform (Resize → CenterCrop), as uint8 (N, 3, S, S) in a memory-mapped .npy file with labels and a
-fingerprint of the source files in a JSON sidecar (gfnet_env/prepared.py).
+fingerprint of the source files in a JSON sidecar (gfnet_env/data/prepared.py).
 
 The env then reads the split from the cache (``data_root/<split>.gfnet-prepared.npy`` by default) instead of
 decoding JPEGs, with bit-identical observations; it refuses a cache whose files or transform changed. Size on
@@ -45,8 +45,8 @@ def _config(model: str, trusted_pickle: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from gfnet_env.datasets import imagenet_split
-    from gfnet_env.prepared import prepare_split
+    from gfnet_env.data.image_folder import imagenet_split
+    from gfnet_env.data.prepared import prepare_split
 
     config = _config(args.model, args.trusted_pickle)
     if args.image_size is not None:

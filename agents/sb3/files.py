@@ -31,17 +31,15 @@ import pickle
 import re
 import warnings
 import zipfile
+import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from feature_nets.files import atomic_write
 
-__all__ = ["RestrictedUnpickler", "UntrustedAgentError", "below_random_callback", "best_model_callback",
-           "check_trust_flag", "checkpoint_callback", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer",
-           "load_sb3_model", "progress_callback", "prune_checkpoints", "prune_replay_buffers", "random_policy_reward",
-           "safe_custom_objects", "save_model", "save_replay_buffer", "step_unit"]
+__all__ = ["RestrictedUnpickler", "UntrustedAgentError", "check_trust_flag", "checkpoint_problem", "latest_checkpoint",
+           "load_replay_buffer", "load_sb3_model", "safe_custom_objects", "save_model", "save_replay_buffer"]
 
 #: How to opt in, appended to every refusal.
 OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to the gfnet command "
@@ -218,7 +216,8 @@ def save_replay_buffer(model, path) -> Path:
 
 
 # --- checkpoints --------------------------------------------------------------------------------------------
-_CKPT = re.compile(r"_(\d+)_steps\.zip$")
+#: Checkpoint file names: ``<prefix>_<N>_steps.zip``.
+CHECKPOINT_NAME = re.compile(r"_(\d+)_steps\.zip$")
 
 
 def checkpoint_problem(path) -> str | None:
@@ -249,7 +248,7 @@ def latest_checkpoint(folder, prefix: str, replay_buffer: bool = False) -> tuple
     folder = Path(folder)
     found = []
     for f in folder.glob(f"{prefix}_*_steps.zip"):
-        m = _CKPT.search(f.name)
+        m = CHECKPOINT_NAME.search(f.name)
         if m and "replay_buffer" not in f.name:
             found.append((int(m.group(1)), f))
     valid = []
@@ -271,181 +270,20 @@ def latest_checkpoint(folder, prefix: str, replay_buffer: bool = False) -> tuple
     return valid[0]
 
 
-# --- checkpoints during training ----------------------------------------------------------------------------
-def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, keep_all_buffers: bool = False,
-                        keep_checkpoints: int | None = 2):
-    """An SB3 callback that checkpoints only where the model is consistent, and can roll back to that point.
+def export_for_inference(zip_in: str | os.PathLike, zip_out: str | os.PathLike, trust_agent: bool = False) -> Path:
+    """Copy an SB3 model zip without its optimizer moments (about 2/3 of the file for Adam).
 
-    Checkpoints ``<prefix>_<N>_steps.zip`` (and, with ``replay_buffer``, ``<prefix>_replay_buffer_<N>_steps.pkl``)
-    are written atomically at the start of a rollout once ``every`` env steps have passed since the last one.
-    There an on-policy model (PPO, A2C, RecurrentPPO) has trained on every rollout it counted: its weights
-    change only between rollouts, and an unfinished rollout cannot be saved. The callback keeps a copy of the
-    policy and optimizer state (and step count) taken there; :meth:`rollback` restores it after an
-    interruption, so the state saved on Ctrl-C is the one a resumed run can continue exactly as an
-    uninterrupted run would (same step count; the partial rollout's env steps are collected again).
-    Off-policy models (SAC, TD3, DQN: SB3's ``OffPolicyAlgorithm``) train after every collection step and keep
-    no copy. With ``replay_buffer`` their buffer is saved too; each one saved deletes the older ones (they are as
-    large as the buffer: 200+ MB each), unless ``keep_all_buffers``.
-    Only the newest ``keep_checkpoints`` model zips are kept (None: all): a checkpoint is for resuming, and the
-    best evaluated model is kept apart (``OUT/best``).
+    The policy acts exactly the same; training resumed from the copy restarts Adam's running averages.
+    Used to keep the shipped agent small. ``trust_agent`` as in :meth:`SB3Agent.load`.
     """
-    import copy
+    zip_in, zip_out = Path(zip_in), Path(zip_out)
+    meta = json.loads(zip_in.with_suffix(".json").read_text()) if zip_in.with_suffix(".json").exists() else {}
+    from .algorithms import algorithm_class
 
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-
-    class ConsistentCheckpoints(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.last_saved = 0
-            self.snapshot: tuple | None = None
-
-        def _on_training_start(self) -> None:
-            self.last_saved = int(self.model.num_timesteps)
-
-        def _on_rollout_start(self) -> None:
-            n = int(self.model.num_timesteps)
-            if not isinstance(self.model, OffPolicyAlgorithm):
-                policy = self.model.policy
-                self.snapshot = (n, int(getattr(self.model, "_n_updates", 0)),
-                                 {k: v.detach().clone() for k, v in policy.state_dict().items()},
-                                 copy.deepcopy(policy.optimizer.state_dict()))
-            if n - self.last_saved >= every:
-                self.save()
-                self.last_saved = n
-
-        def _on_step(self) -> bool:
-            return True
-
-        def save(self) -> Path:
-            """Checkpoint the model as it is now (and its replay buffer)."""
-            n = int(self.model.num_timesteps)
-            path = save_model(self.model, Path(folder) / f"{prefix}_{n}_steps.zip")
-            if keep_checkpoints is not None:
-                prune_checkpoints(folder, prefix, keep_checkpoints)
-            if replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
-                new = save_replay_buffer(self.model, Path(folder) / f"{prefix}_replay_buffer_{n}_steps.pkl")
-                if not keep_all_buffers:
-                    prune_replay_buffers(folder, prefix, keep=Path(new).name)
-            return path
-
-        def rollback(self) -> bool:
-            """Restore the state of the last rollout start if the model moved on since; True if it did."""
-            if self.snapshot is None or self.snapshot[0] == int(self.model.num_timesteps) and \
-                    self.snapshot[1] == int(getattr(self.model, "_n_updates", 0)):
-                return False
-            n, updates, weights, optim = self.snapshot
-            self.model.policy.load_state_dict(weights)
-            self.model.policy.optimizer.load_state_dict(optim)
-            self.model.num_timesteps = n
-            self.model._n_updates = updates
-            return True
-
-    return ConsistentCheckpoints()
-
-
-def prune_checkpoints(folder, prefix: str, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` (≥ 1) model checkpoints ``<prefix>_<N>_steps.zip`` in ``folder``, and
-    the replay buffers of the deleted ones; returns the deleted paths."""
-    found = sorted((int(m.group(1)), f) for f in Path(folder).glob(f"{prefix}_*_steps.zip")
-                   if (m := _CKPT.search(f.name)) and "replay_buffer" not in f.name)
-    gone = []
-    for steps, f in found[: max(0, len(found) - max(1, int(keep)))]:
-        for old in (f, Path(folder) / f"{prefix}_replay_buffer_{steps}_steps.pkl"):
-            if old.exists():
-                old.unlink(missing_ok=True)
-                gone.append(old)
-    return gone
-
-
-def prune_replay_buffers(folder, prefix: str, keep: str) -> list[Path]:
-    """Delete every ``<prefix>_replay_buffer_<N>_steps.pkl`` in ``folder`` except the file named ``keep``;
-    returns the deleted paths."""
-    gone = []
-    for f in Path(folder).glob(f"{prefix}_replay_buffer_*_steps.pkl"):
-        if f.name != keep:
-            f.unlink(missing_ok=True)
-            gone.append(f)
-    return gone
-
-
-def progress_callback(total: int, desc: str = "training"):
-    """An SB3 callback drawing a tqdm bar of env steps up to ``total`` (SB3's own bar needs ``rich``)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-    from tqdm.auto import tqdm
-
-    class TqdmProgress(BaseCallback):
-        def _on_training_start(self) -> None:
-            self.bar = tqdm(total=int(total), initial=int(self.model.num_timesteps), desc=desc, unit="step",
-                            dynamic_ncols=True)
-
-        def _on_step(self) -> bool:
-            self.bar.update(int(self.model.num_timesteps) - self.bar.n)
-            return True
-
-        def _on_training_end(self) -> None:
-            self.bar.close()
-
-    return TqdmProgress()
-
-
-def random_policy_reward(vec_env, episodes: int, seed: int = 0) -> float:
-    """Mean episode return of uniformly random actions on ``vec_env`` (an SB3 VecEnv) over ``episodes`` episodes:
-    the bar a learning run must clear (see :func:`below_random_callback`)."""
-    space = vec_env.action_space
-    space.seed(seed)
-    vec_env.seed(seed)
-    vec_env.reset()
-    n = vec_env.num_envs
-    returns, running = [], np.zeros(n)
-    while len(returns) < episodes:
-        actions = np.stack([space.sample() for _ in range(n)])
-        _, rewards, dones, _ = vec_env.step(actions)
-        running += rewards
-        for i in np.flatnonzero(dones):
-            returns.append(float(running[i]))
-            running[i] = 0.0
-    return float(np.mean(returns[:episodes]))
-
-
-def below_random_callback(random_reward: float, after_steps: int, name: str):
-    """EvalCallback's ``callback_after_eval``: warn once when an evaluation at or after ``after_steps`` env steps
-    (half the budget) has a mean reward at or below ``random_reward`` (a run that has not learned anything
-    a random patch choice does not already give)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class WarnBelowRandom(BaseCallback):
-        warned = False
-
-        def _on_step(self) -> bool:
-            reward = float(self.parent.last_mean_reward)
-            if not self.warned and self.num_timesteps >= after_steps and reward <= random_reward:
-                self.warned = True
-                warnings.warn(f"{name}: after {self.num_timesteps} steps the evaluation reward {reward:.4f} is at or "
-                              f"below random actions' {random_reward:.4f}: the run is not learning (see docs/sb3.md "
-                              f"for the recipes that do)", stacklevel=2)
-            return True
-
-    return WarnBelowRandom()
-
-
-def best_model_callback(path):
-    """EvalCallback's ``callback_on_new_best``: each new best model saved atomically to ``path``."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class SaveBest(BaseCallback):
-        def _on_step(self) -> bool:
-            save_model(self.model, path)
-            return True
-
-    return SaveBest()
-
-
-def step_unit(model) -> int | None:
-    """Env steps SB3 adds per collection (``n_steps·n_envs`` or ``train_freq·n_envs``), None when per episode."""
-    if hasattr(model, "n_steps"):
-        return int(model.n_steps) * int(model.n_envs)
-    freq = getattr(model, "train_freq", None)
-    if freq is not None and getattr(freq.unit, "value", "step") == "step":
-        return int(freq.frequency) * int(model.n_envs)
-    return None
+    model = load_sb3_model(algorithm_class(meta.get("algo", "ppo")), zip_in, trust_agent=trust_agent, device="cpu")
+    # PPO/A2C/DQN/RecurrentPPO keep one optimizer on the policy, SAC/TD3 one each on the actor and the critic
+    for part in (model.policy, getattr(model.policy, "actor", None), getattr(model.policy, "critic", None)):
+        optimizer = getattr(part, "optimizer", None)
+        if optimizer is not None:
+            optimizer.state.clear()
+    return save_model(model, zip_out)

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from .datasets import CorruptImageError, ImageFolderDataset
+from .image_folder import CorruptImageError, ImageFolderDataset
 from .decoding import normalize_uint8, split_normalize
 
 __all__ = ["PreparedDataset", "StalePreparedError", "default_prepared_path", "fingerprint", "open_prepared",
@@ -215,7 +215,7 @@ class PreparedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return normalize_uint8(self.raw(index), self.mean, self.std), self.targets[index]  # ToTensor + Normalize
 
-    # --- the env's uint8 item protocol (gfnet_env/loading.py): the env stacks the raw pixels and normalises the
+    # --- the env's uint8 item protocol (gfnet_env/data/loading.py): the env stacks the raw pixels and normalises the
     # batch on its device in one op, instead of converting every item to float on the host
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -29,9 +29,9 @@ import numpy as np
 
 from feature_nets.files import atomic_write, atomic_write_text
 
-from .base import PathLike
-from .report import markdown_table, write_csv
-from .stats import mean_and_ci
+from ..base import PathLike
+from .tables import markdown_table, write_csv
+from .statistics import mean_and_ci
 
 __all__ = ["OutputFolderError", "ResultsFolder", "aggregate_runs", "write_outputs"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 EXAMPLE = """  gfnet train-features --model small_cnn --task cluttered-fashion-mnist --stage 1 --out runs/fmnist_s1
   gfnet train-features --model resnet50 --patch-size 96 --T 5 --data-root /data/imagenet --stage 1 \\
       --backbone-weights resnet50_imagenet.pth --out runs/r50_s1
-  torchrun --nproc_per_node=8 -m agents.commands.train_features --model resnet50 --patch-size 96 --T 5 \\
+  torchrun --nproc_per_node=8 -m gfnet_cli.commands.train_features --model resnet50 --patch-size 96 --T 5 \\
       --data-root /data/imagenet --stage 1 --backbone-weights resnet50_imagenet.pth --workers 8 --out runs/r50_s1
   gfnet train-features --stage 3 --init runs/r50_s1/best.pth.tar --policy-checkpoint runs/r50_s2/best_stage2.pth.tar \\
       --data-root /data/imagenet --out runs/r50_s3"""
@@ -135,7 +135,7 @@ def _model(args):
                           feature_num=args.small_feature_num)
     common = dict(T=args.T or 5, patch_size=args.patch_size, encoder_kwargs=encoder_kwargs)
     if args.data_root:
-        from gfnet_env.datasets import ImageFolderDataset
+        from gfnet_env.data.image_folder import ImageFolderDataset
 
         n_classes = len(ImageFolderDataset(Path(args.data_root) / "train").classes)
         return build_model(args.model, n_classes, image_size=args.image_size, **common)
@@ -148,7 +148,7 @@ def _model(args):
 def _datasets(args, model, task: str | None):
     """(train, val) of the embedded task or of the ImageFolder, prepared for the model."""
     if task == "cluttered-fashion-mnist":
-        from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST
+        from gfnet_env.data.cluttered_fashion_mnist import ClutteredFashionMNIST
 
         if model.spec.config.family != TASK_FAMILY:
             raise ValueError(f"--task cluttered-fashion-mnist needs --model {TASK_FAMILY} (112×112 canvases, "
@@ -159,7 +159,7 @@ def _datasets(args, model, task: str | None):
         return train, val
     from torch.utils.data import Subset
 
-    from gfnet_env.datasets import ImageFolderDataset, eval_transform, train_transform
+    from gfnet_env.data.image_folder import ImageFolderDataset, eval_transform, train_transform
 
     cfg = model.spec.config.with_overrides(image_size=model.image_size)
     root = Path(args.data_root)
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         print("warning: stage 1 from randomly initialised encoders; the paper starts from pretrained backbones "
               "(--backbone-weights FILE)", file=sys.stderr)
     if fresh and args.stage == 1 and task and pre_epochs > 0:
-        from gfnet_env.cluttered_fashion_mnist import FashionMNISTItems
+        from gfnet_env.data.cluttered_fashion_mnist import FashionMNISTItems
 
         pretrain_into(model, FashionMNISTItems("train", root=args.fmnist_root), epochs=pre_epochs, seed=args.seed,
                       device=cfg.device or "cpu", progress=cfg.progress and _rank() == 0,

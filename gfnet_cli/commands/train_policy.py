@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("pass the checkpoint with --checkpoint, not --env-kwarg checkpoint=...")
     if "trusted_pickle" in env_kwargs:
         raise ValueError("pass --trusted-pickle (for a checkpoint you trust), not --env-kwarg trusted_pickle=...")
-    # a CheckpointError (missing, refused or broken file) is printed in one line by agents.cli
+    # a CheckpointError (missing, refused or broken file) is printed in one line by gfnet_cli.main
     has_policy = "policy" in read_checkpoint_dict(args.checkpoint, trusted_pickle=args.trusted_pickle)
     model = load_checkpoint(args.checkpoint, trusted_pickle=args.trusted_pickle, with_policy=has_policy).model
     if args.init == "checkpoint" and model.policy is None:

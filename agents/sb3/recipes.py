@@ -52,7 +52,7 @@ _CONT = dict(obs_mode="feature_map", action_mode="continuous", action_range="sym
 
 #: The recipe table (see the module docstring for the keys).
 RECIPES: dict[str, dict[str, Any]] = {
-    # ppo: the shipped agent's recipe (agents/default_task.py SB3_RECIPE; 75.8 % on 10k canvases vs random 70.7 %)
+    # ppo: the shipped agent's recipe (gfnet_cli/default_task.py SB3_RECIPE; 75.8 % on 10k canvases vs random 70.7 %)
     "ppo": dict(steps=300_000, n_envs=64, **_GRID_MLP, net_arch={"pi": [256, 256], "vf": [64, 64]},
                 activation_fn="relu", rollout_steps=4096, batch_size=512, gamma=0.9),
     # a2c: γ = 1 and an entropy bonus (measured at 300k steps, 1,000 canvases: 76.4 % vs 75.8 % with γ = 0.9 and
@@ -77,7 +77,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def legacy_recipe(algo: str) -> dict[str, Any]:
-    """What :func:`agents.sb3_agents.train_sb3` uses without ``recipe`` (the settings before the recipe table):
+    """What :func:`agents.sb3.agent.train_sb3` uses without ``recipe`` (the settings before the recipe table):
     GRU-state observations, SB3's default network, 16 envs, γ and learning rate of SB3."""
     out: dict[str, Any] = dict(n_envs=16, obs_mode="gru", action_mode="grid" if algo == "dqn" else "continuous",
                                action_range="symmetric", extractor="none")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import PathLike
+from ..base import PathLike
 
 __all__ = ["merge_results", "protocol_of", "read_per_image", "read_results"]
 

@@ -14,9 +14,9 @@ resize and centre crop then run where the pixels are. This module does that for 
   rejects.
 * :func:`split_normalize`, :func:`pil_pixels`, :class:`FolderRawItems`: a transform ``Compose([PIL steps…,
   ToTensor(), Normalize])`` taken apart so an image's uint8 pixels can be handed out and normalised later, in a
-  batch on the env's device (the raw item protocol of :mod:`gfnet_env.loading`).
+  batch on the env's device (the raw item protocol of :mod:`gfnet_env.data.loading`).
   ``ImageFolderDataset(..., decoder="torchvision")`` decodes per item on the CPU this way; the env's
-  ``jpeg_decoder="torchvision"`` decodes a whole reset's files at once on its device (:mod:`gfnet_env.loading`).
+  ``jpeg_decoder="torchvision"`` decodes a whole reset's files at once on its device (:mod:`gfnet_env.data.loading`).
 
 The decoders are not bit-identical: libjpeg-turbo (PIL) and torchvision's libjpeg / nvJPEG may differ in IDCT
 and chroma upsampling, and the tensor resize is not PIL's. tests/test_decoding.py states the measured difference.
@@ -126,7 +126,7 @@ def pil_pixels(image: Any) -> torch.Tensor:
 
 
 class FolderRawItems:
-    """The uint8 half of the env's raw item protocol (:mod:`gfnet_env.loading`) for ``ImageFolderDataset``, which
+    """The uint8 half of the env's raw item protocol (:mod:`gfnet_env.data.loading`) for ``ImageFolderDataset``, which
     mixes it in: it reads the dataset's ``transform``, ``decoder``, ``samples`` and ``load_image``."""
 
     @property

@@ -33,7 +33,7 @@ every stage. ``install`` copies the shipped checkpoint to ``gfnet_env/weights/cl
 
 Example::
 
-    from agents.default_task import PipelineConfig, train_default_task
+    from gfnet_cli.default_task import PipelineConfig, train_default_task
     report = train_default_task(PipelineConfig(out="runs/default_task", stop_after="stage1"))
 """
 
@@ -196,7 +196,7 @@ def evaluate_checkpoint(checkpoint, out, eval_samples: int | None = None, data_r
     """Per-step top-1 of ``checkpoint`` on the test canvases for each way of choosing patches (``policy``
     too for a stage ≥ 2 checkpoint; the greedy oracle with ``oracle``); written to ``out/eval.json``."""
     from feature_nets.checkpoint import load_checkpoint
-    from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST
+    from gfnet_env.data.cluttered_fashion_mnist import ClutteredFashionMNIST
 
     t0 = time.time()
     ckpt = load_checkpoint(checkpoint, with_policy=True)
@@ -228,7 +228,7 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
     from feature_nets.backbones.small_cnn import build_small_cnn
     from feature_nets.training import TrainConfig, copy_encoder_into, load_training_state, pretrain_encoder, \
         train_stage1, train_stage3
-    from gfnet_env.cluttered_fashion_mnist import ClutteredFashionMNIST, FashionMNISTItems
+    from gfnet_env.data.cluttered_fashion_mnist import ClutteredFashionMNIST, FashionMNISTItems
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -338,7 +338,7 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
         return _finish(cfg, final, report, save_report)
 
     # 5. an SB3 PPO agent on the shipped networks ---------------------------------------------------
-    from agents.sb3_agents import train_sb3
+    from agents.sb3.agent import train_sb3
 
     t0 = time.time()
     train_sb3("ppo", ENV_ID, cfg.sb3_steps, out / "sb3_ppo", seed=cfg.seed, device="cpu", resume=cfg.resume,
@@ -363,7 +363,8 @@ def _finish(cfg: PipelineConfig, final: Path, report: dict, save_report) -> dict
         log(f"installed {final} as {DEFAULT_FMNIST_CHECKPOINT}")
         agent_zip = Path(cfg.out) / "sb3_ppo" / "sb3_ppo.zip"
         if "sb3" in report["stages"] and agent_zip.exists():
-            from agents.sb3_agents import SHIPPED_AGENTS, export_for_inference
+            from agents.sb3.agent import SHIPPED_AGENTS
+            from agents.sb3.files import export_for_inference
 
             target = DEFAULT_FMNIST_CHECKPOINT.parent / SHIPPED_AGENTS[(ENV_ID, "sb3-ppo")]
             export_for_inference(agent_zip, target)  # without Adam's moments: a third of the size

@@ -39,13 +39,13 @@ from gfnet_env.core import GFNetCore
 from gfnet_env.factory import env_id_of, load_task, split_env_kwargs, task_of
 from gfnet_env.rollout import rollout
 
-from .base import Agent, PathLike, Run, RunContext
-from .compare import protocol_of
+from ..base import Agent, PathLike, Run, RunContext
+from .merge import protocol_of
 from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
-from .registry import base_name, factory_of
+from ..registry import base_name, factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
-from .trained import jsonable, load_agent, trained_paths
+from ..trained import jsonable, load_agent, trained_paths
 
 __all__ = ["evaluate_run", "resolve_runs", "run_benchmark", "spread_indices"]
 

@@ -69,10 +69,10 @@ def add_trust_agent(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import_user_modules(args.imports)  # before any agent lookup: the user's code registers its agents
-    from agents.benchmark import run_benchmark
+    from agents.benchmark.run import run_benchmark
 
     names = [a.strip() for a in args.agents.split(",") if a.strip()]
-    # bad input raises; agents.cli prints it as one line and exits with 2
+    # bad input raises; gfnet_cli.main prints it as one line and exits with 2
     run_benchmark(args.env, names, args.out, episodes=args.episodes, seeds=args.seeds,
                   agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
                   fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,

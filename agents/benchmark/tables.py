@@ -16,7 +16,7 @@ import numpy as np
 
 from feature_nets.files import atomic_write_text
 
-from .base import PathLike
+from ..base import PathLike
 
 __all__ = ["csv_text", "markdown_table", "write_csv"]
 

@@ -30,7 +30,7 @@ from torchvision.transforms import InterpolationMode
 
 from feature_nets.configs import BackboneConfig
 
-from .checks import check_image_dataset  # noqa: F401  (re-exported)
+from ..checks import check_image_dataset  # noqa: F401  (re-exported)
 from . import decoding, seeded
 
 __all__ = [
@@ -109,7 +109,7 @@ def train_transform(config: BackboneConfig, interpolation: str = "bilinear") -> 
     configuration but EfficientNet-B2/B3 (260/300), which the original trains at 224 and evaluates at 260/300;
     here a model has one input size, so they train at their own (docs/training.md).
 
-    The two random steps are the seeded ones of :mod:`gfnet_env.seeded`: inside the env each load is seeded
+    The two random steps are the seeded ones of :mod:`gfnet_env.data.seeded`: inside the env each load is seeded
     from the slot's generator (so seeded resets repeat), elsewhere they draw from torch's global RNG."""
     if interpolation not in ("bilinear", "dataset"):
         raise ValueError(f"interpolation must be 'bilinear' (the original's) or 'dataset' (the backbone's), "
@@ -184,10 +184,10 @@ class ImageFolderDataset(decoding.FolderRawItems, Dataset):
     image that cannot be decoded raises :class:`CorruptImageError` naming the file.
 
     ``decoder="torchvision"`` (opt-in) decodes with ``torchvision.io.decode_jpeg`` and resizes/crops with tensor
-    kernels (:mod:`gfnet_env.decoding`) when the transform is the evaluation transform; files it rejects, and
+    kernels (:mod:`gfnet_env.data.decoding`) when the transform is the evaluation transform; files it rejects, and
     other transforms, use PIL. Pixels differ slightly from PIL's (tests/test_decoding.py states by how much).
     For the env it hands out raw items (:class:`decoding.FolderRawItems`, :meth:`encoded_item`), normalised in
-    batches on its device (:mod:`gfnet_env.loading`).
+    batches on its device (:mod:`gfnet_env.data.loading`).
 
     Raises:
         FileNotFoundError: ``root`` is missing, has no class folders, a class folder holds no image, or no image
@@ -263,7 +263,7 @@ class ImageFolderDataset(decoding.FolderRawItems, Dataset):
 
     @property
     def seeded_augmentation(self) -> bool:
-        """Whether the transform augments at random with :mod:`gfnet_env.seeded` transforms (the train split's);
+        """Whether the transform augments at random with :mod:`gfnet_env.data.seeded` transforms (the train split's);
         the env's loader then seeds each load from the slot's generator, so seeded resets repeat."""
         return seeded.has_seeded_transform(self.transform)
 
@@ -321,7 +321,7 @@ class ImageFolderDataset(decoding.FolderRawItems, Dataset):
         img = self.load_image(index)
         return (self.transform(img) if self.transform is not None else img), self.samples[index][1]
 
-    def encoded_item(self, index: int) -> tuple[torch.Tensor, int]:  # raw item protocol, gfnet_env/loading.py
+    def encoded_item(self, index: int) -> tuple[torch.Tensor, int]:  # raw item protocol, gfnet_env/data/loading.py
         """(the file's bytes as a uint8 1-D tensor, label); :class:`CorruptImageError` if it cannot be read."""
         path = self.samples[index][0]
         try:

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.compare import merge_results
-    from agents.report import markdown_table
+    from agents.benchmark.merge import merge_results
+    from agents.benchmark.tables import markdown_table
     from feature_nets.files import atomic_write_text
 
     merged = merge_results(args.folders, reference=args.reference)  # a ValueError naming the differing protocol fields otherwise

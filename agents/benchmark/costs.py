@@ -15,7 +15,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .base import Agent, num_envs_of
+from ..base import Agent, num_envs_of
 
 __all__ = ["MeteredAgent"]
 

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="action (default: the recipe's: grid for ppo/a2c/recurrent-ppo/dqn, continuous for sac/td3)")
     sb3.add_argument("--grid-size", type=int, default=None, help="G of grid actions (default: the recipe's, 7)")
     sb3.add_argument("--hparams", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a value of the agent's recipe (agents/sb3_recipes.py, docs/sb3.md), repeatable: "
+                     help="override a value of the agent's recipe (agents/sb3/recipes.py, docs/sb3.md), repeatable: "
                           "learning_rate=1e-4, gamma=0.99, n_steps=32, buffer_size=50000, extractor=none, "
                           "net_arch=[64,64], ...; values are parsed as Python literals when possible")
     sb3.add_argument("--save-replay-buffer", action="store_true",

@@ -1,10 +1,10 @@
-"""The ``gfnet`` console script: one sub-command per module of :mod:`agents.commands`.
+"""The ``gfnet`` console script: one sub-command per module of :mod:`gfnet_cli.commands`.
 
 Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file assembles them, checks the
 numeric arguments every command shares (:data:`MINIMUMS`) before any work, and turns a command's input error
 (``ValueError``, ``TypeError``, ``KeyError``, ``OSError``, ``CheckpointError``) into one line on stderr,
 ``gfnet <command>: <message>``, with exit status 2. ``GFNET_DEBUG=1`` shows the traceback instead. Before
-any command it tunes glibc's malloc for the networks' CPU tensors (:mod:`gfnet_env.host_memory`;
+any command it tunes glibc's malloc for the networks' CPU tensors (:mod:`gfnet_env.data.host_memory`;
 ``GFNET_TUNE_MALLOC=0`` turns that off).
 """
 
@@ -15,20 +15,20 @@ import importlib
 import os
 import sys
 
-from gfnet_env.host_memory import keep_freed_memory_unless_disabled
+from gfnet_env.data.host_memory import keep_freed_memory_unless_disabled
 
 #: (sub-command, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
-    ("train-agent", "agents.commands.train_agent", "train an agent (paper-ppo, sb3-*) on a GFNet env"),
-    ("benchmark", "agents.commands.benchmark", "compare agents on the same images: tables, CSV, JSON, plots"),
-    ("compare", "agents.commands.compare", "merge benchmark outputs of the same protocol into one table"),
-    ("show", "agents.commands.show", "draw the patches agents choose (PNG or GIF)"),
-    ("train-policy", "agents.commands.train_policy",
+    ("train-agent", "gfnet_cli.commands.train_agent", "train an agent (paper-ppo, sb3-*) on a GFNet env"),
+    ("benchmark", "gfnet_cli.commands.benchmark", "compare agents on the same images: tables, CSV, JSON, plots"),
+    ("compare", "gfnet_cli.commands.compare", "merge benchmark outputs of the same protocol into one table"),
+    ("show", "gfnet_cli.commands.show", "draw the patches agents choose (PNG or GIF)"),
+    ("train-policy", "gfnet_cli.commands.train_policy",
      "stage 2: train the paper's policy on a checkpoint's frozen networks and write it back"),
-    ("train-features", "agents.commands.train_features", "stages 1 and 3: train the encoders and classifier"),
-    ("train-default-task", "agents.commands.train_default_task",
+    ("train-features", "gfnet_cli.commands.train_features", "stages 1 and 3: train the encoders and classifier"),
+    ("train-default-task", "gfnet_cli.commands.train_default_task",
      "train the embedded default task's GFNet from scratch (CPU)"),
-    ("prepare-data", "agents.commands.prepare_data", "write a split's exact prepared evaluation cache"),
+    ("prepare-data", "gfnet_cli.commands.prepare_data", "write a split's exact prepared evaluation cache"),
 ]
 
 #: Smallest valid value of numeric options, by destination (``--fit-episodes`` → ``fit_episodes``), for the
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     # the networks' CPU activations come and go every forward pass: keep freed memory mapped for the next one
-    # (gfnet_env/host_memory.py: 1.4-1.8x faster episodes on the CPU; GFNET_TUNE_MALLOC=0 leaves malloc alone)
+    # (gfnet_env/data/host_memory.py: 1.4-1.8x faster episodes on the CPU; GFNET_TUNE_MALLOC=0 leaves malloc alone)
     keep_freed_memory_unless_disabled()
     try:
         check_arguments(args)

@@ -14,7 +14,7 @@ changes); the price is that the process keeps up to ``retain_mib`` of freed memo
 It changes the whole process's allocator, so the library never calls it on its own: the ``gfnet`` command
 does at start (``GFNET_TUNE_MALLOC=0`` leaves malloc alone), and a script calls it once, first thing::
 
-    from gfnet_env.host_memory import keep_freed_memory
+    from gfnet_env.data.host_memory import keep_freed_memory
     keep_freed_memory()
 
 On other C libraries (macOS, Windows, musl) it does nothing and returns False; there jemalloc or tcmalloc

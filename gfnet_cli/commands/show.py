@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import_user_modules(args.imports)  # before any agent lookup: the user's code registers its agents
-    from agents.show import episode_frames_for, labelled_rows
+    from gfnet_cli.show import episode_frames_for
+    from gfnet_env.render import labelled_rows
     from gfnet_env.render import save_gif, save_png
 
     names = [a.strip() for a in args.agent.split(",") if a.strip()]
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--agent names no agent")
     if out.parent.exists() and not out.parent.is_dir():
         raise NotADirectoryError(f"--out {out}: {out.parent} is a file, not a folder")
-    indices = list(range(args.start, args.start + args.n))  # --n >= 1 and --start >= 0: checked by agents.cli
-    # bad input (unknown agent, env kwarg, checkpoint, index) raises; agents.cli prints it in one line
+    indices = list(range(args.start, args.start + args.n))  # --n >= 1 and --start >= 0: checked by gfnet_cli.main
+    # bad input (unknown agent, env kwarg, checkpoint, index) raises; gfnet_cli.main prints it in one line
     frames = episode_frames_for(names, args.env, indices, parse_env_kwargs(args.env_kwarg),
                                 parse_agent_dirs(args.agent_dir), device=args.device, seed=args.seed,
                                 trust_agent=args.trust_agent)

@@ -11,7 +11,7 @@ slot drops its pending draw.
 
 A dataset whose ``seeded_augmentation`` is true (the train split's random crop and flip) also gets one seed per
 load, drawn from the slot's generator with the index, and is decoded inside
-:func:`gfnet_env.seeded.seeded_randomness`, so ``reset(seed=s)`` repeats its augmentation too. Every item is
+:func:`gfnet_env.data.seeded.seeded_randomness`, so ``reset(seed=s)`` repeats its augmentation too. Every item is
 checked (float tensor, or the raw uint8 tensors below, and an integer label) as it is loaded.
 
 **Raw items, normalised in batches.** Converting every item to float32 on the host costs host time and four
@@ -22,7 +22,7 @@ through this small protocol (all of it optional; duck-typed, no base class):
   has ``dataset.uint8_item(index) -> (uint8 tensor (3, S, S), int label)``: the pixels *before* ``ToTensor`` +
   ``Normalize``. The loader then stacks uint8 items and :meth:`SlotImageLoader.load_batch` normalises the
   batch on the env's device in one op, ``(x / 255 − mean) / std`` in float32
-  (:func:`gfnet_env.decoding.normalize_uint8`, the same operations as ``ToTensor`` + ``Normalize``: on the CPU
+  (:func:`gfnet_env.data.decoding.normalize_uint8`, the same operations as ``ToTensor`` + ``Normalize``: on the CPU
   bit-identical to the per-item float path). ``PreparedDataset`` and ``ImageFolderDataset`` (with a
   transform ending in ``ToTensor(), Normalize``) implement it.
 * ``dataset.jpeg_geometry -> (R, S, interpolation) | None`` and ``dataset.encoded_item(index) -> (uint8 1-D tensor
@@ -53,10 +53,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .checks import check_int, check_sample
+from ..checks import check_int, check_sample
 from .decoding import decode_jpegs, decode_resize_crop, normalize_uint8, resize_crop
 from .seeded import seeded_randomness
-from .settings import JPEG_DECODERS
+from ..settings import JPEG_DECODERS
 
 
 def default_decode_threads(cpus: int | None = None, torch_threads: int | None = None, cap: int = 8) -> int:
@@ -202,7 +202,7 @@ class SlotImageLoader:
         kind = kind or self.kind
         decode = kind == "encoded" and self.decodes_items
         returned = "uint8" if decode else kind  # what the item is once loaded
-        from .datasets import CorruptImageError  # local: datasets imports PIL/torchvision
+        from .image_folder import CorruptImageError  # local: datasets imports PIL/torchvision
 
         n = len(self.dataset)
         tries = min(n, 1000)
@@ -357,7 +357,7 @@ def _check_raw(sample, kind: str, where: str, image_size: int | None) -> tuple[t
                                                             or tuple(image.shape[1:]) == (image_size, image_size))
     if not ok:
         found = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"{where}[0] is {found}; the raw item protocol (gfnet_env/loading.py) needs a uint8 tensor "
+        raise ValueError(f"{where}[0] is {found}; the raw item protocol (gfnet_env/data/loading.py) needs a uint8 tensor "
                          f"{want}" + (" (resize/crop it to the checkpoint's image size)" if kind == "uint8" else ""))
     if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
         raise ValueError(f"{where}[1] (the label) is {label!r:.40} ({type(label).__name__}); labels must be integer "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stats import PairedBootstrap, gap_closed, iqm, mcnemar_exact, percentile_ci, probability_of_improvement
+from .statistics import PairedBootstrap, gap_closed, iqm, mcnemar_exact, percentile_ci, probability_of_improvement
 
 __all__ = ["compare_agents", "default_reference"]
 

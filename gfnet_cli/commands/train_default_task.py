@@ -5,7 +5,7 @@ with random patches), ``stage2`` (the paper's PPO for the policy), ``stage3`` (f
 policy's patches), ``sb3`` (a Stable-Baselines3 PPO agent on the shipped networks). ``--ship`` picks the
 networks of ``OUT/cluttered_fmnist_gfnet.pth.tar``; ``--install`` makes them (and the SB3 agent) the env's
 defaults in ``gfnet_env/weights/``. Per-step test top-1 after every network stage and the time of every stage
-go to ``OUT/pipeline.json``. The pipeline itself is :mod:`agents.default_task`; this file parses the options.
+go to ``OUT/pipeline.json``. The pipeline itself is :mod:`gfnet_cli.default_task`; this file parses the options.
 
 Example::
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agents.default_task import STAGES
+from gfnet_cli.default_task import STAGES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sb3-steps", type=int, default=300_000, help="SB3 PPO env steps")
     parser.add_argument("--ship", choices=("stage2", "stage3"), default="stage2",
                         help="which networks become the final/installed checkpoint (default: stage2, see "
-                             "agents/default_task.py)")
+                             "gfnet_cli/default_task.py)")
     parser.add_argument("--train-samples", type=int, default=None, help="use only this many training canvases")
     parser.add_argument("--eval-samples", type=int, default=None, help="use only this many test canvases")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from agents.default_task import PipelineConfig, evaluate_checkpoint, train_default_task
+    from gfnet_cli.default_task import PipelineConfig, evaluate_checkpoint, train_default_task
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,0 +1,58 @@
+"""The Stable-Baselines3 algorithms this project wraps, by registry name, and the actions each accepts."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any
+
+
+#: registry name -> (module, class) of the SB3 algorithm.
+ALGORITHMS: dict[str, tuple[str, str]] = {
+    "ppo": ("stable_baselines3", "PPO"),
+    "sac": ("stable_baselines3", "SAC"),
+    "a2c": ("stable_baselines3", "A2C"),
+    "td3": ("stable_baselines3", "TD3"),
+    "dqn": ("stable_baselines3", "DQN"),
+    "recurrent-ppo": ("sb3_contrib", "RecurrentPPO"),
+}
+
+
+#: action modes each algorithm supports (the first is its default).
+ACTION_MODES = {"ppo": ("continuous", "grid"), "a2c": ("continuous", "grid"), "recurrent-ppo": ("continuous", "grid"),
+                "sac": ("continuous",), "td3": ("continuous",), "dqn": ("grid",)}
+
+
+def algo_key(algo: str) -> str:
+    """``"sb3-ppo"`` / ``"ppo"`` / ``"PPO"`` → ``"ppo"``."""
+    key = algo.lower().removeprefix("sb3-").replace("_", "-")
+    if key not in ALGORITHMS:
+        raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {['sb3-' + k for k in ALGORITHMS]}")
+    return key
+
+
+def algorithm_class(algo: str):
+    module, cls = ALGORITHMS[algo_key(algo)]
+    return getattr(importlib.import_module(module), cls)
+
+
+def settings_from_spaces(observation_space, action_space) -> dict[str, Any]:
+    """Env settings (``obs_mode``, ``action_mode``, ``grid_size``) an SB3 model's spaces imply."""
+    from gymnasium import spaces
+
+    if isinstance(observation_space, spaces.Dict):
+        obs_mode = "dict"
+    elif len(observation_space.shape) == 3:
+        obs_mode = "feature_map"
+    else:
+        obs_mode = "gru"
+    out: dict[str, Any] = {"obs_mode": obs_mode}
+    if isinstance(action_space, spaces.Discrete):
+        g = math.isqrt(int(action_space.n))
+        if g * g != int(action_space.n):
+            raise ValueError(f"a Discrete({action_space.n}) action space is not a G×G grid")
+        out.update(action_mode="grid", grid_size=g)
+    else:
+        out["action_mode"] = "continuous"
+        out["action_range"] = "symmetric" if float(action_space.low.min()) < 0 else "unit"
+    return out

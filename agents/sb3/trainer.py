@@ -1,0 +1,243 @@
+"""Training a Stable-Baselines3 algorithm on a GFNet env: the model, its run folder and its callbacks."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..base import PathLike
+from ..trained import jsonable
+from .algorithms import ACTION_MODES, algo_key, algorithm_class
+from .callbacks import (below_random_callback, best_model_callback, checkpoint_callback, episode_image_callback,
+                        progress_callback, random_policy_reward, step_unit)
+from .files import check_trust_flag, latest_checkpoint, load_replay_buffer, load_sb3_model, safe_custom_objects
+from .recipes import OFF_POLICY
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`train_model` returns: the SB3 model and what its agent records about the run."""
+
+    model: Any
+    env_kwargs: dict[str, Any]  # of the training env (``split`` and the recipe's env settings included)
+    hparams: dict[str, Any]     # the resolved recipe
+    steps: int                  # the requested total (SB3 may have made more: ``model.num_timesteps``)
+
+
+def _default_eval_split(env_id: str, env_kwargs: dict) -> str | None:
+    if "dataset" in env_kwargs:
+        return None  # a user dataset has no split; evaluate on it (pass eval_env_kwargs to hold out)
+    return "val"
+
+
+def train_model(
+    algo: str,
+    wrap: Callable[[Any], Any],
+    env_id: str,
+    steps: int | None,
+    out_dir: PathLike,
+    seed: int = 0,
+    n_envs: int | None = None,
+    obs_mode: str | None = None,
+    action_mode: str | None = None,
+    grid_size: int | None = None,
+    device: str = "auto",
+    eval_split: str | None = None,
+    eval_env_kwargs: dict | None = None,
+    eval_episodes: int = 100,
+    eval_freq: int | None = None,
+    checkpoint_freq: int | None = None,
+    resume: bool = False,
+    trust_agent: bool = False,
+    progress_bar: bool = False,
+    algo_kwargs: dict | None = None,
+    hparams: dict | None = None,
+    recipe: bool = True,
+    keep_replay_buffers: str = "none",
+    keep_checkpoints: int | None = 2,
+    episode_images: int = 4,
+    callback=None,
+    verbose: int = 0,
+    **env_kwargs,
+) -> TrainedModel:
+    """Train an SB3 algorithm on a GFNet env (:func:`agents.sb3.agent.train_sb3` wraps the model as an agent).
+
+    Args:
+        wrap: the agent class of the algorithm, called on the live model to act in the TensorBoard pictures.
+        algo: ``ppo``, ``sac``, ``a2c``, ``td3``, ``dqn``, ``recurrent-ppo`` (``sb3-`` prefix accepted).
+        env_id: a GFNet env id.
+        steps: total env steps (SB3 ``total_timesteps``; on resume, the total including earlier runs), rounded
+            up to whole rollouts (see the module docstring); None: the recipe's.
+        out_dir: logs, checkpoints and the final model (see the module docstring).
+        seed: seeds SB3 (weights, exploration) and the env's image draws.
+        n_envs, obs_mode, action_mode, grid_size: override the recipe's (None: the recipe's).
+        device: torch device of the env's networks and of the SB3 model.
+        eval_split: split of the EvalCallback's env (default ``val``; the training data itself when a
+            ``dataset`` is passed); ``eval_env_kwargs`` override any eval env kwarg.
+        eval_episodes, eval_freq: episodes per evaluation and env steps between evaluations.
+        checkpoint_freq: env steps between checkpoints (default steps / 10).
+        resume: continue from the newest valid checkpoint in ``out_dir/checkpoints``.
+        trust_agent: ``True`` to unpickle the checkpoint fully when resuming (it may run code).
+        progress_bar: a tqdm progress bar (no ``rich`` needed).
+        algo_kwargs: constructor arguments of the algorithm (over the recipe's).
+        hparams: any recipe key (:mod:`agents.sb3.recipes`) or constructor argument; overrides everything.
+        recipe: True (default): start from :data:`agents.sb3.recipes.RECIPES`, as ``gfnet train-agent`` does;
+            False: from :func:`agents.sb3.recipes.legacy_recipe` (GRU observations, SB3's networks, 16 envs — the
+            settings before the recipe table, which do not learn on the embedded task).
+        keep_replay_buffers: off-policy checkpoints save no replay buffer (``none``, the default: a resumed run
+            starts with an empty buffer), the ``latest`` one (older ones deleted) or ``all``.
+        keep_checkpoints: model checkpoints kept (the newest K; None: all). ``out_dir/best`` keeps the best.
+        episode_images: episodes drawn into TensorBoard (``episodes/looks``) at each evaluation; 0: none.
+        callback: extra SB3 callback(s), run after the checkpoint and evaluation callbacks.
+        **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``reward=``, …); ``split``
+            defaults to ``"train"`` (not the env's evaluation split).
+
+    Returns:
+        The trained model with the training env's kwargs and the resolved recipe.
+    """
+    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
+
+    from gfnet_env.sb3 import make_sb3_vec_env
+
+    from .recipes import ENV_KEYS, policy_kwargs, replay_buffer_size, resolve_recipe, sized_rollout, split_recipe
+
+    algo = algo_key(algo)
+    name = "sb3-" + algo
+    check_trust_flag(trust_agent)
+    if keep_replay_buffers not in ("latest", "all", "none"):
+        raise ValueError(f"keep_replay_buffers must be 'latest', 'all' or 'none', got {keep_replay_buffers!r}")
+    values = resolve_recipe(algo, recipe, hparams, steps=steps, n_envs=n_envs, obs_mode=obs_mode,
+                            action_mode=action_mode, grid_size=grid_size,
+                            action_range=env_kwargs.pop("action_range", None))
+    settings, kwargs = split_recipe(values)
+    kwargs = {**kwargs, **(algo_kwargs or {}), **{k: v for k, v in (hparams or {}).items() if k not in ENV_KEYS}}
+    steps, n_envs, action_mode = settings.get("steps"), int(settings["n_envs"]), settings["action_mode"]
+    if action_mode not in ACTION_MODES[algo]:
+        raise ValueError(f"{name} supports action_mode {ACTION_MODES[algo]}, not {action_mode!r}")
+    if steps is None or steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out_dir = Path(out_dir)
+    env_settings = {k: settings[k] for k in ("obs_mode", "action_mode", "grid_size", "action_range")
+                    if settings.get(k) is not None}
+    env_kwargs = {"split": "train", **env_kwargs, **env_settings}
+
+    prefix = algo.replace("-", "_")
+    ckpt_dir = out_dir / "checkpoints"
+    tb_dir = str(out_dir / "tensorboard")
+    cls = algorithm_class(algo)
+    off_policy = algo in OFF_POLICY
+    found = None
+    if resume:
+        for stale in ckpt_dir.glob(f"{prefix}_*.tmp"):  # left by a run killed while saving
+            stale.unlink(missing_ok=True)
+        found = latest_checkpoint(ckpt_dir, prefix, replay_buffer=off_policy)
+        if found is not None and not trust_agent:
+            safe_custom_objects(found[0])  # refuse an untrusted file before building any env
+
+    train_env = make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, device=device, **env_kwargs)
+    eval_kwargs = dict(env_kwargs)
+    split = eval_split if eval_split is not None else _default_eval_split(env_id, env_kwargs)
+    if split is not None:
+        eval_kwargs["split"] = split
+    eval_kwargs.update(eval_env_kwargs or {})
+    eval_n = max(1, min(n_envs, eval_episodes))
+    eval_env = make_sb3_vec_env(env_id, n_envs=eval_n, seed=seed + 10_000, device=device, **eval_kwargs)
+
+    if found is not None:
+        path, done = found
+        model = load_sb3_model(cls, path, trust_agent=trust_agent, env=train_env, device=device,
+                               tensorboard_log=tb_dir)
+        buffer = ckpt_dir / f"{prefix}_replay_buffer_{done}_steps.pkl"
+        if off_policy and buffer.exists():
+            load_replay_buffer(model, buffer, trust_agent=trust_agent)
+        print(f"resuming {name} from {path} ({model.num_timesteps} steps done)") if verbose else None
+    else:
+        if resume:
+            print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch")
+        dict_obs = settings["obs_mode"] == "dict"
+        policy = ("MultiInputLstmPolicy" if dict_obs else "MlpLstmPolicy") if algo == "recurrent-ppo" else \
+            ("MultiInputPolicy" if dict_obs else "MlpPolicy")
+        obs_space = train_env.observation_space
+        obs_bytes = 4 * (sum(int(np.prod(s.shape or (1,))) for s in obs_space.spaces.values())
+                         if hasattr(obs_space, "spaces") else int(np.prod(obs_space.shape)))
+        noise = settings.get("action_noise_std")
+        if noise:
+            if action_mode != "continuous":
+                raise ValueError(f"action_noise_std needs continuous actions, not {action_mode!r}")
+            from stable_baselines3.common.noise import NormalActionNoise
+
+            dim = int(np.prod(train_env.action_space.shape))
+            kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), float(noise) * np.ones(dim))
+        if off_policy:
+            wanted = int(kwargs.get("buffer_size", 1_000_000))
+            kwargs["buffer_size"] = replay_buffer_size(wanted, obs_bytes, settings.get("buffer_bytes"))
+            if kwargs["buffer_size"] < wanted:
+                print(f"{name}: replay buffer capped at {kwargs['buffer_size']} transitions "
+                      f"({2 * obs_bytes} bytes each; buffer_bytes={settings.get('buffer_bytes')})")
+        else:
+            sized_rollout(kwargs, settings.get("rollout_steps"), n_envs)
+        pk = policy_kwargs(settings, kwargs)
+        kwargs.pop("policy_kwargs", None)
+        try:
+            model = cls(policy, train_env, seed=seed, device=device, tensorboard_log=tb_dir, verbose=verbose,
+                        **({"policy_kwargs": pk} if pk else {}), **kwargs)
+        except TypeError as e:  # an unknown --hparams key; nothing written to out_dir yet
+            train_env.close()
+            eval_env.close()
+            raise ValueError(f"{name}: {e} (keys: agents/sb3/recipes.py or the SB3 constructor)") from e
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    remaining = steps - int(model.num_timesteps)
+    unit = step_unit(model)
+    if unit and remaining > 0 and steps % unit:
+        print(f"{name}: SB3 trains in whole rollouts of {unit} env steps (n_envs={model.n_envs}); "
+              f"--steps {steps} trains {math.ceil(steps / unit) * unit} in total")
+    if unit and not off_policy and unit * 5 > steps:
+        warnings.warn(f"{name}: one rollout is {unit} env steps (n_steps·n_envs) of {steps}: fewer "
+                      f"than 5 updates; lower n_steps or n_envs, or train longer", stacklevel=3)
+    if keep_checkpoints is not None and int(keep_checkpoints) < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1 or None (all), got {keep_checkpoints}")
+    checkpoints = checkpoint_callback(ckpt_dir, prefix, checkpoint_freq or max(steps // 10, n_envs),
+                                      replay_buffer=off_policy and keep_replay_buffers != "none",
+                                      keep_all_buffers=keep_replay_buffers == "all",
+                                      keep_checkpoints=keep_checkpoints)
+    # the bar: uniformly random actions on the evaluation env (same episodes count), measured before training
+    random_reward = random_policy_reward(eval_env, eval_episodes, seed=seed + 20_000) if remaining > 0 else None
+    callbacks = [checkpoints,
+                 EvalCallback(eval_env, n_eval_episodes=eval_episodes,
+                              eval_freq=max(1, (eval_freq or max(steps // 10, n_envs)) // n_envs),
+                              log_path=str(out_dir / "eval"), best_model_save_path=None,
+                              callback_on_new_best=best_model_callback(out_dir / "best" / "best_model.zip"),
+                              callback_after_eval=None if random_reward is None else
+                              below_random_callback(random_reward, steps // 2, name),
+                              deterministic=True, verbose=verbose, warn=False)]
+    if progress_bar:
+        # the bar's end is the step count SB3 will reach: whole rollouts / collections (printed above)
+        callbacks.append(progress_callback(math.ceil(steps / unit) * unit if unit else steps, desc=name))
+    if episode_images:  # a few deterministic episodes drawn into TensorBoard (split as the evaluation's)
+        callbacks.append(episode_image_callback(env_id, eval_kwargs, eval_freq or max(steps // 10, n_envs),
+                                                wrap=wrap, n_images=int(episode_images), split=None,
+                                                device=device))
+    callbacks += list(callback) if isinstance(callback, (list, tuple)) else [callback] if callback else []
+
+    try:
+        if remaining > 0:
+            try:
+                model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
+                            reset_num_timesteps=found is None, tb_log_name=prefix)
+            except BaseException:
+                # also on a crash or Ctrl-C nothing done is lost: save the last consistent state
+                checkpoints.rollback()
+                checkpoints.save()
+                raise
+            checkpoints.save()
+    finally:
+        train_env.close()
+        eval_env.close()
+
+    return TrainedModel(model, jsonable(env_kwargs), jsonable(values), steps)
