@@ -8,6 +8,11 @@ single env hands its one action over as a batch of one (``single=True`` phrases 
   (``"symmetric"``, mapped by (a + 1) / 2 so that a Gaussian policy's zero mean is the image centre).
   Values outside the box are clipped; NaN raises. A torch tensor stays on its device (no host round trip).
 * :class:`GridActions` — ``Discrete(G²)``: cell r·G + c of a G×G grid of corners spread evenly over [0, 1]².
+
+With ``stop_action=True`` each space has one more action that ends the episode without a look (the answer is
+the classifier's current prediction): grid ``Discrete(G² + 1)``, action G² = stop; continuous ``Box(0, 1, (3,))``
+(``Box(-1, 1, (3,))`` symmetric), stop when the third component is >= 0.5 (>= 0 symmetric: the middle of its
+range), the first two are the location as without it. A stopping env's location is never looked at.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ class DecodedActions:
 
     Attributes:
         unit: (N, 2) float32 locations in [0, 1]: a numpy array, or a tensor on the device it came on.
-        cells: (N,) int64 grid cells (grid mode), else None.
+        cells: (N,) int64 grid cells (grid mode), else None (a stopping env's cell is 0, never looked up).
+        stop: (N,) bool, True where the env stops (always a numpy array; all False without the stop action).
     """
 
     unit: np.ndarray | torch.Tensor
     cells: np.ndarray | None = None
+    stop: np.ndarray | None = None
 
 
 def grid_to_unit(cells: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -57,35 +64,48 @@ class ContinuousActions:
 
     mode = "continuous"
 
-    def __init__(self, action_range: str = "unit") -> None:
+    def __init__(self, action_range: str = "unit", stop_action: bool = False) -> None:
         self.action_range = action_range
+        self.stop_action = bool(stop_action)
         low = -1.0 if action_range == "symmetric" else 0.0
-        self.space = spaces.Box(low, 1.0, (2,), np.float32)
+        self.dim = 3 if self.stop_action else 2
+        #: the third component at or above which an env stops: the middle of its range
+        self.stop_threshold = 0.0 if action_range == "symmetric" else 0.5
+        self.space = spaces.Box(low, 1.0, (self.dim,), np.float32)
+
+    def _what(self) -> str:
+        pair = "a (row, col) fraction in [0, 1]" if self.action_range == "unit" else "a (row, col) pair in [-1, 1]"
+        if self.stop_action:
+            return f"{pair} and a stop component (stop at >= {self.stop_threshold:g}) per env"
+        return f"{pair} per env"
 
     def decode(self, actions, n: int, single: bool = False) -> DecodedActions:
-        what = "a (row, col) fraction in [0, 1] per env" if self.action_range == "unit" \
-            else "a (row, col) pair in [-1, 1] per env"
+        d = self.dim
         if torch.is_tensor(actions):
             a = actions.detach().float()
-            if tuple(a.shape) != (n, 2):
-                raise _shape_error(tuple(a.shape[1:] if single else a.shape), n, single, (n, 2), (2,), what)
+            if tuple(a.shape) != (n, d):
+                raise _shape_error(tuple(a.shape[1:] if single else a.shape), n, single, (n, d), (d,), self._what())
             bad = torch.isnan(a).any(1)
             if bool(bad.any()):
                 raise ValueError(f"NaN in actions of envs {torch.nonzero(bad).flatten().tolist()}; a policy produced NaN "
                                  "(check its inputs/learning rate)")
+            stop = (a[:, 2] >= self.stop_threshold).cpu().numpy() if self.stop_action else np.zeros(n, dtype=bool)
+            a = a[:, :2]
             if self.action_range == "symmetric":
                 a = (a + 1.0) * 0.5
-            return DecodedActions(a.clamp(0.0, 1.0))
+            return DecodedActions(a.clamp(0.0, 1.0), stop=stop)
         a = np.asarray(actions)
-        if a.shape != (n, 2):
-            raise _shape_error(a.shape[1:] if single else a.shape, n, single, (n, 2), (2,), what)
+        if a.shape != (n, d):
+            raise _shape_error(a.shape[1:] if single else a.shape, n, single, (n, d), (d,), self._what())
         a = a.astype(np.float32, copy=False)
         if np.isnan(a).any():
             bad = np.flatnonzero(np.isnan(a).any(1)).tolist()
             raise ValueError(f"NaN in actions of envs {bad}; a policy produced NaN (check its inputs/learning rate)")
+        stop = a[:, 2] >= self.stop_threshold if self.stop_action else np.zeros(n, dtype=bool)
+        a = a[:, :2]
         if self.action_range == "symmetric":
             a = (a + 1.0) * 0.5
-        return DecodedActions(np.clip(a, 0.0, 1.0))
+        return DecodedActions(np.clip(a, 0.0, 1.0), stop=stop)
 
 
 class GridActions:
@@ -93,9 +113,12 @@ class GridActions:
 
     mode = "grid"
 
-    def __init__(self, grid_size: int) -> None:
+    def __init__(self, grid_size: int, stop_action: bool = False) -> None:
         self.grid_size = int(grid_size)
-        self.space = spaces.Discrete(self.grid_size * self.grid_size)
+        self.stop_action = bool(stop_action)
+        #: the stop action's index (G²) when there is one, else None
+        self.stop = self.grid_size ** 2 if self.stop_action else None
+        self.space = spaces.Discrete(self.grid_size ** 2 + int(self.stop_action))
         self._unit = grid_to_unit(torch.arange(self.grid_size ** 2), self.grid_size).numpy()  # (G², 2)
 
     def cell_locations(self) -> np.ndarray:
@@ -121,11 +144,18 @@ class GridActions:
         elif a.dtype.kind not in "iu":
             raise ValueError(f"grid actions must be integer cell indices, got dtype {a.dtype}")
         a = a.astype(np.int64)
-        if a.min() < 0 or a.max() >= g * g:
-            raise ValueError(f"grid actions must be in [0, {g * g - 1}] for a {g}×{g} grid, got {a.tolist()}")
-        return DecodedActions(self._unit[a], a)
+        n_actions = g * g + int(self.stop_action)
+        if a.min() < 0 or a.max() >= n_actions:
+            stop = f" plus the stop action {g * g}" if self.stop_action else ""
+            raise ValueError(f"grid actions must be in [0, {n_actions - 1}] for a {g}×{g} grid{stop}, got {a.tolist()}")
+        stop = a == g * g if self.stop_action else np.zeros(n, dtype=bool)
+        cells = np.where(stop, 0, a)
+        return DecodedActions(self._unit[cells], cells, stop)
 
 
-def make_action_decoder(action_mode: str, grid_size: int, action_range: str) -> ContinuousActions | GridActions:
+def make_action_decoder(action_mode: str, grid_size: int, action_range: str,
+                        stop_action: bool = False) -> ContinuousActions | GridActions:
     """The decoder of an action mode (settings are checked by :meth:`EnvSettings.resolved` before)."""
-    return GridActions(grid_size) if action_mode == "grid" else ContinuousActions(action_range)
+    if action_mode == "grid":
+        return GridActions(grid_size, stop_action)
+    return ContinuousActions(action_range, stop_action)

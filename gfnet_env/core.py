@@ -79,7 +79,8 @@ class GFNetCore:
         self._dataset = dataset
         self.num_envs = num_envs
         self.max_steps = int(settings.max_steps)
-        self._actions = make_action_decoder(settings.action_mode, settings.grid_size, settings.action_range)
+        self._actions = make_action_decoder(settings.action_mode, settings.grid_size, settings.action_range,
+                                            settings.stop_action)
         self._feature_cache = feature_cache
 
         madds = count_madds(self._model)
@@ -139,7 +140,7 @@ class GFNetCore:
                        max_steps=self.max_steps, num_classes=m.num_classes,
                        feature_map_shape=tuple(m.feature_map_shape), obs_mode=st.obs_mode,
                        action_mode=st.action_mode, action_range=st.action_range, grid_size=st.grid_size,
-                       madds_per_step=tuple(float(x) for x in self.madds_per_step))
+                       madds_per_step=tuple(float(x) for x in self.madds_per_step), stop_action=st.stop_action)
 
     def privileged_view(self) -> PrivilegedView:
         """Label-reading access for upper-bound agents (:class:`~gfnet_env.views.PrivilegedView`)."""
@@ -257,34 +258,50 @@ class GFNetCore:
         """bf16 autocast when asked for (observations and rewards are still computed in fp32)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
 
-    def _look_groups(self) -> list[np.ndarray]:
-        """Slots that can share one classifier call: all of them, unless the head depends on the look index
-        (the cascade), where slots at different steps (early exit) are grouped by step."""
+    def _look_groups(self, slots: np.ndarray | None = None) -> list[np.ndarray]:
+        """``slots`` (default all) split into groups that can share one classifier call: one group, unless the head
+        depends on the look index (the cascade), where slots at different steps (early exit, stops) are grouped
+        by step."""
+        if slots is None:
+            slots = np.arange(self.num_envs)
+        if slots.size == 0:
+            return []
         if not self._model.classifier.look_dependent:
-            return [np.arange(self.num_envs)]
-        return [np.flatnonzero(self._steps == s) for s in np.unique(self._steps)]
+            return [slots]
+        steps = self._steps[slots]
+        return [slots[steps == s] for s in np.unique(steps)]
 
     # --- step ----------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def step(self, actions, single: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
-        """One focus step for every slot.
+    def step(self, actions, single: bool = False, slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """One focus step for every slot, or for ``slots`` only.
 
         Args:
-            actions: (N, 2) floats (continuous; numpy, or a torch tensor, which stays on its device) or (N,)
-                ints (grid).
+            actions: one action per stepped slot: (M, 2) floats (continuous; numpy, or a torch tensor, which stays
+                on its device; (M, 3) with the stop action) or (M,) ints (grid).
             single: phrase action errors for a single env's one action.
+            slots: (M,) distinct slot indices to step (default: all N). The others are left as they are — a
+                rollout steps the episodes that have not ended yet.
+
+        A slot whose action is the stop action (``stop_action=True``) makes no look: its episode terminates with
+        reward 0, its classifier state, prediction and ``madds`` unchanged, and ``info["stopped"]`` True.
 
         Returns:
-            rewards (N,) float32, terminated (N,) bool, info dict of (N,)/(N, 4) numpy arrays
-            (``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box``, ``madds``, ``image_index``).
+            rewards (M,) float32, terminated (M,) bool, info dict of (M,)/(M, 4) numpy arrays (``prediction``,
+            ``confidence``, ``target``, ``correct``, ``step``, ``box``, ``madds``, ``image_index``, ``stopped``),
+            in the order of ``slots``.
         """
         self._check_open()
-        if self._done.any():
-            raise RuntimeError(
-                f"envs {np.flatnonzero(self._done).tolist()} have finished their episode; reset them before stepping"
-            )
         model, n = self._model, self.num_envs
-        decoded = self._actions.decode(actions, n, single=single)
+        full = slots is None
+        idx = np.arange(n) if full else self._checked_slots(slots)
+        if self._done[idx].any():
+            raise RuntimeError(
+                f"envs {idx[self._done[idx]].tolist()} have finished their episode; reset them before stepping"
+            )
+        decoded = self._actions.decode(actions, idx.size, single=single)
+        stop = decoded.stop if decoded.stop is not None else np.zeros(idx.size, dtype=bool)
+        looks = idx[~stop]
         on_device = torch.is_tensor(decoded.unit)
         if on_device:  # corners computed where the actions are; they come back with the step's one copy
             unit_dev = decoded.unit.to(self.device)
@@ -292,30 +309,55 @@ class GFNetCore:
         else:  # corners computed on the host (the boxes in info need them there) and sent to the device once
             corners = crop_corners(torch.from_numpy(decoded.unit), model.image_size, model.patch_size)
             corners_dev = corners.to(self.device, non_blocking=True)
+        # per slot of the whole batch, so that a group picks its own rows
+        corners_all = corners_dev if full else torch.zeros(n, 2, dtype=corners_dev.dtype, device=self.device)
+        cells_all = decoded.cells if (full or decoded.cells is None) else np.zeros(n, dtype=np.int64)
+        if not full:
+            corners_all[torch.as_tensor(idx, device=self.device)] = corners_dev
+            if decoded.cells is not None:
+                cells_all[idx] = decoded.cells
         prev_logits = self._logits
         with self._autocast():
-            for group in self._look_groups():
-                self._focus_group(group, corners_dev, decoded.cells)
-        t = self._steps + 1
-        reward = self._reward(prev_logits, self._logits, self._targets, t)
+            for group in self._look_groups(looks):
+                self._focus_group(group, corners_all, cells_all)
+        t = self._steps.copy()
+        t[looks] += 1
+        reward = self._reward(prev_logits, self._logits, self._targets, np.maximum(t, 1))
         conf, pred = torch.softmax(self._logits, dim=-1).max(dim=-1)
-        rows = [reward, conf, pred.float()]
+        rows = torch.stack([reward, conf, pred.float()], 0)  # (3, N)
+        if not full:
+            rows = rows[:, torch.as_tensor(idx, device=self.device)]  # (3, M)
         if on_device:
-            rows += [corners_dev[:, 0].float(), corners_dev[:, 1].float(), unit_dev[:, 0], unit_dev[:, 1]]
-        packed = torch.stack(rows, 0).cpu().numpy()  # the step's one device->host copy
+            rows = torch.cat([rows, torch.stack([corners_dev[:, 0].float(), corners_dev[:, 1].float(),
+                                                 unit_dev[:, 0], unit_dev[:, 1]], 0)], 0)
+        packed = rows.cpu().numpy()  # the step's one device->host copy
         if on_device:
             corners_np, unit_np = packed[3:5].T.astype(np.int64), packed[5:7].T.copy()
         else:
             corners_np, unit_np = corners.numpy(), decoded.unit
-        self._locations[np.arange(n), self._steps] = unit_np
-        self._boxes[:, :2] = corners_np
-        self._boxes[:, 2:] = model.patch_size
+        went = ~stop
+        self._locations[idx[went], self._steps[idx[went]]] = unit_np[went]
+        self._boxes[idx[went], :2] = corners_np[went]
+        self._boxes[idx[went], 2:] = model.patch_size
         self._steps = t
-        terminated = t >= self.max_steps
+        terminated = stop | (t[idx] >= self.max_steps)
         if self.settings.early_exit is not None:
             terminated |= packed[1] >= self.settings.early_exit
-        self._done = terminated.copy()
-        return packed[0].astype(np.float32), terminated, self._info(packed[1], packed[2], t)
+        self._done[idx] = terminated
+        rewards = np.where(stop, np.float32(0.0), packed[0]).astype(np.float32)
+        info = self._info(packed[1], packed[2], t[idx], idx)
+        info["stopped"] = stop.copy()
+        return rewards, terminated, info
+
+    def _checked_slots(self, slots) -> np.ndarray:
+        """``slots`` as distinct in-range int64 slot indices (a ``ValueError`` naming the problem otherwise)."""
+        idx = np.asarray(slots)
+        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+            raise ValueError(f"slots must be a non-empty 1-D array of slot indices, got {slots!r:.100}")
+        idx = idx.astype(np.int64)
+        if idx.min() < 0 or idx.max() >= self.num_envs or np.unique(idx).size != idx.size:
+            raise ValueError(f"slots must be distinct indices in [0, {self.num_envs - 1}], got {idx.tolist()[:20]}")
+        return idx
 
     def _focus_group(self, slots: np.ndarray, corners: torch.Tensor, cells: np.ndarray | None) -> None:
         full = slots.size == self.num_envs
@@ -334,25 +376,29 @@ class GFNetCore:
             self._logits, self._state, self._fmap = self._logits.clone(), self._state.clone(), self._fmap.clone()
             self._write(sl, out)
 
-    def _info(self, conf, pred, t) -> dict:
+    def _info(self, conf, pred, t, idx: np.ndarray) -> dict:
+        """Info of slots ``idx`` from their (M,) confidences, predictions and looks taken ``t``."""
         pred = pred.astype(np.int64)
+        targets = self._targets_np[idx]
         return {
             "prediction": pred,
             "confidence": conf.astype(np.float32),
-            "target": self._targets_np.copy(),
-            "correct": pred == self._targets_np,
+            "target": targets,
+            "correct": pred == targets,
             "step": t.copy(),
-            "box": self._boxes.copy(),
+            "box": self._boxes[idx],
             "madds": self.madds_cumulative[t],
-            "image_index": self._image_index.copy(),
+            "image_index": self._image_index[idx],
         }
 
     def reset_info(self, slots: np.ndarray) -> dict:
-        """Info of freshly reset slots (after the glance), same keys as a step's."""
+        """Info of freshly reset slots (after the glance), same keys as a step's (``stopped`` False)."""
+        slots = np.asarray(slots, dtype=np.int64)
         conf, pred = torch.softmax(self._logits, dim=-1).max(dim=-1)
         packed = torch.stack([conf, pred.float()], 0).cpu().numpy()
-        info = self._info(packed[0], packed[1], self._steps.copy())
-        return {k: v[slots] for k, v in info.items()}
+        info = self._info(packed[0][slots], packed[1][slots], self._steps[slots], slots)
+        info["stopped"] = np.zeros(slots.size, dtype=bool)
+        return info
 
     def autoreset(self, slots: np.ndarray, obs):
         """Start new episodes in ``slots`` and write their first observations into the batch ``obs`` (in place)."""

@@ -26,11 +26,12 @@ class GFNetEnv(gym.Env):
     | Action (``action_mode="continuous"``, default) | ``Box(0, 1, (2,), float32)``: the patch's top-left corner as fractions (row, col); corner = floor(a·(S−P)) pixels. Values outside [0, 1] are clipped; NaN or a wrong shape raises ``ValueError`` |
     | Action (``action_range="symmetric"``) | ``Box(-1, 1, (2,), float32)``, mapped to (a + 1) / 2: the same corners, in the symmetric range SB3's Gaussian policies expect (their zero mean is then the image centre) |
     | Action (``"grid"``) | ``Discrete(G·G)``: cell r·G + c of a G×G grid of corners spread evenly over the image |
+    | Action (``stop_action=True``) | one more action that ends the episode without a look: grid ``Discrete(G·G + 1)`` (action G·G stops); continuous ``Box(0, 1, (3,))`` / ``Box(-1, 1, (3,))``, stop when the third component is >= 0.5 / >= 0 |
     | Reward (``"confidence_gain"``, default) | p_t(y) − p_{t−1}(y), the gain in softmax probability of the true class (the paper's). Also ``"log_confidence_gain"`` (log p_t(y) − log p_{t−1}(y)) and ``"correct_gain"`` (1[correct now] − 1[correct before]); minus ``step_cost`` × the step's multiply-adds (its look: encoder and classifier) |
     | Start | a random image of the split (``self.np_random``), or ``options={"index": i}``; the glance has been run |
-    | Termination | after ``max_steps`` focus steps (default T−1), or as soon as the top-1 confidence reaches ``early_exit`` |
+    | Termination | after ``max_steps`` focus steps (default T−1), at a stop action (reward 0, no look, the answer is the current prediction), or as soon as the top-1 confidence reaches ``early_exit`` |
     | Truncation | never (the horizon is part of the task) |
-    | Info | ``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box`` (row, col, h, w in pixels), ``madds`` (cumulative multiply-adds of the looks: encoders and classifier, not the agent's own decisions), ``image_index``; ``is_success`` (= correct) on the last step |
+    | Info | ``prediction``, ``confidence``, ``target``, ``correct``, ``step``, ``box`` (row, col, h, w in pixels), ``madds`` (cumulative multiply-adds of the looks: encoders and classifier, not the agent's own decisions), ``image_index``, ``stopped`` (the episode ended by the stop action); ``is_success`` (= correct) on the last step |
 
     Arguments:
 
@@ -48,6 +49,7 @@ class GFNetEnv(gym.Env):
     | ``step_cost`` | 0.0 | reward cost per multiply-add of each step |
     | ``max_steps`` | T−1 | focus steps per episode (at most T−1) |
     | ``early_exit`` | None | confidence in (0, 1] that ends the episode early |
+    | ``stop_action`` | False | add the stop action (see Action): the agent decides when to answer |
     | ``device`` | ``"auto"`` | torch device (CUDA when available) |
     | ``feature_cache`` | False | grid mode: compute each image's cell features once and reuse them |
     | ``precision`` | ``"fp32"`` | ``"bf16"`` runs the networks under bf16 autocast (GPU; measure per backbone) |

@@ -383,7 +383,8 @@ def render_slot(core, slot: int, confidences: Sequence[float] | None = None) -> 
 def rollout_frames(result: Rollout, images: list[np.ndarray]) -> list[list[np.ndarray]]:
     """frames[i][k]: episode i of a rollout after step k (0 = glance only), as (S', S' + 14, 3) uint8 drawings.
 
-    Each look is coloured by p(true class) after it (red 0 → green 1), and each frame is captioned with it.
+    Each look is coloured by p(true class) after it (red 0 → green 1), and each frame is captioned with it. An
+    episode that stopped (or exited early) at step k shows its step-k picture in its later frames.
 
     Args:
         result: a :func:`gfnet_env.rollout.rollout` of E episodes (T' = max_steps + 1 steps each).
@@ -393,11 +394,18 @@ def rollout_frames(result: Rollout, images: list[np.ndarray]) -> list[list[np.nd
         raise ValueError(f"{len(images)} images for a rollout of {result.targets.shape[0]} episodes")
     # p(true class) after each step: the colour of each look, and the caption under each frame
     p_true = result.probs.gather(2, result.targets[None, :, None].expand(result.probs.shape[0], -1, 1))[..., 0]
+    steps = result.probs.shape[0]
+    exits = result.exit_step if result.exit_step is not None else np.full(len(images), steps - 1)
     per_image = []
     for i, image in enumerate(images):
-        p = p_true[:, i].tolist()
-        frames = episode_frames(image, result.boxes[:, i].tolist(), confidences=p)
-        per_image.append([_captioned(f, f"step {k}: p(y)={p[k]:.2f}") for k, f in enumerate(frames)])
+        k_exit = int(exits[i])
+        p = p_true[: k_exit + 1, i].tolist()
+        frames = episode_frames(image, result.boxes[:k_exit, i].tolist(), confidences=p)
+        captioned = [_captioned(f, f"step {k}: p(y)={p[k]:.2f}") for k, f in enumerate(frames)]
+        # an episode that ended early keeps its last picture for the remaining frames
+        ended = "stopped" if result.stopped is not None and result.stopped[i] else "ended"
+        captioned += [_captioned(frames[-1], f"{ended} at {k_exit}: p(y)={p[-1]:.2f}")] * (steps - 1 - k_exit)
+        per_image.append(captioned)
     return per_image
 
 

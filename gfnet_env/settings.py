@@ -44,6 +44,8 @@ class EnvSettings:
     jpeg_decoder: str = "pil"
     #: None: decide by where the networks run (gfnet_env.data.loading.default_loading); True/False: force
     prefetch: bool | None = None
+    #: one more action that ends the episode without a look (gfnet_env/actions.py)
+    stop_action: bool = False
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
@@ -85,6 +87,8 @@ class EnvSettings:
                              "or 'torchvision' (batched torchvision.io.decode_jpeg on the env's device)")
         if self.prefetch is not None and not isinstance(self.prefetch, (bool, np.bool_)):
             raise TypeError(f"prefetch must be True, False or None (decided by the device), got {self.prefetch!r}")
+        if not isinstance(self.stop_action, (bool, np.bool_)):
+            raise TypeError(f"stop_action must be True or False, got {self.stop_action!r}")
         if not isinstance(self.channels_last, (bool, np.bool_)):
             raise TypeError(f"channels_last must be True or False, got {self.channels_last!r}")
         return self.replace(max_steps=int(max_steps), grid_size=int(self.grid_size))

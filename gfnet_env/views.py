@@ -36,6 +36,7 @@ class EnvView:
         feature_map_shape: (C, h, w) of the ``feature_map`` observation.
         obs_mode, action_mode, action_range, grid_size: the env's settings.
         madds_per_step: multiply-adds of step t (0 = the glance), what every agent pays.
+        stop_action: whether the action space has the stop action (:mod:`gfnet_env.actions`).
     """
 
     num_envs: int
@@ -50,6 +51,7 @@ class EnvView:
     action_range: str
     grid_size: int
     madds_per_step: tuple[float, ...]
+    stop_action: bool = False
 
 
 class PrivilegedView:
