@@ -10,6 +10,7 @@ which reads the label — a privileged view that marks it as an upper bound.
 | ``center`` | any | continuous | the centre patch, (0.5, 0.5), every step |
 | ``raster`` | any | continuous | cell t of a g×g grid in snake order at step t (g = ⌈√(steps)⌉ by default) |
 | ``saliency`` | dict | continuous | the patch centred on the previous map's cell of largest channel sum |
+| ``saliency-ior`` | dict | continuous | the glance map's most salient cell whose patch overlaps no earlier look |
 | ``oracle`` | any | grid | the cell whose focus step most raises p(true class) — uses the label: an upper bound |
 """
 
@@ -133,6 +134,55 @@ class SaliencyAgent(Agent):
             return np.full((n, 2), 0.5, dtype=np.float32)
         a = np.stack([(centre_r - p / 2) / (s - p), (centre_c - p / 2) / (s - p)], 1)
         return np.clip(a, 0.0, 1.0).astype(np.float32)
+
+
+class SaliencyIORAgent(Agent):
+    """Glance saliency with inhibition of return: never look again where a patch has already looked.
+
+    ``saliency`` follows the previous look's feature map, which after a focus step covers only the previous
+    patch, so it keeps looking inside it. This agent ranks the cells of the *glance* map (the whole image,
+    kept per env from the episode's first observation) by channel sum and takes the most salient cell whose
+    P×P patch (centred on the cell, clipped to the image) overlaps no patch looked at so far in the episode
+    (the ``locations`` of the dict observation). When every cell's patch overlaps an earlier one, it takes the
+    one with the least overlapping area (ties: the more salient). Deterministic; needs the bound view (S, P).
+    """
+
+    name = "saliency-ior"
+    obs_mode = "dict"
+    action_mode = "continuous"
+
+    def reset(self, num_envs: int) -> None:
+        self._glance: np.ndarray | None = None  # (N, h, w) channel sums of each episode's glance map
+
+    def act(self, obs, deterministic: bool = True) -> np.ndarray:
+        if not isinstance(obs, dict) or not {"feature_map", "step", "locations"} <= set(obs):
+            raise ValueError("saliency-ior needs dict observations (obs_mode='dict': feature_map, step, locations)")
+        if self.view is None:
+            raise ValueError("saliency-ior needs the env's view (image and patch size): bind(view) it first, or "
+                             "run it through gfnet_env.rollout, which does")
+        fmap = np.asarray(obs["feature_map"], dtype=np.float32)
+        n, _, h, w = fmap.shape
+        steps = np.asarray(obs["step"]).reshape(n)
+        if getattr(self, "_glance", None) is None or self._glance.shape != (n, h, w):
+            self._glance = np.zeros((n, h, w), dtype=np.float32)
+        first = steps == 0
+        self._glance[first] = fmap[first].sum(axis=1)
+        s, p = self.view.image_size, self.view.patch_size
+        if s == p:
+            return np.full((n, 2), 0.5, dtype=np.float32)
+        # candidate corners (pixels): each glance cell's centre, patch centred on it, clipped to the image
+        rows, cols = np.meshgrid((np.arange(h) + 0.5) * s / h, (np.arange(w) + 0.5) * s / w, indexing="ij")
+        corners = np.floor(np.clip(np.stack([rows.ravel(), cols.ravel()], 1) - p / 2, 0, s - p))
+        looked = np.asarray(obs["locations"], dtype=np.float64)  # (N, max_steps, 2), -1 = no look yet
+        valid = looked[..., 0] >= 0
+        seen = np.floor(np.clip(looked, 0, 1) * (s - p))  # (N, m, 2) corners of earlier looks
+        d = np.abs(corners[None, :, None, :] - seen[:, None, :, :])  # (N, C, m, 2)
+        area = np.prod(np.clip(p - d, 0, None), axis=-1) * valid[:, None, :]  # overlap with each earlier look
+        overlap = area.sum(-1)  # (N, C)
+        sal = self._glance.reshape(n, h * w)
+        # lexicographic: least overlap first (0 where possible), then the most salient
+        order = np.array([np.lexsort((-sal[i], overlap[i]))[0] for i in range(n)])
+        return (corners[order] / (s - p)).astype(np.float32)
 
 
 class OracleAgent(Agent):

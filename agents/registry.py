@@ -154,6 +154,7 @@ for _name, _entry in {
     "center": "agents.baselines:CenterAgent",
     "raster": "agents.baselines:RasterAgent",
     "saliency": "agents.baselines:SaliencyAgent",
+    "saliency-ior": "agents.baselines:SaliencyIORAgent",
     "oracle": "agents.baselines:OracleAgent",
     "paper-ppo": "agents.paper_ppo.agent:PaperPPOAgent",
     "sb3-ppo": "agents.sb3.agent:SB3PPOAgent",

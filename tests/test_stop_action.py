@@ -190,3 +190,4 @@ def test_feature_cache_gives_the_same_stops(model, dataset):
 def test_stop_action_must_be_a_bool(model, dataset):
     with pytest.raises(TypeError, match="stop_action must be True or False"):
         make(model, dataset, stop_action="yes")
+
