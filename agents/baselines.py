@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from gfnet_env.settings import DEFAULT_GRID_SIZE
+
 from .base import Agent, Run, RunContext, num_envs_of
 
 
@@ -208,7 +210,7 @@ class OracleAgent(Agent):
     #: Its search is reported as no decision cost: it is an upper bound, not a policy anyone could deploy.
     decision_madds = 0.0
 
-    def __init__(self, grid_size: int = 7, chunk: int = 2048) -> None:
+    def __init__(self, grid_size: int = DEFAULT_GRID_SIZE, chunk: int = 2048) -> None:
         from gfnet_env.actions import GridActions
 
         self.grid_size = int(grid_size)
@@ -218,7 +220,7 @@ class OracleAgent(Agent):
     @classmethod
     def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:
         """One run on the env's grid (``grid_size`` env kwarg, default 7)."""
-        g = int(ctx.env_kwargs.get("grid_size", 7))
+        g = int(ctx.env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
         return [Run("grid", lambda: cls(grid_size=g))], f"greedy on a {g}×{g} grid (uses the label)"
 
     def candidate_probs(self):

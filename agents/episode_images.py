@@ -1,7 +1,7 @@
 """Episode images for TensorBoard: where a policy looks on a few fixed images, drawn during training.
 
 One picture (tag :data:`TAG`) shows deterministic episodes on the first ``n_images`` images of the
-evaluation split (``val``), the same images every time so pictures from different training steps compare:
+task's validation split (:attr:`gfnet_env.tasks.Task.validation_split`), the same images every time so pictures from different training steps compare:
 one row per image — the glance frame, then one patch more per frame, each look coloured by p(true class)
 after it and each frame captioned with it, as ``gfnet show`` draws them (:func:`gfnet_env.render.rollout_frames`).
 
@@ -21,16 +21,26 @@ import numpy as np
 
 from gfnet_env.core import GFNetCore
 
-__all__ = ["DEFAULT_IMAGES", "EVAL_SPLIT", "TAG", "episode_image", "episode_image_callback", "evaluation_core"]
+__all__ = ["DEFAULT_IMAGES", "EVAL_SPLIT", "TAG", "episode_image", "evaluation_core"]
 
 #: TensorBoard tag of the picture (both training paths).
 TAG = "episodes/looks"
 #: Images per picture: enough to see a policy's habits, few enough to stay cheap (well under a second on CPU
 #: for the embedded task) and legible.
 DEFAULT_IMAGES = 4
-#: Split the pictures are drawn on (the one ``train_sb3``'s EvalCallback uses); a user ``dataset=`` has no
-#: splits, and then its own first images are drawn.
-EVAL_SPLIT = "val"
+
+
+class _ValidationSplit:
+    """The default ``split`` of :func:`evaluation_core`: the task's own validation split."""
+
+    def __repr__(self) -> str:
+        return "EVAL_SPLIT (the task's validation split)"
+
+
+#: Split the pictures are drawn on: the task's validation split (:attr:`gfnet_env.tasks.Task.validation_split`,
+#: the one ``train_sb3``'s EvalCallback uses); a user ``dataset=`` has no splits, and then its own first images
+#: are drawn.
+EVAL_SPLIT: Any = _ValidationSplit()
 
 
 def episode_image(core: GFNetCore, policy: Any, indices: Sequence[int] | None = None,
@@ -72,40 +82,56 @@ def episode_image(core: GFNetCore, policy: Any, indices: Sequence[int] | None = 
 
 def evaluation_core(env_id: str, env_kwargs: dict[str, Any], n_images: int = DEFAULT_IMAGES,
                     settings: dict[str, Any] | None = None, model=None, device: str | Any = "auto",
-                    split: str | None = EVAL_SPLIT) -> GFNetCore:
+                    split: str | None | _ValidationSplit = EVAL_SPLIT, agent: Any = None) -> GFNetCore:
     """A core of ``n_images`` slots on the evaluation split, for :func:`episode_image`.
 
     Args:
         env_id: the GFNet env id trained on.
         env_kwargs: the training env's kwargs (``checkpoint``, ``data_root``, ``dataset``, ``reward``, …).
         n_images: slots (one batch of episodes).
-        settings: env settings that override ``env_kwargs`` (the agent's ``obs_mode`` / ``action_mode`` / …).
+        settings: an agent's ``env_settings()`` (``obs_mode`` / ``action_mode`` / …), applied as ``agent``'s.
+        agent: an agent (anything with ``env_settings()``) whose env settings the core uses (by the factory).
         model: the GFNet to use instead of loading ``checkpoint`` again (the training core's own: no second copy
             in memory; it is frozen, so sharing it changes nothing).
         device: torch device (a ``device`` in ``env_kwargs`` wins when this is ``"auto"``).
-        split: the split drawn (None: ``env_kwargs``' own). When it cannot be read (an ImageNet folder without
-            ``val/``), the training split's first images are drawn instead, with a warning.
+        split: the split drawn (default: the task's validation split; None: ``env_kwargs``' own). When it cannot
+            be read (an ImageNet folder without ``val/``), the training split's first images are drawn instead,
+            with a warning.
 
-    The core runs every episode to its end (``early_exit`` dropped) and decodes its few images in the caller
-    (``loader_threads=0``: no thread to leak, milliseconds for 4 images). Close it when done.
+    The core decodes its few images in the caller (``loader_threads=0``: no thread to leak, milliseconds for 4
+    images). Close it when done.
     """
-    from gfnet_env.factory import make_core, task_of
+    from gfnet_env.factory import make_core
+    from gfnet_env.tasks import get_task
 
+    task = get_task(env_id)
+    if isinstance(split, _ValidationSplit):
+        split = task.validation_split if "split" in task.kwargs else None
+    if settings is not None and agent is None:
+        agent = _Settings(settings)
     kwargs = dict(env_kwargs)
     kwargs.pop("feature_cache", None)  # speeds up many grid episodes, not four
-    kwargs.pop("early_exit", None)  # every episode runs to its end (what rollout() requires)
     env_device = kwargs.pop("device", "auto")
     device = env_device if isinstance(device, str) and device == "auto" else device
-    kwargs.update(settings or {})
     kwargs["loader_threads"] = 0
-    if model is not None:
+    if model is not None and "checkpoint" in task.kwargs:
         kwargs["checkpoint"] = model
     if split is not None and kwargs.get("split") != split:
         try:
-            return make_core(task_of(env_id), n_images, device=device, **{**kwargs, "split": split})
+            return make_core(task, n_images, device=device, agent=agent, **{**kwargs, "split": split})
         except OSError as e:  # a missing folder of the evaluation split: draw the training images instead
             warnings.warn(f"episode images: the {split!r} split cannot be read ({e}); drawing the first images "
                           f"of the {kwargs.get('split', 'default')!r} split instead", stacklevel=2)
-    return make_core(task_of(env_id), n_images, device=device, **kwargs)
+    return make_core(task, n_images, device=device, agent=agent, **kwargs)
+
+
+class _Settings:
+    """An agent's ``env_settings()`` given as a dict, in the shape the factory takes (``agent=``)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = dict(settings)
+
+    def env_settings(self) -> dict[str, Any]:
+        return self.settings
 
 

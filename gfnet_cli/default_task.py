@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from feature_nets.files import atomic_save, atomic_write_text
+from gfnet_env.settings import DEFAULT_GRID_SIZE
 
 __all__ = ["ENV_ID", "SB3_RECIPE", "STAGES", "TASK", "PipelineConfig", "evaluate_checkpoint",
            "evaluate_default_task", "export_checkpoint", "greedy_oracle_top1", "item_chooser", "train_default_task"]
@@ -62,7 +63,7 @@ ENV_ID = "GFNet-ClutteredFashionMNIST-v0"
 #: A memoryless MLP on the GRU state cannot see where the item is; the feature map shows it, and choosing one of
 #: 49 cells is far easier to learn in 300k steps than a 2-D Gaussian mean. The value net is kept small so
 #: the shipped zip stays under 5 MB.
-SB3_RECIPE = dict(obs_mode="feature_map", action_mode="grid", grid_size=7, n_envs=64, eval_episodes=200,
+SB3_RECIPE = dict(obs_mode="feature_map", action_mode="grid", grid_size=DEFAULT_GRID_SIZE, n_envs=64, eval_episodes=200,
                   algo_kwargs={"policy_kwargs": {"net_arch": {"pi": [256, 256], "vf": [64, 64]},
                                                  "activation_fn": torch.nn.ReLU},
                                "n_steps": 64, "batch_size": 512, "gamma": 0.9})
@@ -140,7 +141,7 @@ def item_chooser(dataset, patch_size: int):
     return choose
 
 
-def greedy_oracle_top1(model, dataset, grid: int = 7, batch_size: int = 250, device: str = "cpu") -> list[float]:
+def greedy_oracle_top1(model, dataset, grid: int = DEFAULT_GRID_SIZE, batch_size: int = 250, device: str = "cpu") -> list[float]:
     """Per-step top-1 (%) of the greedy label oracle (the ``oracle`` agent on a grid×grid grid) over ``dataset``."""
     import agents
     from gfnet_env.core import GFNetCore

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gfnet_env.core import GFNetCore
 from gfnet_env.data.image_folder import denormalizer_for
-from gfnet_env.factory import env_id_of, load_task, split_env_kwargs
+from gfnet_env.factory import build_core, env_id_of, load_task, split_env_kwargs
 from gfnet_env.render import rollout_frames
 from gfnet_env.rollout import rollout
+from gfnet_env.settings import DEFAULT_GRID_SIZE
 
 from agents.base import RunContext
 from agents.benchmark.run import AGENT_KWARGS, resolve_runs
@@ -34,9 +34,10 @@ def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], 
     ``trust_agent`` as in :func:`agents.trained.load_agent`).
     """
     env_id = env_id_of(env_id)
-    env_kwargs = {k: v for k, v in (env_kwargs or {}).items() if k not in AGENT_KWARGS and k != "early_exit"}
-    grid_size = int(env_kwargs.get("grid_size", 7))
-    task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"})
+    env_kwargs = {k: v for k, v in (env_kwargs or {}).items() if k not in AGENT_KWARGS}
+    grid_size = int(env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
+    task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"}, env_id)
+    settings = settings.replace(grid_size=grid_size)
     model, ds = load_task(env_id, **task_kwargs)
     if max(indices) >= len(ds):
         raise ValueError(f"image index {max(indices)} is beyond the split ({len(ds)} images)")
@@ -48,11 +49,7 @@ def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], 
                          device=device)
         runs, _ = resolve_runs(ctx, agent_dirs or {}, trust_agent=trust_agent)
         agent = runs[0].build()
-        s = agent.env_settings()
-        agent_settings = settings.replace(obs_mode=s["obs_mode"], action_mode=s["action_mode"],
-                                          grid_size=int(s.get("grid_size", grid_size)),
-                                          action_range=s.get("action_range", "unit"))
-        with GFNetCore(model, ds, len(indices), agent_settings, device=device) as core:
+        with build_core(model, ds, len(indices), settings, agent=agent, device=device) as core:
             result = rollout(core, agent, indices)
         out.append(rollout_frames(result, images))
     return out

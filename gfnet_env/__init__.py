@@ -1,6 +1,7 @@
 """GFNet as a Gymnasium environment: observations are the classifier's state, actions are patch locations.
 
-Importing the package registers the env ids (lazy ``"module:Class"`` entry points, as Gymnasium's own)::
+Importing the package registers the env id of every registered task (:mod:`gfnet_env.tasks`; lazy
+``"module:Class"`` entry points, as Gymnasium's own); :func:`gfnet_env.tasks.register_task` registers a new one::
 
     import gymnasium as gym, gfnet_env
     env = gym.make("GFNet-ClutteredFashionMNIST-v0")                       # embedded task, shipped weights
@@ -17,14 +18,13 @@ first use of its names.
 
 from __future__ import annotations
 
-from gymnasium.envs.registration import register, registry
-
 from .core import GFNetCore
 from .data.host_memory import keep_freed_memory
 from .env import GFNetEnv
-from .factory import ENV_DEFAULTS, ENV_TASKS, make_core
+from .factory import make_core
 from .rollout import Rollout, rollout
 from .settings import EnvSettings
+from .tasks import Task, get_task, register_task, registered_tasks
 from .vector import GFNetVectorEnv
 from .views import EnvView, PrivilegedView
 
@@ -41,16 +41,11 @@ def __getattr__(name: str):
 
 
 def _register() -> None:
-    for env_id, task in ENV_TASKS.items():
-        if env_id in registry:
-            continue
-        register(
-            id=env_id,
-            entry_point="gfnet_env.env:GFNetEnv",
-            vector_entry_point="gfnet_env.vector:GFNetVectorEnv",
-            kwargs={"task": task, **ENV_DEFAULTS[env_id]},
-            disable_env_checker=False,
-        )
+    """Register every registered task's env id with Gymnasium (the built-in ones on import; idempotent)."""
+    from .tasks.registry import register_gym_id
+
+    for task in registered_tasks().values():
+        register_gym_id(task, replace=False)
 
 
 _register()
@@ -64,8 +59,12 @@ __all__ = [
     "GFNetVectorEnv",
     "PrivilegedView",
     "Rollout",
+    "Task",
+    "get_task",
     "keep_freed_memory",
     "make_core",
     "make_sb3_vec_env",
+    "register_task",
+    "registered_tasks",
     "rollout",
 ]

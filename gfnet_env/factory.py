@@ -6,83 +6,126 @@ envs here, so an env argument means the same thing everywhere:
 * :func:`task_of` — env id (``"GFNet-ImageNet-v0"``, also ``"gfnet_env:GFNet-ImageNet-v0"``) → task name;
 * :func:`split_env_kwargs` — env kwargs → (task kwargs that choose networks and images, :class:`EnvSettings`);
 * :func:`load_task` — task kwargs → (GFNet model, dataset);
+* :func:`settings_for_agent` — settings with an agent's own env settings applied (obs/action mode, grid, range);
+* :func:`build_core` — already loaded networks and images → a core (the benchmark shares them between cores);
 * :func:`make_core` — all of it → a :class:`~gfnet_env.core.GFNetCore` of N slots.
+
+What an env id means (its networks, images, splits and the task kwargs it accepts) is its
+:class:`~gfnet_env.tasks.Task` (:mod:`gfnet_env.tasks`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from .settings import EnvSettings
-from .tasks import TASKS
+from .tasks import Task, get_task
 
-__all__ = ["ENV_TASKS", "TASK_KWARGS", "load_task", "make_core", "split_env_kwargs", "task_of"]
+__all__ = ["AGENT_SETTINGS", "build_core", "load_task", "make_core", "settings_for_agent", "split_env_kwargs",
+           "task_of"]
 
-#: env id -> task name (see :mod:`gfnet_env.tasks`).
-ENV_TASKS = {
-    "GFNet-ImageNet-v0": "imagenet",
-    "GFNet-ClutteredFashionMNIST-v0": "cluttered_fashion_mnist",
-}
-#: Default task kwargs of each env id (the evaluation split).
-ENV_DEFAULTS = {
-    "GFNet-ImageNet-v0": {"split": "val"},
-    "GFNet-ClutteredFashionMNIST-v0": {"split": "test"},
-}
-#: env kwargs that choose networks and images (the rest are :class:`EnvSettings` fields).
-TASK_KWARGS = ("checkpoint", "data_root", "dataset", "split", "trusted_pickle", "num_samples", "seed", "prepared")
 #: env kwargs that are neither task nor settings: where the networks run, and the grid feature cache.
 RUNTIME_KWARGS = ("device", "feature_cache")
+#: :class:`EnvSettings` fields an agent chooses for itself (its ``env_settings()``; obs_mode and action_mode
+#: always, grid_size and action_range when it has them).
+AGENT_SETTINGS = ("obs_mode", "action_mode", "grid_size", "action_range")
+
+
+class HasEnvSettings(Protocol):
+    """Anything that says which env it acts in (an :class:`agents.base.Agent`; duck-typed, so that gfnet_env
+    does not import agents)."""
+
+    def env_settings(self) -> dict[str, Any]: ...
 
 
 def task_of(env_id: str) -> str:
     """Task name of a GFNet env id (a ``module:`` prefix is accepted), or a ``ValueError`` listing the ids."""
-    env_id = env_id.split(":")[-1]
-    if env_id not in ENV_TASKS:
-        raise ValueError(f"unknown GFNet env id {env_id!r}; registered: {sorted(ENV_TASKS)}")
-    return ENV_TASKS[env_id]
+    return get_task(env_id).name
 
 
 def env_id_of(env_id: str) -> str:
     """The registered id without a ``module:`` prefix (checked)."""
-    task_of(env_id)
-    return env_id.split(":")[-1]
+    return get_task(env_id).env_id
 
 
-def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], EnvSettings]:
-    """Env kwargs → (task kwargs, settings). Unknown names raise a ``TypeError`` listing the valid ones."""
-    task_kwargs = {k: v for k, v in kwargs.items() if k in TASK_KWARGS}
-    settings_kwargs = {k: v for k, v in kwargs.items() if k not in TASK_KWARGS}
+def split_env_kwargs(kwargs: dict[str, Any], task: str | Task) -> tuple[dict[str, Any], EnvSettings]:
+    """Env kwargs → (task kwargs, settings) for ``task`` (a task, task name or env id).
+
+    Raises:
+        TypeError: a name is neither a task kwarg of this task nor a settings field (the message lists the valid
+            ones for this env id).
+    """
+    task = get_task(task)
+    task_kwargs = {k: v for k, v in kwargs.items() if k in task.kwargs}
+    settings_kwargs = {k: v for k, v in kwargs.items() if k not in task.kwargs}
     unknown = set(settings_kwargs) - EnvSettings.field_names()
     if unknown:
-        valid = sorted(EnvSettings.field_names() | set(TASK_KWARGS) | set(RUNTIME_KWARGS))
-        raise TypeError(f"unknown env arguments {sorted(unknown)}; valid: {valid}")
+        valid = sorted(EnvSettings.field_names() | set(task.kwargs) | set(RUNTIME_KWARGS))
+        raise TypeError(f"unknown env arguments {sorted(unknown)} for {task.env_id}; valid: {valid}")
     return task_kwargs, EnvSettings(**settings_kwargs)
 
 
-def load_task(task: str, **task_kwargs):
-    """(model, dataset) of a task (a task name or an env id) from its task kwargs."""
-    if task not in TASKS:
-        task = task_of(task)
-    return TASKS[task](**task_kwargs)
+def load_task(task: str | Task, **task_kwargs):
+    """(model, dataset) of a task (a task, task name or env id) from its task kwargs."""
+    return get_task(task).load(**task_kwargs)
 
 
-def make_core(task: str, num_envs: int, device: str = "auto", feature_cache: bool | Any = False, **kwargs):
-    """A :class:`~gfnet_env.core.GFNetCore` of ``num_envs`` slots for a task name or env id and env kwargs.
+def settings_for_agent(settings: EnvSettings, agent: HasEnvSettings | None) -> EnvSettings:
+    """``settings`` with ``agent``'s own env settings (:data:`AGENT_SETTINGS` of ``agent.env_settings()``)
+    applied; None: unchanged. What the agent does not say stays as in ``settings``.
+
+    Raises:
+        ValueError: ``env_settings()`` lacks ``obs_mode`` or ``action_mode``.
+    """
+    if agent is None:
+        return settings
+    own = dict(agent.env_settings())
+    missing = [k for k in ("obs_mode", "action_mode") if k not in own]
+    if missing:
+        raise ValueError(f"{type(agent).__name__}.env_settings() must name {missing} (the env it acts in), "
+                         f"got {own}")
+    if "grid_size" in own:
+        own["grid_size"] = int(own["grid_size"])
+    return settings.replace(**{k: own[k] for k in AGENT_SETTINGS if k in own})
+
+
+def build_core(model, dataset, num_envs: int, settings: EnvSettings, agent: HasEnvSettings | None = None,
+               device: str = "auto", feature_cache: bool | Any = False):
+    """A :class:`~gfnet_env.core.GFNetCore` of ``num_envs`` slots on loaded networks and images.
 
     Args:
-        task: task name (``"imagenet"``) or env id (``"GFNet-ImageNet-v0"``).
+        model: the frozen GFNet (shared, not copied).
+        dataset: the images.
         num_envs: N.
+        settings: the env settings (before the agent's).
+        agent: an object with ``env_settings()`` whose obs/action mode, grid and action range the core uses.
         device: torch device or ``"auto"``.
         feature_cache: True for a fresh :class:`~gfnet_env.cache.GridFeatureCache`, or a cache to share.
-        **kwargs: task kwargs and :class:`EnvSettings` fields.
     """
     from .core import GFNetCore
 
-    task_kwargs, settings = split_env_kwargs(kwargs)
-    model, dataset = load_task(task, **task_kwargs)
     cache = None
     if feature_cache:
         from .cache import GridFeatureCache
 
         cache = feature_cache if not isinstance(feature_cache, bool) else GridFeatureCache()
-    return GFNetCore(model, dataset, num_envs, settings, device=device, feature_cache=cache)
+    return GFNetCore(model, dataset, num_envs, settings_for_agent(settings, agent), device=device,
+                     feature_cache=cache)
+
+
+def make_core(task: str | Task, num_envs: int, device: str = "auto", feature_cache: bool | Any = False,
+              agent: HasEnvSettings | None = None, **kwargs):
+    """A :class:`~gfnet_env.core.GFNetCore` of ``num_envs`` slots for a task name or env id and env kwargs.
+
+    Args:
+        task: task name (``"imagenet"``), env id (``"GFNet-ImageNet-v0"``) or :class:`~gfnet_env.tasks.Task`.
+        num_envs: N.
+        device: torch device or ``"auto"``.
+        feature_cache: True for a fresh :class:`~gfnet_env.cache.GridFeatureCache`, or a cache to share.
+        agent: an object with ``env_settings()`` (an agent): its obs/action mode, grid and action range win over
+            ``kwargs``'.
+        **kwargs: task kwargs of this task and :class:`EnvSettings` fields.
+    """
+    task_kwargs, settings = split_env_kwargs(kwargs, task)
+    model, dataset = load_task(task, **task_kwargs)
+    return build_core(model, dataset, num_envs, settings, agent=agent, device=device, feature_cache=feature_cache)

@@ -20,6 +20,8 @@ OBS_MODES = ("gru", "feature_map", "dict")
 ACTION_MODES = ("continuous", "grid")
 ACTION_RANGES = ("unit", "symmetric")
 PRECISIONS = ("fp32", "bf16")
+#: G of grid actions (a G×G grid of patch locations) unless an env or an agent says otherwise.
+DEFAULT_GRID_SIZE = 7
 #: How image folders' JPEGs are decoded (the same tuple as :data:`gfnet_env.data.loading.JPEG_DECODERS`).
 JPEG_DECODERS = ("pil", "torchvision")
 
@@ -30,7 +32,7 @@ class EnvSettings:
 
     obs_mode: str = "gru"
     action_mode: str = "continuous"
-    grid_size: int = 7
+    grid_size: int = DEFAULT_GRID_SIZE
     reward: str = "confidence_gain"
     step_cost: float = 0.0
     max_steps: int | None = None

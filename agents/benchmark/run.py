@@ -1,6 +1,7 @@
 """The benchmark: every agent on the same images, in the same order, with deterministic actions.
 
-Protocol (:func:`run_benchmark`; docs/benchmark.md):
+Protocol (:func:`run_benchmark`: :func:`select_images` → :func:`run_agents` → :func:`summarise`;
+docs/benchmark.md):
 
 1. The evaluation images are E indices spread evenly over the env's evaluation split (i·N // E, E =
    ``episodes``), run through :func:`gfnet_env.rollout.rollout` in batches of ``batch_size`` on one core per
@@ -9,8 +10,9 @@ Protocol (:func:`run_benchmark`; docs/benchmark.md):
 2. Each agent acts deterministically and sees only its observations and its view. Per step the softmax
    outputs are kept: top-1 after each step (0 = the glance) and the return (sum of rewards) per image.
 3. Budgeted batch classification (docs/budgeted.md): the thresholds are fitted with
-   :mod:`feature_nets.budgeted` on the agent's own outputs on held-out images — the ``val`` split of the
-   cluttered task (or ``fit_split``), else F held-out images of the evaluation split — and evaluated on the
+   :mod:`feature_nets.budgeted` on the agent's own outputs on held-out images — the task's own fit split
+   (:attr:`gfnet_env.tasks.Task.fit_split`: ``val`` for the cluttered task) or ``fit_split``, else F held-out
+   images of the evaluation split — and evaluated on the
    E evaluation images, giving top-1 vs mean multiply-adds.
 4. Runs: a trained agent is evaluated once per trained copy (several ``agent_dirs`` entries, or the seed
    sub-folders of one); otherwise the agent's own ``runs`` hook decides (``random``: one run per seed;
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +39,9 @@ import torch
 from feature_nets import budgeted
 from feature_nets.madds import count_madds
 from gfnet_env.core import GFNetCore
-from gfnet_env.factory import env_id_of, load_task, split_env_kwargs, task_of
+from gfnet_env.factory import build_core, env_id_of, load_task, settings_for_agent, split_env_kwargs
+from gfnet_env.settings import DEFAULT_GRID_SIZE, EnvSettings
+from gfnet_env.tasks import get_task
 from gfnet_env.rollout import rollout
 
 from ..base import Agent, PathLike, Run, RunContext
@@ -47,7 +52,8 @@ from ..registry import base_name, factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
 from ..trained import jsonable, load_agent, trained_paths
 
-__all__ = ["evaluate_run", "resolve_runs", "run_benchmark", "spread_indices"]
+__all__ = ["ImageSelection", "evaluate_run", "resolve_runs", "run_agents", "run_benchmark", "select_images",
+           "spread_indices", "summarise"]
 
 #: env kwargs each agent chooses for itself.
 AGENT_KWARGS = ("obs_mode", "action_mode", "action_range")
@@ -94,24 +100,23 @@ def resolve_runs(ctx: RunContext, agent_dirs: dict, trust_agent: bool = False) -
 
 
 class CoreCache:
-    """One core per (image set, env settings), shared by the agents that need the same settings; closed together."""
+    """One core per (image set, env settings), shared by the agents that need the same settings; closed together.
 
-    def __init__(self, model, datasets: dict[str, Any], settings, batch_size: int, grid_size: int,
-                 device: str) -> None:
+    The networks and images are loaded once (:func:`select_images`); each core is built on them by the factory
+    with the agent's own env settings (:func:`gfnet_env.factory.build_core`)."""
+
+    def __init__(self, model, datasets: dict[str, Any], settings: EnvSettings, batch_size: int, device: str) -> None:
         self.model, self.datasets, self.settings = model, datasets, settings
-        self.batch_size, self.grid_size, self.device = batch_size, grid_size, device
-        self._cores: dict[tuple, GFNetCore] = {}
+        self.batch_size, self.device = batch_size, device
+        self._cores: dict[tuple[str, EnvSettings], GFNetCore] = {}
 
     def get(self, role: str, agent: Agent) -> GFNetCore:
-        s = agent.env_settings()
-        grid = int(s.get("grid_size", self.grid_size))
-        action_range = s.get("action_range", "unit")
-        key = (role, s["obs_mode"], s["action_mode"], grid, action_range)
+        """The core of image set ``role`` (``"eval"`` / ``"fit"``) with ``agent``'s env settings."""
+        settings = settings_for_agent(self.settings, agent)
+        key = (role, settings)
         if key not in self._cores:
-            settings = self.settings.replace(obs_mode=s["obs_mode"], action_mode=s["action_mode"], grid_size=grid,
-                                             action_range=action_range)
-            self._cores[key] = GFNetCore(self.model, self.datasets[role], self.batch_size, settings,
-                                         device=self.device)
+            self._cores[key] = build_core(self.model, self.datasets[role], self.batch_size, settings,
+                                          device=self.device)
         return self._cores[key]
 
     def close(self) -> None:
@@ -197,8 +202,9 @@ def run_benchmark(
             checkpoint's policy) or fails with a message saying how to train one.
         env_kwargs: env arguments shared by all agents (``checkpoint``, ``data_root``, ``dataset``, ``split``,
             ``max_steps``, ``reward``, ``step_cost``, ``grid_size`` for the oracle, …).
-        fit_split: split on which the budgeted thresholds are fitted (default: ``val`` for the cluttered task
-            without a custom dataset, else held-out images of the evaluation split).
+        fit_split: split on which the budgeted thresholds are fitted (default: the task's own ``fit_split``, e.g.
+            ``val`` for the cluttered task, unless a custom ``dataset`` is given; else held-out images of the
+            evaluation split).
         fit_episodes: F, images used to fit the thresholds (default E).
         batch_size: episodes per batch.
         device: torch device.
@@ -216,7 +222,52 @@ def run_benchmark(
         ``madds`` (per image, full episode), ``seconds``, ``n_runs``, ``runs``, ``upper_bound``, ``source``.
     """
     env_id = env_id_of(env_id)
-    task = task_of(env_id)
+    reference = _checked_arguments(agents, reference, episodes, seeds, batch_size, agent_dirs, trust_agent)
+    env_kwargs = dict(env_kwargs or {})
+    agent_dirs = dict(agent_dirs or {})
+    for key in AGENT_KWARGS:
+        env_kwargs.pop(key, None)  # each agent picks its own
+    grid_size = int(env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
+    task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"}, env_id)
+    settings = settings.replace(grid_size=grid_size)
+    folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
+    try:
+        torch.manual_seed(seed)
+        images = select_images(env_id, task_kwargs, episodes, fit_split, fit_episodes)
+        results: dict[str, Any] = {
+            "env_id": env_id,
+            "env_kwargs": jsonable(env_kwargs),
+            "episodes": len(images.eval_indices),
+            "seeds": seeds,
+            "seed": seed,
+            "batch_size": batch_size,
+            "eval_images": f"{len(images.eval_indices)} indices spread evenly over the evaluation split (index i*N//E)",
+            "image_source": image_source(images.eval_dataset),
+            "fit": {"images": images.fit_source, "episodes": len(images.fit_indices)},
+            "agents": {},
+        }
+        correct, p_true = run_agents(results["agents"], agents, images, settings, batch_size,
+                                     RunContext(name="", env_id=env_id, model=images.model, env_kwargs=env_kwargs,
+                                                seeds=seeds, seed=seed, device=device),
+                                     agent_dirs, trust_agent, verbose)
+        summarise(results, images, correct, reference, settings, seed)
+        if folder is not None:
+            arrays = {"image_index": np.asarray(images.eval_indices)}
+            for name in correct:
+                arrays[f"{name}/correct"] = correct[name]
+                arrays[f"{name}/p_true"] = p_true[name].astype(np.float32)
+            folder.write(results, arrays)
+    finally:
+        if folder is not None:
+            folder.release()
+    if verbose:
+        print(markdown_table(results))
+    return results
+
+
+def _checked_arguments(agents: list[str], reference: str | None, episodes: int, seeds: int, batch_size: int,
+                       agent_dirs: dict | None, trust_agent: bool) -> str | None:
+    """Refuse bad arguments before any work (unknown agents fail here too); returns the reference agent."""
     if not agents:
         raise ValueError("no agents to benchmark")
     if len(set(agents)) != len(agents):
@@ -228,94 +279,107 @@ def run_benchmark(
         raise ValueError(f"--reference {reference!r} is not among the benchmarked agents {agents}")
     if episodes < 1 or seeds < 1 or batch_size < 1:
         raise ValueError("episodes, seeds and batch_size must be >= 1")
-    env_kwargs = dict(env_kwargs or {})
-    agent_dirs = dict(agent_dirs or {})
-    unknown = set(agent_dirs) - set(agents)
+    unknown = set(agent_dirs or {}) - set(agents)
     if unknown:
         raise ValueError(f"agent_dirs names agents that are not benchmarked: {sorted(unknown)}")
-    if env_kwargs.get("early_exit") is not None:
-        raise ValueError("the benchmark runs every episode to max_steps; drop early_exit "
-                         "(the budgeted curve is the early-exit measurement)")
     if not isinstance(trust_agent, bool):
         raise TypeError(f"trust_agent must be True or False, got {trust_agent!r}")
-    for key in AGENT_KWARGS:
-        env_kwargs.pop(key, None)  # each agent picks its own
-    grid_size = int(env_kwargs.get("grid_size", 7))
-    task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"})
-    folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
+    return reference
+
+
+@dataclass
+class ImageSelection:
+    """The networks and the two image sets of a benchmark: E evaluation images and F fit images (dataset
+    indices), and a sentence saying where the fit images came from (written into results.json)."""
+
+    model: Any
+    eval_dataset: Any
+    eval_indices: list[int]
+    fit_dataset: Any
+    fit_indices: list[int]
+    fit_source: str
+
+
+def select_images(env_id: str, task_kwargs: dict[str, Any], episodes: int, fit_split: str | None,
+                  fit_episodes: int | None) -> ImageSelection:
+    """Load the task's networks and evaluation split, and choose the images (protocol steps 1 and 3).
+
+    The E = min(``episodes``, N) evaluation indices are spread evenly over the split (i·N // E: an ImageFolder
+    is sorted by class, so a prefix would cover few classes). The F = ``fit_episodes`` (default E) fit images
+    come from ``fit_split`` — by default the task's own :attr:`~gfnet_env.tasks.Task.fit_split`, unless a
+    custom ``dataset`` is given — spread evenly over it; else from the evaluation split's held-out images
+    (disjoint from the evaluated ones), or, with nothing held out, the evaluation images themselves (a warning).
+    """
+    task = get_task(env_id)
+    model, eval_ds = load_task(task, **task_kwargs)
+    E = min(int(episodes), len(eval_ds))
+    F_wanted = int(fit_episodes or E)
+    eval_indices, rest = spread_indices(len(eval_ds), E)
+    if fit_split is None and "dataset" not in task_kwargs:
+        fit_split = task.fit_split
+    if fit_split is not None:
+        if "split" not in task.kwargs:
+            raise ValueError(f"fit_split={fit_split!r}: {task.env_id} has no splits (its images are one set)")
+        shared = {"checkpoint": model} if "checkpoint" in task.kwargs else {}  # the networks, not loaded again
+        _, fit_ds = load_task(task, **{**task_kwargs, **shared, "split": fit_split})
+        fit_indices, _ = spread_indices(len(fit_ds), min(F_wanted, len(fit_ds)))
+        fit_source = f"split {fit_split!r}, {len(fit_indices)} images spread evenly over it"
+    elif rest:
+        fit_ds = eval_ds
+        fit_indices = rest[:: max(1, len(rest) // F_wanted)][:F_wanted]
+        fit_source = (f"{len(fit_indices)} held-out images of the evaluation split "
+                      "(disjoint from the evaluated ones)")
+    else:
+        warnings.warn("no images left to hold out for fitting the budgeted thresholds: fitted on the evaluation "
+                      "images themselves (pass fit_split or fewer episodes)", stacklevel=3)
+        fit_ds, fit_indices = eval_ds, eval_indices
+        fit_source = "the evaluation images (nothing held out)"
+    return ImageSelection(model, eval_ds, eval_indices, fit_ds, fit_indices, fit_source)
+
+
+def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, settings: EnvSettings,
+               batch_size: int, ctx: RunContext, agent_dirs: dict, trust_agent: bool,
+               verbose: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every run of every agent on the selected images (protocol steps 2 and 4); ``out[name]`` gets each agent's
+    aggregate over its runs (:func:`agents.benchmark.results.aggregate_runs`).
+
+    Args:
+        ctx: the run context shared by the agents (its ``name`` is set per agent).
+
+    Returns:
+        (correct, p_true): agent name → (R, T', E) arrays per run, step and evaluation image (top-1 correct;
+        p(true class)), for the paired comparisons and ``per_image.npz``.
+    """
+    cores = CoreCache(images.model, {"eval": images.eval_dataset, "fit": images.fit_dataset}, settings,
+                      batch_size, ctx.device)
+    correct: dict[str, np.ndarray] = {}
+    p_true: dict[str, np.ndarray] = {}
     try:
-        torch.manual_seed(seed)
-
-        # images: E evaluation indices spread evenly over the split (an ImageFolder is sorted by class, so a
-        # prefix would cover few classes); fit images held out
-        model, eval_ds = load_task(task, **task_kwargs)
-        E = min(int(episodes), len(eval_ds))
-        F_wanted = int(fit_episodes or E)
-        eval_indices, rest = spread_indices(len(eval_ds), E)
-        if fit_split is None and task == "cluttered_fashion_mnist" and "dataset" not in task_kwargs:
-            fit_split = "val"
-        if fit_split is not None:
-            _, fit_ds = load_task(task, **{**task_kwargs, "checkpoint": model, "split": fit_split})
-            fit_indices, _ = spread_indices(len(fit_ds), min(F_wanted, len(fit_ds)))
-            fit_source = f"split {fit_split!r}, {len(fit_indices)} images spread evenly over it"
-        elif rest:
-            fit_ds = eval_ds
-            fit_indices = rest[:: max(1, len(rest) // F_wanted)][:F_wanted]
-            fit_source = (f"{len(fit_indices)} held-out images of the evaluation split "
-                          "(disjoint from the evaluated ones)")
-        else:
-            warnings.warn("no images left to hold out for fitting the budgeted thresholds: fitted on the evaluation "
-                          "images themselves (pass fit_split or fewer episodes)", stacklevel=2)
-            fit_ds, fit_indices = eval_ds, eval_indices
-            fit_source = "the evaluation images (nothing held out)"
-
-        results: dict[str, Any] = {
-            "env_id": env_id,
-            "env_kwargs": jsonable(env_kwargs),
-            "episodes": E,
-            "seeds": seeds,
-            "seed": seed,
-            "batch_size": batch_size,
-            "eval_images": f"{E} indices spread evenly over the evaluation split (index i*N//E)",
-            "image_source": image_source(eval_ds),
-            "fit": {"images": fit_source, "episodes": len(fit_indices)},
-            "agents": {},
-        }
-        cores = CoreCache(model, {"eval": eval_ds, "fit": fit_ds}, settings, batch_size, grid_size, device)
-        correct: dict[str, np.ndarray] = {}
-        p_true: dict[str, np.ndarray] = {}
-        try:
-            for name in agents:
-                ctx = RunContext(name=name, env_id=env_id, model=model, env_kwargs=env_kwargs, seeds=seeds,
-                                 seed=seed, device=device)
-                runs, source = resolve_runs(ctx, agent_dirs, trust_agent=trust_agent)
-                per_run = [evaluate_run(run, cores, eval_indices, fit_indices,
-                                        progress=f"{name} {run.label}".strip() if verbose else None)
-                           for run in runs]
-                correct[name] = np.stack([r.pop("correct") for r in per_run])      # (R, T', E)
-                p_true[name] = np.stack([r.pop("p_true") for r in per_run])
-                results["agents"][name] = aggregate_runs(per_run, source, seed)
-        finally:
-            cores.close()
-        compare_agents(results["agents"], correct, reference, seed=seed)
-        results["reference"] = reference
-        first = next(iter(results["agents"].values()))
-        results["T"] = len(first["anytime_top1"])
-        results["env_madds_per_step"] = first["env_madds_per_step"]
-        results["env_madds_cumulative"] = np.cumsum(first["env_madds_per_step"]).tolist()
-        # the papers' accounting (the checkpoint's flops): the env's looks plus the paper's policy network
-        results["paper_madds_cumulative"] = count_madds(model)["cumulative"][: results["T"]]
-        results["protocol"] = protocol_of(env_id, model, eval_ds, eval_indices, fit_indices, settings, grid_size)
-
-        if folder is not None:
-            arrays = {"image_index": np.asarray(eval_indices)}
-            for name in correct:
-                arrays[f"{name}/correct"] = correct[name]
-                arrays[f"{name}/p_true"] = p_true[name].astype(np.float32)
-            folder.write(results, arrays)
+        for name in agents:
+            runs, source = resolve_runs(dataclasses.replace(ctx, name=name), agent_dirs, trust_agent=trust_agent)
+            per_run = [evaluate_run(run, cores, images.eval_indices, images.fit_indices,
+                                    progress=f"{name} {run.label}".strip() if verbose else None)
+                       for run in runs]
+            correct[name] = np.stack([r.pop("correct") for r in per_run])      # (R, T', E)
+            p_true[name] = np.stack([r.pop("p_true") for r in per_run])
+            out[name] = aggregate_runs(per_run, source, ctx.seed)
     finally:
-        if folder is not None:
-            folder.release()
-    if verbose:
-        print(markdown_table(results))
-    return results
+        cores.close()
+    return correct, p_true
+
+
+def summarise(results: dict[str, Any], images: ImageSelection, correct: dict[str, np.ndarray],
+              reference: str | None, settings: EnvSettings, seed: int) -> None:
+    """Add the comparisons with ``reference`` (protocol step 5's flags are per agent already), the env's and the
+    paper's multiply-add accounting, and the protocol fingerprint (:func:`agents.benchmark.merge.protocol_of`)
+    to ``results``, in place."""
+    compare_agents(results["agents"], correct, reference, seed=seed)
+    results["reference"] = reference
+    first = next(iter(results["agents"].values()))
+    results["T"] = len(first["anytime_top1"])
+    results["env_madds_per_step"] = first["env_madds_per_step"]
+    results["env_madds_cumulative"] = np.cumsum(first["env_madds_per_step"]).tolist()
+    # the papers' accounting (the checkpoint's flops): the env's looks plus the paper's policy network
+    results["paper_madds_cumulative"] = count_madds(images.model)["cumulative"][: results["T"]]
+    results["protocol"] = protocol_of(results["env_id"], images.model, images.eval_dataset, images.eval_indices,
+                                      images.fit_indices, settings, settings.grid_size)

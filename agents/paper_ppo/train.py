@@ -253,8 +253,6 @@ def train_policy(
         if env_kwargs.get(key, want) != want:
             raise ValueError(f"paper-ppo trains on {key}={want!r}, got {env_kwargs[key]!r}")
         env_kwargs[key] = want
-    if env_kwargs.get("early_exit") is not None:
-        raise ValueError("paper-ppo rollouts have a fixed length: leave early_exit unset for training")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -39,6 +39,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from gfnet_env.settings import DEFAULT_GRID_SIZE
+
 __all__ = ["ENV_KEYS", "RECIPES", "available_memory", "legacy_recipe", "policy_kwargs", "replay_buffer_size",
            "resolve_recipe", "sized_rollout", "split_recipe"]
 
@@ -46,7 +48,7 @@ OFF_POLICY = ("sac", "td3", "dqn")
 #: Keys that are env settings or training options, not algorithm arguments.
 ENV_KEYS = ("steps", "n_envs", "obs_mode", "action_mode", "grid_size", "action_range", "extractor", "net_arch",
             "activation_fn", "rollout_steps", "buffer_bytes", "action_noise_std")
-_GRID = dict(obs_mode="feature_map", action_mode="grid", grid_size=7, extractor="feature_map")
+_GRID = dict(obs_mode="feature_map", action_mode="grid", grid_size=DEFAULT_GRID_SIZE, extractor="feature_map")
 _GRID_MLP = dict(_GRID, extractor="none")  # SB3's flatten + MLP (the shipped sb3-ppo)
 _CONT = dict(obs_mode="feature_map", action_mode="continuous", action_range="symmetric", extractor="feature_map")
 

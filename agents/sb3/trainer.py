@@ -30,9 +30,13 @@ class TrainedModel:
 
 
 def _default_eval_split(env_id: str, env_kwargs: dict) -> str | None:
+    """The task's validation split (:attr:`gfnet_env.tasks.Task.validation_split`) for the EvalCallback's env."""
     if "dataset" in env_kwargs:
         return None  # a user dataset has no split; evaluate on it (pass eval_env_kwargs to hold out)
-    return "val"
+    from gfnet_env.tasks import get_task
+
+    task = get_task(env_id)
+    return task.validation_split if "split" in task.kwargs else None
 
 
 def train_model(

@@ -1,9 +1,9 @@
 """Stages 1 and 3 of GFNet training: the encoders and the classifier (see docs/training.md).
 
 Stage 1 trains with uniformly random patch locations; stage 3 fine-tunes with locations sampled from a
-learned policy (from stage 2, `gfnet train-policy`). Data: ImageNet or any ImageFolder (--data-root with
-train/ and val/, transforms of the backbone), or the embedded task (--task cluttered-fashion-mnist, with
---model small_cnn). Defaults per backbone family follow the paper (learning rates, weight decay, dsn ratio,
+learned policy (from stage 2, `gfnet train-policy`). Data: any ImageFolder (--data-root with train/ and
+val/, transforms of the backbone), or the training data of a registered task (--task cluttered-fashion-mnist,
+the default, with --model small_cnn; --task imagenet; a task's name or env id). Defaults per backbone family follow the paper (learning rates, weight decay, dsn ratio,
 epochs, frozen global encoder for MobileNet-V3 / EfficientNet); every option below overrides them.
 Writes OUT/last.pth.tar every epoch, OUT/best.pth.tar (best last-step val top-1), OUT/history.json and
 TensorBoard logs in OUT/tensorboard; --resume continues exactly where a run stopped (Ctrl-C saves first).
@@ -26,7 +26,8 @@ EXAMPLE = """  gfnet train-features --model small_cnn --task cluttered-fashion-m
   gfnet train-features --stage 3 --init runs/r50_s1/best.pth.tar --policy-checkpoint runs/r50_s2/best_stage2.pth.tar \\
       --data-root /data/imagenet --out runs/r50_s3"""
 
-TASKS = ("cluttered-fashion-mnist",)
+#: The task trained on without --task or --data-root: the embedded default task.
+DEFAULT_TASK = "cluttered-fashion-mnist"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,9 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--data-root", default=None, help="ImageFolder root with train/ and val/ (e.g. ImageNet)")
-    src.add_argument("--task", choices=TASKS, default=None,
-                     help="the embedded task instead of an ImageFolder (default with --model small_cnn)")
-    g.add_argument("--fmnist-root", default=None, help="folder with the Fashion-MNIST IDX files (default: search)")
+    src.add_argument("--task", default=None,
+                     help="a registered task's name or env id instead of an ImageFolder (default: "
+                          f"{DEFAULT_TASK}, the embedded task, with --model small_cnn)")
+    g.add_argument("--task-root", "--fmnist-root", dest="task_root", default=None,
+                   help="the task's own data folder (the embedded task: the Fashion-MNIST IDX files, default: "
+                        "search; imagenet: the ImageNet root, default GFNET_IMAGENET)")
     g.add_argument("--train-samples", type=int, default=None, help="use only the first N training samples")
     g.add_argument("--val-samples", type=int, default=None, help="use only the first N validation samples")
     g = parser.add_argument_group("training (defaults: the paper's recipe for the backbone family)")
@@ -88,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="resize of the training RandomResizedCrop: bilinear for every backbone as the original "
                         "(default), or the backbone's evaluation interpolation")
     g.add_argument("--pretrain-epochs", type=int, default=None,
-                   help="small_cnn on the default task, stage 1 from scratch: pretrain the encoder on clean items "
-                        "for this many epochs first (default 2; 0 to skip)")
+                   help="stage 1 from scratch on a task with pretraining items (the default task): pretrain the "
+                        "encoder on clean items for this many epochs first (default 2; 0 to skip)")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap optimiser steps per epoch (quick runs)")
     g.add_argument("--workers", type=int, default=None, help="DataLoader workers per process (default 0 on the "
                                                              "default task, 8 on an ImageFolder)")
@@ -113,11 +117,24 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-#: The encoder family the embedded task's networks use (112×112 canvases, 10 classes).
-TASK_FAMILY = "small_cnn"
+def _task(args):
+    """The :class:`~gfnet_env.tasks.Task` trained on (None: the --data-root ImageFolder)."""
+    from gfnet_env.tasks import get_task
+
+    if args.data_root:
+        return None
+    task = get_task(args.task or DEFAULT_TASK)
+    if task.training_sets is None:
+        raise ValueError(f"the task {task.cli_name} ({task.env_id}) has no training data (its Task sets no "
+                         "training_sets); give --data-root ROOT with train/ and val/ instead")
+    return task
 
 
-def _model(args):
+def _families(task) -> str:
+    return " or ".join(f"--model {f}" for f in task.model_families)
+
+
+def _model(args, task):
     """The GFNet to train: from --init, or built from --model for the task / the ImageFolder."""
     from feature_nets.training import build_model, load_model
 
@@ -139,47 +156,42 @@ def _model(args):
 
         n_classes = len(ImageFolderDataset(Path(args.data_root) / "train").classes)
         return build_model(args.model, n_classes, image_size=args.image_size, **common)
-    if args.model != TASK_FAMILY:
-        raise ValueError(f"--model {args.model} trains on an ImageFolder: give --data-root (the embedded task "
-                         f"is for --model {TASK_FAMILY})")
-    return build_model(args.model, 10, image_size=112, **common)
+    if task.model_families and args.model not in task.model_families:
+        raise ValueError(f"--model {args.model} does not fit the task {task.cli_name} (it is for "
+                         f"{_families(task)}); to train on an ImageFolder give --data-root")
+    if task.num_classes is None:
+        raise ValueError(f"the task {task.cli_name} does not say its number of classes (Task.num_classes); "
+                         "start from --init CHECKPOINT")
+    return build_model(args.model, task.num_classes, image_size=task.image_size or args.image_size, **common)
 
 
-def _datasets(args, model, task: str | None):
-    """(train, val) of the embedded task or of the ImageFolder, prepared for the model."""
-    if task == "cluttered-fashion-mnist":
-        from gfnet_env.data.cluttered_fashion_mnist import ClutteredFashionMNIST
+def _training_options(args):
+    from gfnet_env.tasks import TrainingOptions
 
-        if model.spec.config.family != TASK_FAMILY:
-            raise ValueError(f"--task cluttered-fashion-mnist needs --model {TASK_FAMILY} (112×112 canvases, "
-                             "10 classes)")
-        geo = dict(canvas_size=model.image_size, root=args.fmnist_root, seed=args.seed)
-        train = ClutteredFashionMNIST("train", num_samples=args.train_samples, **geo)
-        val = ClutteredFashionMNIST("val", num_samples=args.val_samples, **geo)
-        return train, val
-    from torch.utils.data import Subset
-
-    from gfnet_env.data.image_folder import ImageFolderDataset, eval_transform, train_transform
-
-    cfg = model.spec.config.with_overrides(image_size=model.image_size)
-    root = Path(args.data_root)
-    train = ImageFolderDataset(root / "train", transform=train_transform(cfg, args.train_crop_interpolation))
-    val = ImageFolderDataset(root / "val", transform=eval_transform(cfg))
-    if args.train_samples:
-        train = Subset(train, range(min(args.train_samples, len(train))))
-    if args.val_samples:
-        val = Subset(val, range(min(args.val_samples, len(val))))
-    return train, val
+    return TrainingOptions(data_root=args.task_root, train_samples=args.train_samples, val_samples=args.val_samples,
+                           seed=args.seed, train_crop_interpolation=args.train_crop_interpolation)
 
 
-def _train_config(args, model, task: str | None):
+def _datasets(args, model, task):
+    """(train, val) of the task's training data or of the ImageFolder, prepared for the model."""
+    from gfnet_env.tasks import image_folder_training_sets
+
+    if task is None:
+        return image_folder_training_sets(args.data_root, model, _training_options(args))
+    if task.model_families and model.spec.config.family not in task.model_families:
+        size = f"{task.image_size}×{task.image_size} images, " if task.image_size else ""
+        raise ValueError(f"--task {task.cli_name} needs {_families(task)} ({size}{task.num_classes} classes)")
+    return task.training_sets(model, _training_options(args))
+
+
+def _train_config(args, model, task):
     from feature_nets.training import TrainConfig
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                      lr_classifier=args.lr_classifier, weight_decay=args.weight_decay, dsn_ratio=args.dsn_ratio,
                      seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch, device=args.device,
                      keep_epoch_checkpoints=args.keep_epoch_checkpoints, progress=not args.no_progress,
-                     workers=args.workers if args.workers is not None else (0 if task else 8))
+                     workers=args.workers if args.workers is not None else (task.training_workers if task else 8))
     if args.freeze_global is not None:
         overrides["freeze_global"] = args.freeze_global == "yes"
     for key in ("lr_schedule", "dropout", "drop_connect", "glance_logits"):
@@ -198,9 +210,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = args.task or ("cluttered-fashion-mnist" if not args.data_root else None)
     try:
-        model = _model(args)
+        task = _task(args)
+        model = _model(args, task)
         train, val = _datasets(args, model, task)
         if args.stage == 3:
             ensure_policy(model, args.policy_checkpoint, args.trusted_pickle)
@@ -212,13 +224,12 @@ def run(args: argparse.Namespace) -> int:
 
     fresh = not args.init and not args.resume and not args.backbone_weights
     pre_epochs = args.pretrain_epochs if args.pretrain_epochs is not None else 2
-    if fresh and args.stage == 1 and not task and _rank() == 0:
+    pretraining = task.pretraining_set if task is not None else None
+    if fresh and args.stage == 1 and pretraining is None and _rank() == 0:
         print("warning: stage 1 from randomly initialised encoders; the paper starts from pretrained backbones "
               "(--backbone-weights FILE)", file=sys.stderr)
-    if fresh and args.stage == 1 and task and pre_epochs > 0:
-        from gfnet_env.data.cluttered_fashion_mnist import FashionMNISTItems
-
-        pretrain_into(model, FashionMNISTItems("train", root=args.fmnist_root), epochs=pre_epochs, seed=args.seed,
+    if fresh and args.stage == 1 and pretraining is not None and pre_epochs > 0:
+        pretrain_into(model, pretraining(_training_options(args)), epochs=pre_epochs, seed=args.seed,
                       device=cfg.device or "cpu", progress=cfg.progress and _rank() == 0,
                       log=(lambda m: print(m, flush=True)) if _rank() == 0 else None)
     try:

@@ -1,0 +1,152 @@
+"""What an env id stands for: the :class:`Task` record — its networks and images, its splits, its training data.
+
+A task is one object (registered with :func:`gfnet_env.tasks.register_task`) that answers every question the
+env, the benchmark, the trainers and ``gfnet train-features`` ask about an env id:
+
+* which networks and images (``loader``: task kwargs → (GFNet, dataset); the kwargs it accepts are its
+  keyword parameters, so an unknown one is refused with the valid ones listed);
+* which split the env evaluates on by default (``eval_split``), which split the benchmark fits its budgeted
+  thresholds on (``fit_split``; None: held-out images of the evaluation split), which split training holds out
+  for validation and pictures (``validation_split``) and which split it trains on (``train_split``);
+* how to train its networks (``training_sets``, optional ``pretraining_set``, and what a fresh model needs:
+  ``num_classes``, ``image_size``, ``model_families``).
+
+Splits are chosen with the loader's ``split=`` keyword; a task without one has a single image set.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+from feature_nets.checkpoint import check_trusted_pickle, load_checkpoint
+from feature_nets.gfnet import GFNet
+
+__all__ = ["Task", "TrainingOptions", "load_model"]
+
+#: Gymnasium's id grammar (``Name-vN``; a ``namespace/`` prefix allowed), without the ``module:`` prefix.
+_ENV_ID = re.compile(r"^(?:[\w:.-]+/)?[\w:.-]+?(?:-v\d+)?$")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What ``gfnet train-features`` asks of a task's training data (every field optional)."""
+
+    #: the task's own data folder instead of its default (Fashion-MNIST IDX files, an ImageNet root, ...)
+    data_root: str | None = None
+    #: use only the first N training / validation items (quick runs)
+    train_samples: int | None = None
+    val_samples: int | None = None
+    #: fixes generated data (e.g. the cluttered canvases)
+    seed: int = 0
+    #: resize of the training RandomResizedCrop: "bilinear" or "dataset" (see gfnet_env.data.image_folder)
+    train_crop_interpolation: str = "bilinear"
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything one env id means (see the module docstring).
+
+    Example (a task over an ImageFolder with ``train/`` and ``val/``, networks from a checkpoint)::
+
+        def load(checkpoint=CKPT, split="val", trusted_pickle=False):
+            model = load_model(checkpoint, trusted_pickle)
+            return model, image_folder_split(ROOT, split, model)
+
+        register_task(Task("MyTask-v0", "my_task", load, num_classes=2,
+                           training_sets=lambda model, opts: image_folder_training_sets(ROOT, model, opts)))
+        gym.make("MyTask-v0")
+    """
+
+    #: the Gymnasium id (``"GFNet-ImageNet-v0"``)
+    env_id: str
+    #: short name (``"imagenet"``; the CLI also accepts it with ``-`` for ``_``)
+    name: str
+    #: task kwargs → (GFNet model, dataset of (3×S×S float tensor, label)); its keyword parameters are the task
+    #: kwargs the env id accepts
+    loader: Callable[..., tuple[GFNet, Dataset]]
+    #: the env's default split (what ``gym.make`` and the benchmark evaluate); None: the loader has no ``split``
+    eval_split: str | None = "val"
+    #: the split the benchmark fits budgeted thresholds on; None: held-out images of the evaluation split
+    fit_split: str | None = None
+    #: the split training holds out (SB3's evaluation env, the TensorBoard episode pictures)
+    validation_split: str | None = "val"
+    #: the split agents train on
+    train_split: str | None = "train"
+    #: classes and image side S of a fresh model for this task (``gfnet train-features``); None: not known
+    num_classes: int | None = None
+    image_size: int | None = None
+    #: encoder families whose networks fit the images (empty: any)
+    model_families: tuple[str, ...] = ()
+    #: (model, options) → (train, val) datasets for ``gfnet train-features``; None: the task cannot be trained
+    training_sets: Callable[[GFNet, TrainingOptions], tuple[Dataset, Dataset]] | None = None
+    #: options → clean items to pretrain a fresh encoder on before stage 1 (None: no pretraining)
+    pretraining_set: Callable[[TrainingOptions], Dataset] | None = None
+    #: DataLoader workers ``gfnet train-features`` uses by default (0 for data made in memory)
+    training_workers: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.env_id, str) or not _ENV_ID.match(self.env_id) or ":" in self.env_id:
+            raise ValueError(f"env_id must be a Gymnasium id such as 'MyTask-v0', got {self.env_id!r}")
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"name must be a Python identifier such as 'my_task', got {self.name!r}")
+        if not callable(self.loader):
+            raise TypeError(f"loader must be a function of the task kwargs, got {self.loader!r:.100}")
+        params = inspect.signature(self.loader).parameters.values()
+        if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+            raise TypeError(f"the loader of {self.env_id} must name every task kwarg it accepts (no *args/**kwargs): "
+                            "they are the env kwargs the env id accepts")
+        if self.eval_split is not None and "split" not in self.kwargs:
+            raise ValueError(f"{self.env_id}: eval_split={self.eval_split!r} needs a split= parameter in the loader "
+                             "(or eval_split=None for a task with a single image set)")
+
+    @property
+    def kwargs(self) -> tuple[str, ...]:
+        """The task kwargs this env id accepts (the loader's keyword parameters), in order."""
+        return tuple(p.name for p in inspect.signature(self.loader).parameters.values()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+    @property
+    def env_defaults(self) -> dict[str, Any]:
+        """Task kwargs Gymnasium's registration passes by default: the evaluation split."""
+        return {"split": self.eval_split} if self.eval_split is not None else {}
+
+    @property
+    def cli_name(self) -> str:
+        """The name as the command line spells it (``cluttered-fashion-mnist``)."""
+        return self.name.replace("_", "-")
+
+    def load(self, **task_kwargs) -> tuple[GFNet, Dataset]:
+        """(model, dataset) for these task kwargs; an unknown kwarg raises a ``TypeError`` listing the valid ones."""
+        unknown = set(task_kwargs) - set(self.kwargs)
+        if unknown:
+            raise TypeError(f"unknown task arguments {sorted(unknown)} for {self.env_id}; "
+                            f"valid: {sorted(self.kwargs)}")
+        return self.loader(**task_kwargs)
+
+    def split_kwargs(self, split: str | None, **task_kwargs) -> dict[str, Any]:
+        """``task_kwargs`` with ``split`` set (None, or a task without splits: unchanged)."""
+        if split is None or "split" not in self.kwargs:
+            return dict(task_kwargs)
+        return {**task_kwargs, "split": split}
+
+
+def load_model(checkpoint, trusted_pickle: bool = False) -> GFNet:
+    """A GFNet from a path or an existing model (what task loaders call on their ``checkpoint=``).
+
+    Raises:
+        TypeError: ``checkpoint`` is neither a path nor a GFNet, or ``trusted_pickle`` is not True/False (only the
+            bool True turns on full unpickling, which runs code stored in the file).
+    """
+    check_trusted_pickle(trusted_pickle)
+    if isinstance(checkpoint, GFNet):
+        return checkpoint
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path to a GFNet *.pth.tar file or a feature_nets GFNet model, got "
+                        f"{checkpoint!r:.100} ({type(checkpoint).__name__})")
+    return load_checkpoint(checkpoint, trusted_pickle=trusted_pickle).model
