@@ -1,8 +1,8 @@
 """The small SB3 settings of the tests' tiny trainings, as ``hparams`` over the recipe table.
 
 GRU-state observations, SB3's own networks and constructor defaults, 64-step rollouts: the table's values are
-replaced key by key, so a tiny run trains as quickly as before the table was the only path, and tests that check
-those settings (``obs_mode == "gru"``, continuous actions) keep them.
+replaced key by key (an env setting unset, a constructor argument set to SB3's default), so tiny runs stay quick
+and the tests that check these settings (``obs_mode == "gru"``, continuous actions) keep them.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
     interruption, so the state saved on Ctrl-C is the one a resumed run can continue exactly as an
     uninterrupted run would (same step count; the partial rollout's env steps are collected again).
     Off-policy models (SAC, TD3, DQN: SB3's ``OffPolicyAlgorithm``) train after every collection step and keep
-    no copy. With ``replay_buffer`` their buffer is saved too; each one saved deletes the older ones (they are as
-    large as the buffer: 200+ MB each), unless ``keep_all_buffers``.
+    no copy. With ``replay_buffer`` their buffer is saved too; each one saved deletes the older ones (each file is
+    as large as the buffer), unless ``keep_all_buffers``.
     Only the newest ``keep_checkpoints`` model zips are kept (None: all): a checkpoint is for resuming, and the
     best evaluated model is kept apart (``OUT/best``).
     """
