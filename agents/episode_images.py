@@ -7,8 +7,9 @@ after it and each frame captioned with it, as ``gfnet show`` draws them (:func:`
 
 * :func:`episode_image`: the picture of a policy on a core, as (H, W, 3) uint8 (``dataformats="HWC"``);
 * :func:`evaluation_core`: a small core on the evaluation split for it (its networks may be the training's own);
-* :func:`episode_image_callback`: an SB3 callback that logs the picture every ``every_steps`` env steps;
-* the paper's PPO logs it itself (:func:`agents.paper_ppo.train.train_policy`, ``episode_images=``).
+* both trainers draw and write it through :class:`agents.run_log.RunLog` (``open_pictures`` / ``picture``): the
+  paper's PPO (:func:`agents.paper_ppo.train.train_policy`, ``episode_images=``) and the SB3 callback
+  :func:`agents.sb3.callbacks.episode_image_callback`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ __all__ = ["DEFAULT_IMAGES", "EVAL_SPLIT", "TAG", "episode_image", "evaluation_c
 
 #: TensorBoard tag of the picture (both training paths).
 TAG = "episodes/looks"
-#: Images per picture: enough to see a policy's habits, few enough to stay cheap (well under a second on CPU
-#: for the embedded task) and legible.
+#: Images per picture: enough to see a policy's habits, few enough to stay cheap and legible.
 DEFAULT_IMAGES = 4
 
 

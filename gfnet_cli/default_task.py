@@ -14,8 +14,8 @@ GFNet with P = 28, T = 5 (:func:`feature_nets.gfnet.build_small_gfnet` defaults)
    ``OUT/cluttered_fmnist_gfnet_stage2.pth.tar`` (stage-1 networks + learned policy).
 4. ``stage3``: encoders + classifier fine-tuned with patches sampled from the fixed policy
    (:func:`feature_nets.training.train_stage3`, ``stage3_epochs``) → ``OUT/cluttered_fmnist_gfnet_stage3.pth.tar``.
-5. ``sb3``: a Stable-Baselines3 PPO agent on the shipped networks (``sb3_steps``, :data:`SB3_RECIPE`) →
-   ``OUT/sb3_ppo/``.
+5. ``sb3``: a Stable-Baselines3 PPO agent on the shipped networks (``sb3_steps``, the ``ppo`` recipe of
+   :data:`agents.sb3.recipes.RECIPES`) → ``OUT/sb3_ppo/``.
 
 ``ship`` picks the checkpoint that becomes ``OUT/cluttered_fmnist_gfnet.pth.tar`` (and the env's default with
 ``install``): ``stage2`` (default) keeps the stage-1 networks, which classify well with any patches (the
@@ -52,21 +52,11 @@ import torch
 from feature_nets.files import atomic_save, atomic_write_text
 from gfnet_env.settings import DEFAULT_GRID_SIZE
 
-__all__ = ["ENV_ID", "SB3_RECIPE", "STAGES", "TASK", "PipelineConfig", "evaluate_checkpoint",
+__all__ = ["ENV_ID", "STAGES", "TASK", "PipelineConfig", "evaluate_checkpoint",
            "evaluate_default_task", "export_checkpoint", "greedy_oracle_top1", "item_chooser", "train_default_task"]
 
 STAGES = ("pretrain", "stage1", "stage2", "stage3", "sb3")
 ENV_ID = "GFNet-ClutteredFashionMNIST-v0"
-#: How the shipped SB3 PPO agent is trained. Measured alternatives (2,000 test canvases, last-step top-1, random
-#: patches ≈ 70.7 %): gru obs + continuous 68.1-70.1 %; feature_map + continuous 68.3-70.5 % (300k steps, std
-#: 0.1-0.37, [0, 1] or [-1, 1] actions); dict + continuous 72.3 %; feature_map + 7×7 grid 77.1 % (this one).
-#: A memoryless MLP on the GRU state cannot see where the item is; the feature map shows it, and choosing one of
-#: 49 cells is far easier to learn in 300k steps than a 2-D Gaussian mean. The value net is kept small so
-#: the shipped zip stays under 5 MB.
-SB3_RECIPE = dict(obs_mode="feature_map", action_mode="grid", grid_size=DEFAULT_GRID_SIZE, n_envs=64, eval_episodes=200,
-                  algo_kwargs={"policy_kwargs": {"net_arch": {"pi": [256, 256], "vf": [64, 64]},
-                                                 "activation_fn": torch.nn.ReLU},
-                               "n_steps": 64, "batch_size": 512, "gamma": 0.9})
 #: Geometry of the default task (fixed: the env id stands for it).
 TASK = dict(canvas_size=112, num_clutter=16, patch_size=28, T=5, num_classes=10)
 
@@ -344,7 +334,7 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
     t0 = time.time()
     train_sb3("ppo", ENV_ID, cfg.sb3_steps, out / "sb3_ppo", seed=cfg.seed, device="cpu", resume=cfg.resume,
               progress_bar=cfg.progress, checkpoint=str(final), split="train", data_root=cfg.data_root,
-              recipe=False, **SB3_RECIPE)  # SB3_RECIPE states every value itself (it predates the table)
+              eval_episodes=200)  # the ppo recipe of agents/sb3/recipes.py
     report["stages"]["sb3"] = {"seconds": round(time.time() - t0, 1), "agent": str(out / "sb3_ppo")}
     save_report()
     return _finish(cfg, final, report, save_report)

@@ -19,6 +19,7 @@ from gfnet_env.core import GFNetCore
 from gfnet_env.rollout import bind_view
 from gfnet_env.settings import EnvSettings
 from tiny import tiny_dataset, tiny_model
+from tiny_sb3 import with_tiny_hparams
 
 ENV_ID = "GFNet-ImageNet-v0"
 BASELINES = ["random", "center", "raster", "saliency", "oracle"]
@@ -265,10 +266,10 @@ def train_tiny_sb3(name: str, out, steps: int = 96, resume: bool = False, **kw):
     from agents.sb3.agent import train_sb3
 
     kw.setdefault("grid_size", 3 if name == "sb3-dqn" else None)
-    kw.setdefault("recipe", False)  # tiny settings, not the embedded task's recipe
-    return train_sb3(name, ENV_ID, steps, out, seed=0, n_envs=4, device="cpu", checkpoint=tiny_model(),
+    kw = with_tiny_hparams(name, {"n_envs": 4, "algo_kwargs": _sb3_kwargs(name), **kw})  # not the task's recipe
+    return train_sb3(name, ENV_ID, steps, out, seed=0, device="cpu", checkpoint=tiny_model(),
                      dataset=tiny_dataset(), eval_episodes=4, eval_freq=steps // 2, checkpoint_freq=steps // 2,
-                     algo_kwargs=_sb3_kwargs(name), resume=resume, **kw)
+                     resume=resume, **kw)
 
 
 @pytest.mark.parametrize("name", SB3)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tiny import needs_fashion_mnist, tiny_dataset, tiny_model
+from tiny_sb3 import tiny_hparams
 
 import agents
 from agents.episode_images import TAG, episode_image, evaluation_core
@@ -84,7 +85,7 @@ def test_sb3_callback_logs_episode_images_and_closes_its_core(tmp_path, monkeypa
     # one rollout is n_steps · n_envs = 32 env steps; 64 steps = 2 rollouts; train_sb3 adds the callback itself
     train_sb3("ppo", ENV_ID, 64, out, seed=0, n_envs=4, device="cpu", checkpoint=model, dataset=dataset,
               eval_episodes=4, eval_freq=32, checkpoint_freq=32, algo_kwargs={"n_steps": 8, "batch_size": 16},
-              recipe=False)
+              hparams=tiny_hparams("ppo", {"n_steps": 8, "batch_size": 16}, n_envs=4))
     # the start, every 32 steps, and the end (the same step as the last one: drawn once)
     assert image_steps(out / "tensorboard") == [0, 32, 64]
     assert len(cores) == 1
@@ -94,7 +95,7 @@ def test_sb3_callback_logs_episode_images_and_closes_its_core(tmp_path, monkeypa
     # episode_images=0: no pictures
     train_sb3("ppo", ENV_ID, 32, tmp_path / "off", seed=0, n_envs=4, device="cpu", checkpoint=model,
               dataset=dataset, eval_episodes=4, eval_freq=32, algo_kwargs={"n_steps": 8, "batch_size": 16},
-              episode_images=0, recipe=False)
+              episode_images=0, hparams=tiny_hparams("ppo", {"n_steps": 8, "batch_size": 16}, n_envs=4))
     assert image_steps(tmp_path / "off" / "tensorboard") == []
 
 

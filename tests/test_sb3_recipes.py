@@ -15,6 +15,7 @@ import gfnet_env
 from agents.sb3.recipes import RECIPES, replay_buffer_size, resolve_recipe
 from gfnet_env.sb3 import FeatureMapExtractor, GFNetDictExtractor
 from tiny import tiny_dataset, tiny_model
+from tiny_sb3 import with_tiny_hparams
 
 ENV_ID = "GFNet-ImageNet-v0"
 
@@ -24,11 +25,12 @@ def _tiny_env(n=4, **kw):
                                       device="cpu", seed=0, **kw)
 
 
-def _train(algo, out, steps=64, **kw):
+def _train(algo, out, steps=64, recipe=False, **kw):
     from agents.sb3.agent import train_sb3
 
     kw.setdefault("n_envs", 4)
-    kw.setdefault("recipe", False)  # the tiny settings below, not the embedded task's recipe
+    if not recipe:  # the tiny settings (tests/tiny_sb3.py), not the embedded task's recipe
+        kw = with_tiny_hparams(algo, kw)
     return train_sb3(algo, ENV_ID, steps, out, seed=0, device="cpu", checkpoint=tiny_model(),
                      dataset=tiny_dataset(), eval_episodes=4, eval_freq=steps // 2, checkpoint_freq=steps // 4, **kw)
 
@@ -49,7 +51,7 @@ def test_hparams_override_given_values_which_override_the_recipe():
     r = resolve_recipe("dqn", n_envs=8, obs_mode=None, hparams={"learning_rate": 1e-4, "n_envs": 2})
     assert r["n_envs"] == 2 and r["learning_rate"] == 1e-4 and r["obs_mode"] == RECIPES["dqn"]["obs_mode"]
     assert resolve_recipe("dqn", n_envs=8)["n_envs"] == 8
-    assert resolve_recipe("ppo", recipe=False)["obs_mode"] == "gru"
+    assert resolve_recipe("ppo", hparams={"obs_mode": "gru"})["obs_mode"] == "gru"
     r = resolve_recipe("ppo")
     r["net_arch"]["pi"].append(1)
     assert RECIPES["ppo"]["net_arch"]["pi"] == [256, 256]  # the table is copied, never changed
@@ -77,7 +79,7 @@ def test_cli_trains_with_the_recipe_and_hparams_override_it(tmp_path, monkeypatc
     rc = main(["train-agent", "--agent", "sb3-dqn", "--env", ENV_ID, "--out", str(tmp_path / "d"),
                "--hparams", "learning_rate=1e-4", "--hparams", "net_arch=[64, 64]", "--hparams", "extractor=none",
                "--no-progress"])
-    assert rc == 0 and seen["recipe"] is True and seen["steps"] is None
+    assert rc == 0 and "recipe" not in seen and seen["steps"] is None
     assert seen["hparams"] == {"learning_rate": 1e-4, "net_arch": [64, 64], "extractor": None}
     assert "obs_mode" not in seen and "n_envs" not in seen  # the recipe fills them
 

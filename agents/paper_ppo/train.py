@@ -9,9 +9,10 @@ One iteration per batch of B images:
    policy sampling its actions; the rollout memory receives states, actions, log-probs and rewards;
 3. one :func:`~agents.paper_ppo.ppo.ppo_update`.
 
-TensorBoard gets the scalars of every batch and, a few times per run (at its start, after every fifth of the
-batches and at the end), a picture of deterministic episodes on the first ``episode_images`` images of the
-evaluation split (tag ``episodes/looks``, :mod:`agents.episode_images`).
+What the run records goes through one :class:`~agents.run_log.RunLog`, closed however the run ends: a row of
+``progress.csv`` and the TensorBoard scalars of every batch, the progress bar, and, a few times per run (at its
+start, after every fifth of the batches and at the end), a picture of deterministic episodes on the first
+``episode_images`` images of the evaluation split (tag ``episodes/looks``, :mod:`agents.episode_images`).
 
 The env is stepped only through its public API (:func:`gfnet_env.factory.make_core` and
 :func:`gfnet_env.rollout.rollout`); the networks stay frozen, only the policy learns.
@@ -25,20 +26,19 @@ a torn last row or rows of batches redone).
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import math
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from feature_nets.files import atomic_write_text
 from feature_nets.policy import PatchPolicy
 
+from ..run_log import RunLog
 from ..trained import write_agent_json
 from .files import AGENT_FILE, LATEST_FILE, write_policy_file
 from .ppo import RolloutMemory, make_optimizer, ppo_update
@@ -82,83 +82,19 @@ def _picture_batches(n_batches: int, times: int = 5) -> set[int]:
     return {max(1, round(k * n_batches / times)) for k in range(1, times + 1)}
 
 
-class _EpisodePictures:
-    """Pictures of the live policy's deterministic episodes on the first ``n_images`` images of the evaluation
-    split (:mod:`agents.episode_images`), the same images each time so they compare across the run.
+def _mean_actor(policy: PatchPolicy, device) -> Callable[[Any], np.ndarray]:
+    """A fresh ``obs -> actions`` function of ``policy``'s mean action (one picture's episodes: the recurrent
+    state starts empty). Not :class:`~agents.paper_ppo.agent.PaperPPOAgent`: that module imports this one."""
+    hidden = None
 
-    The core shares the training networks (no second copy) and settings (feature maps, continuous actions:
-    the policy's own); it draws no random numbers, so a resumed run trains exactly as an uninterrupted one.
-    """
+    @torch.no_grad()
+    def act(obs) -> np.ndarray:
+        nonlocal hidden
+        fmap = torch.as_tensor(np.asarray(obs)).to(device).float()
+        mean, hidden = policy.mean_action(fmap, hidden)
+        return mean.float().cpu().numpy()
 
-    def __init__(self, env_id: str, env_kwargs: dict, n_images: int, core, policy: PatchPolicy) -> None:
-        from ..episode_images import evaluation_core
-
-        self.policy = policy
-        self.core = evaluation_core(env_id, env_kwargs, n_images, model=core.model, device=core.device)
-        self.indices = list(range(min(n_images, len(self.core.dataset))))
-
-    def _actor(self):
-        """A fresh ``obs -> actions`` function of the live policy's mean action (one picture's episodes: the
-        recurrent state starts empty). Not :class:`~agents.paper_ppo.agent.PaperPPOAgent`: that module imports
-        this one."""
-        hidden = None
-
-        @torch.no_grad()
-        def act(obs) -> np.ndarray:
-            nonlocal hidden
-            fmap = torch.as_tensor(np.asarray(obs)).to(self.core.device).float()
-            mean, hidden = self.policy.mean_action(fmap, hidden)
-            return mean.float().cpu().numpy()
-
-        return act
-
-    def log(self, writer, env_steps: int) -> None:
-        """Add the picture, (H, W, 3) uint8, to ``writer`` as ``episodes/looks`` at ``env_steps``."""
-        from ..episode_images import TAG, episode_image
-
-        was_training = self.policy.training
-        self.policy.eval()
-        try:
-            image = episode_image(self.core, self._actor(), self.indices, deterministic=True)
-        finally:
-            self.policy.train(was_training)
-        writer.add_image(TAG, image, env_steps, dataformats="HWC")
-
-    def close(self) -> None:
-        self.core.close()
-
-
-def _snapshot(policy: PatchPolicy, optimizer, generator: torch.Generator) -> tuple:
-    """Copies of the policy weights, the optimizer state and the noise generator's state (a batch boundary)."""
-    return ({k: v.detach().clone() for k, v in policy.state_dict().items()}, copy.deepcopy(optimizer.state_dict()),
-            generator.get_state())
-
-
-def _restore(snapshot: tuple, policy: PatchPolicy, optimizer, generator: torch.Generator) -> None:
-    weights, optim, noise = snapshot
-    policy.load_state_dict(weights)
-    optimizer.load_state_dict(optim)
-    generator.set_state(noise)
-
-
-def _truncate_progress(path: Path, fields: list[str], batches: int) -> None:
-    """Keep the header and the whole rows of batches 1..``batches`` of ``progress.csv`` (rewritten atomically);
-    a torn row (a crash or full disk mid-write) and rows of batches the resumed run redoes are dropped."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    kept = []
-    if lines and next(csv.reader([lines[0]]), None) == fields:
-        for line in lines[1:]:
-            row = next(csv.reader([line]), [])
-            if len(kept) == batches or len(row) != len(fields) or row[0] != str(len(kept) + 1):
-                break
-            kept.append(line)
-    if len(kept) < batches:
-        warnings.warn(f"{path}: {batches - len(kept)} of the {batches} resumed batches have no whole row",
-                      stacklevel=3)
-    out = io.StringIO()
-    csv.writer(out).writerow(fields)
-    atomic_write_text(path, out.getvalue() + "".join(line + "\r\n" for line in kept))
+    return act
 
 
 def collect_rollout(core, policy: PatchPolicy, generator: torch.Generator, indices: list[int],
@@ -189,6 +125,190 @@ def collect_rollout(core, policy: PatchPolicy, generator: torch.Generator, indic
     for rewards in episodes.rewards:  # (T − 1, B) → one (1, B) tensor per step
         memory.rewards.append(torch.as_tensor(rewards, device=core.device).view(1, len(indices)))
     return episodes
+
+
+def _checked_env_kwargs(steps: int, batch_size: int, episode_images: int, env_kwargs: dict) -> dict:
+    """Refuse arguments the loop cannot train with; return the env kwargs it trains on (``split`` defaults to
+    ``train``; ``obs_mode`` / ``action_mode`` fixed to what the policy reads and emits)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (returns are normalised over the batch), got {batch_size}")
+    if isinstance(episode_images, bool) or int(episode_images) != episode_images or episode_images < 0:
+        raise ValueError(f"episode_images must be an int >= 0 (0: none), got {episode_images!r}")
+    env_kwargs = dict(env_kwargs)
+    env_kwargs.setdefault("split", "train")
+    for key, want in (("obs_mode", "feature_map"), ("action_mode", "continuous")):
+        if env_kwargs.get(key, want) != want:
+            raise ValueError(f"paper-ppo trains on {key}={want!r}, got {env_kwargs[key]!r}")
+        env_kwargs[key] = want
+    if env_kwargs.get("early_exit") is not None:
+        raise ValueError("paper-ppo rollouts have a fixed length: leave early_exit unset for training")
+    return env_kwargs
+
+
+@dataclass
+class _Learner:
+    """What a batch boundary fixes: the policy, its optimiser and its action noise (saved, restored, resumed)."""
+
+    policy: PatchPolicy
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+    @classmethod
+    def start(cls, core, init_policy: PatchPolicy | None, lr: float, seed: int) -> "_Learner":
+        """A copy of ``init_policy`` or a fresh policy sized to the core's feature map (drawn from torch's global
+        generator, seeded by the caller), Adam, and the noise generator seeded with ``seed``, on the core's device."""
+        if init_policy is not None:
+            policy = copy.deepcopy(init_policy)
+        else:
+            cfg, (c, h, _w) = core.model.spec.config, core.model.feature_map_shape
+            policy = PatchPolicy(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
+        policy.to(core.device)
+        return cls(policy, make_optimizer(policy, lr=lr), torch.Generator(device=core.device).manual_seed(seed))
+
+    def load(self, path: Path) -> int:
+        """Continue from the latest save at ``path``; returns its batch count."""
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        self.policy.load_state_dict(blob["policy_state_dict"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.generator.set_state(blob["generator"].to(self.generator.get_state().device))
+        return int(blob["batches_done"])
+
+    def save(self, path: Path, meta: dict, batches_done: int) -> None:
+        """Write the resumable save atomically; only ever called at a batch boundary, so weights, Adam and noise
+        state are all those after ``batches_done``."""
+        write_policy_file(self.policy, path, meta, optimizer=self.optimizer.state_dict(),
+                          generator=self.generator.get_state().cpu(), batches_done=batches_done)
+
+    def snapshot(self) -> tuple:
+        """Copies of the weights, the optimiser state and the noise generator's state (a batch boundary)."""
+        return ({k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+                copy.deepcopy(self.optimizer.state_dict()), self.generator.get_state())
+
+    def restore(self, snapshot: tuple) -> None:
+        weights, optim, noise = snapshot
+        self.policy.load_state_dict(weights)
+        self.optimizer.load_state_dict(optim)
+        self.generator.set_state(noise)
+
+
+@dataclass
+class _Plan:
+    """The run's fixed settings: sizes, PPO constants, where it saves and what it records."""
+
+    env_id: str
+    env_kwargs: dict
+    out_dir: Path
+    seed: int
+    batch_size: int
+    n_steps: int      # focus steps per episode (T − 1)
+    n_batches: int
+    start: int        # batches already done (a resumed run)
+    gamma: float
+    clip: float
+    epochs: int
+    save_every: int
+    meta: dict        # the settings recorded in every policy file
+
+    @property
+    def per_batch(self) -> int:
+        return self.batch_size * self.n_steps
+
+    @property
+    def latest(self) -> Path:
+        return self.out_dir / LATEST_FILE
+
+    def csv_fields(self) -> list[str]:
+        return ["batch", "env_steps", "mean_return", "loss", "policy_loss", "value_loss", "clip_fraction",
+                "seconds"] + [f"accuracy_step_{t}" for t in range(self.n_steps + 1)]
+
+
+def _one_batch(plan: _Plan, learner: _Learner, core, memory: RolloutMemory, batch: int, t0: float) -> dict:
+    """Steps 1–3 of the module docstring for batch number ``batch`` (from 0); returns its ``progress.csv`` row."""
+    # 1. the next B images
+    dataset = core.dataset
+    indices, epoch = _image_order(plan.seed, len(dataset), batch * plan.batch_size, plan.batch_size)
+    if hasattr(dataset, "set_epoch") and getattr(dataset, "epoch", epoch) != epoch:
+        dataset.set_epoch(epoch)
+    # 2. the rollout: T − 1 focus steps with sampled actions
+    episodes = collect_rollout(core, learner.policy, learner.generator, indices, memory)
+    correct = (episodes.probs.argmax(-1) == episodes.targets[None]).double().mean(1).tolist()
+    # 3. one PPO update
+    stats = ppo_update(learner.policy, learner.optimizer, memory, gamma=plan.gamma, clip=plan.clip,
+                       epochs=plan.epochs)
+    memory.clear()
+    row = {"batch": batch + 1, "env_steps": (batch + 1) * plan.per_batch,
+           "mean_return": float(episodes.returns.mean()), "loss": stats["loss"],
+           "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
+           "clip_fraction": stats["clip_fraction"], "seconds": time.perf_counter() - t0}
+    row.update({f"accuracy_step_{t}": c for t, c in enumerate(correct)})
+    return row
+
+
+def _log_batch(log: RunLog, row: dict, n_steps: int) -> None:
+    """A finished batch's TensorBoard scalars (``train/…``) and progress bar (mean return, last-step accuracy)."""
+    keys = ["mean_return", "loss", "policy_loss", "value_loss", "clip_fraction"]
+    keys += [f"accuracy_step_{t}" for t in range(n_steps + 1)]
+    log.add_scalars({f"train/{key}": row[key] for key in keys}, row["env_steps"])
+    log.advance(row["env_steps"], ret=f"{row['mean_return']:.3f}", acc=f"{row[f'accuracy_step_{n_steps}']:.3f}")
+
+
+def _draw(log: RunLog, policy: PatchPolicy, device, step: int) -> None:
+    """The episode picture of the live policy's mean action at ``step`` (in eval mode, restored after)."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        log.picture(_mean_actor(policy, device), step)
+    finally:
+        policy.train(was_training)
+
+
+def _train_batches(plan: _Plan, learner: _Learner, core, log: RunLog, episode_images: int) -> None:
+    """The loop: one rollout and one PPO update per batch, each finished batch logged; pictures at the start, after
+    every fifth of the batches and at the end; the resumable save every ``save_every`` batches.
+
+    Never loses a long run: the last batch boundary is saved, also on a crash or Ctrl-C (a batch interrupted
+    midway is rolled back to its start first: its rollout drew noise, its update moved weights).
+    """
+    from ..episode_images import evaluation_core
+
+    memory = RolloutMemory()
+    done = plan.start  # batches whose update is complete; the state is consistent with it outside a batch
+    snapshot = None  # the state at the start of the batch in progress
+    draw_at = _picture_batches(plan.n_batches)
+    t0 = time.perf_counter()
+    try:
+        if episode_images and plan.start < plan.n_batches:
+            # the training networks and settings, no second copy; it draws no random numbers, so a resumed run
+            # trains exactly as an uninterrupted one
+            log.open_pictures(evaluation_core(plan.env_id, plan.env_kwargs, int(episode_images), model=core.model,
+                                              device=core.device), int(episode_images))
+            _draw(log, learner.policy, core.device, plan.start * plan.per_batch)  # the policy the run starts from
+        for batch in range(plan.start, plan.n_batches):
+            snapshot = learner.snapshot()
+            row = _one_batch(plan, learner, core, memory, batch, t0)
+            log.write_row(row)
+            done, snapshot = batch + 1, None  # a batch boundary again
+            _log_batch(log, row, plan.n_steps)
+            if done in draw_at:
+                _draw(log, learner.policy, core.device, row["env_steps"])
+            if done % plan.save_every == 0:
+                learner.save(plan.latest, plan.meta, done)
+    finally:
+        memory.clear()
+        if snapshot is not None:
+            learner.restore(snapshot)
+        learner.save(plan.latest, plan.meta, done)
+
+
+def _open_logs(log: RunLog, plan: _Plan, resume: bool, progress: bool) -> None:
+    """TensorBoard (events of batches a resumed run redoes hidden), ``progress.csv`` (truncated to the resumed
+    batches) and the progress bar."""
+    log.open_tensorboard(purge_step=plan.start * plan.per_batch if plan.start else None)
+    log.open_csv(plan.csv_fields(), keep_rows=plan.start if resume else None)
+    if progress:
+        log.open_progress(plan.n_batches * plan.per_batch, plan.start * plan.per_batch, desc="paper-ppo")
 
 
 def train_policy(
@@ -237,148 +357,34 @@ def train_policy(
     Returns:
         :class:`TrainedPolicy` (:func:`agents.paper_ppo.agent.train_paper_ppo` wraps it as an agent).
     """
-    from torch.utils.tensorboard import SummaryWriter
-
     from gfnet_env.factory import make_core, task_of
 
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (returns are normalised over the batch), got {batch_size}")
-    if isinstance(episode_images, bool) or int(episode_images) != episode_images or episode_images < 0:
-        raise ValueError(f"episode_images must be an int >= 0 (0: none), got {episode_images!r}")
-    env_kwargs = dict(env_kwargs)
-    env_kwargs.setdefault("split", "train")
-    for key, want in (("obs_mode", "feature_map"), ("action_mode", "continuous")):
-        if env_kwargs.get(key, want) != want:
-            raise ValueError(f"paper-ppo trains on {key}={want!r}, got {env_kwargs[key]!r}")
-        env_kwargs[key] = want
+    env_kwargs = _checked_env_kwargs(steps, batch_size, episode_images, env_kwargs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
     core = make_core(task_of(env_id), batch_size, device=device, **env_kwargs)
+    device = core.device
     try:
-        # --- the policy, its optimiser and its noise (from a fresh start or the latest save) -------------
-        dev = core.device
-        if init_policy is not None:
-            policy = copy.deepcopy(init_policy)
-        else:
-            cfg, (c, h, _w) = core.model.spec.config, core.model.feature_map_shape
-            policy = PatchPolicy(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
-        policy.to(dev)
-        optimizer = make_optimizer(policy, lr=lr)
-        generator = torch.Generator(device=dev).manual_seed(seed)
-
+        learner = _Learner.start(core, init_policy, lr, seed)
         n_steps = core.max_steps
-        per_batch = batch_size * n_steps
-        n_batches = max(1, math.ceil(steps / per_batch))
-        start = 0
-        latest = out_dir / LATEST_FILE
-        if resume and latest.exists():
-            blob = torch.load(latest, map_location="cpu", weights_only=True)
-            policy.load_state_dict(blob["policy_state_dict"])
-            optimizer.load_state_dict(blob["optimizer"])
-            generator.set_state(blob["generator"].to(generator.get_state().device))
-            start = int(blob["batches_done"])
+        plan = _Plan(env_id, env_kwargs, out_dir, seed, batch_size, n_steps,
+                     n_batches=max(1, math.ceil(steps / (batch_size * n_steps))), start=0, gamma=gamma, clip=clip,
+                     epochs=epochs, save_every=save_every,
+                     meta={"env_id": env_id, "env_kwargs": env_kwargs, "seed": seed, "steps": steps,
+                           "batch_size": batch_size, "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs})
+        if resume and plan.latest.exists():
+            plan.start = learner.load(plan.latest)
         elif resume:
             print(f"--resume: nothing to resume in {out_dir} (no {LATEST_FILE}); starting from scratch")
-
-        meta = {"env_id": env_id, "env_kwargs": env_kwargs, "seed": seed, "steps": steps, "batch_size": batch_size,
-                "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs}
-
-        def save_latest(batches_done: int) -> None:
-            """Only ever called at a batch boundary: weights, Adam and noise state all after ``batches_done``."""
-            write_policy_file(policy, latest, meta, optimizer=optimizer.state_dict(),
-                              generator=generator.get_state().cpu(), batches_done=batches_done)
-
-        # --- logs: TensorBoard, progress.csv (truncated to the resumed batches), a progress bar ---------
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start * per_batch if start else None)
-        csv_path = out_dir / "progress.csv"
-        fields = ["batch", "env_steps", "mean_return", "loss", "policy_loss", "value_loss", "clip_fraction",
-                  "seconds"] + [f"accuracy_step_{t}" for t in range(n_steps + 1)]
-        new_csv = not (resume and csv_path.exists())
-        if not new_csv:
-            _truncate_progress(csv_path, fields, start)
-        # closed in the loop's finally below, after the last row
-        csv_file = open(csv_path, "w" if new_csv else "a", newline="")  # noqa: SIM115
-        csv_writer = csv.DictWriter(csv_file, fieldnames=fields)
-        if new_csv:
-            csv_writer.writeheader()
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_batches * per_batch, initial=start * per_batch, unit="step", desc="paper-ppo")
-
-        # --- the loop: one rollout and one PPO update per batch of images -----------------------------
-        dataset = core.dataset
-        memory = RolloutMemory()
-        done = start  # batches whose update is complete; the state is consistent with it outside a batch
-        snapshot = None  # the state at the start of the batch in progress
-        pictures = None  # episode pictures on fixed evaluation images (episode_images > 0)
-        draw_at = _picture_batches(n_batches)
-        t0 = time.perf_counter()
-        try:
-            if episode_images and start < n_batches:
-                pictures = _EpisodePictures(env_id, env_kwargs, int(episode_images), core, policy)
-                pictures.log(writer, start * per_batch)  # the policy the run starts from (fresh, given, resumed)
-            for batch in range(start, n_batches):
-                snapshot = _snapshot(policy, optimizer, generator)
-                # 1. the next B images
-                indices, epoch = _image_order(seed, len(dataset), batch * batch_size, batch_size)
-                if hasattr(dataset, "set_epoch") and getattr(dataset, "epoch", epoch) != epoch:
-                    dataset.set_epoch(epoch)
-
-                # 2. the rollout: T − 1 focus steps with sampled actions
-                episodes = collect_rollout(core, policy, generator, indices, memory)
-                correct = (episodes.probs.argmax(-1) == episodes.targets[None]).double().mean(1).tolist()
-
-                # 3. one PPO update
-                stats = ppo_update(policy, optimizer, memory, gamma=gamma, clip=clip, epochs=epochs)
-                memory.clear()
-
-                done_steps = (batch + 1) * per_batch
-                row = {"batch": batch + 1, "env_steps": done_steps, "mean_return": float(episodes.returns.mean()),
-                       "loss": stats["loss"], "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
-                       "clip_fraction": stats["clip_fraction"], "seconds": time.perf_counter() - t0}
-                row.update({f"accuracy_step_{t}": c for t, c in enumerate(correct)})
-                csv_writer.writerow(row)
-                csv_file.flush()  # whole rows only reach the file (a torn one is dropped on resume)
-                done, snapshot = batch + 1, None  # a batch boundary again
-                for key in ("mean_return", "loss", "policy_loss", "value_loss", "clip_fraction"):
-                    writer.add_scalar(f"train/{key}", row[key], done_steps)
-                for t, c in enumerate(correct):
-                    writer.add_scalar(f"train/accuracy_step_{t}", c, done_steps)
-                if bar is not None:
-                    bar.update(per_batch)
-                    bar.set_postfix(ret=f"{row['mean_return']:.3f}", acc=f"{correct[-1]:.3f}")
-                if pictures is not None and done in draw_at:
-                    pictures.log(writer, done_steps)
-                if done % save_every == 0:
-                    save_latest(done)
-        finally:
-            # never lose a long run: the last batch boundary is saved, also on a crash or Ctrl-C (a batch
-            # interrupted midway is rolled back to its start: its rollout drew noise, its update moved weights)
-            try:
-                memory.clear()
-                if snapshot is not None:
-                    _restore(snapshot, policy, optimizer, generator)
-                save_latest(done)
-            finally:
-                try:
-                    csv_file.close()
-                except OSError:
-                    pass  # a row torn by a full disk is dropped when resuming
-                writer.close()
-                if bar is not None:
-                    bar.close()
-                if pictures is not None:
-                    pictures.close()
+        with RunLog(out_dir) as log:
+            _open_logs(log, plan, resume, progress)
+            _train_batches(plan, learner, core, log, episode_images)
     finally:
         core.close()
 
-    metadata = {**meta, "batches": n_batches, "env_steps": n_batches * per_batch}
-    write_policy_file(policy, out_dir / AGENT_FILE, metadata)
+    metadata = {**plan.meta, "batches": plan.n_batches, "env_steps": plan.n_batches * plan.per_batch}
+    write_policy_file(learner.policy, out_dir / AGENT_FILE, metadata)
     write_agent_json(out_dir, AGENT_NAME, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
-    return TrainedPolicy(policy, dev, metadata)
+    return TrainedPolicy(learner.policy, device, metadata)

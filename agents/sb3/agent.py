@@ -1,7 +1,7 @@
 """Stable-Baselines3 agents: PPO, SAC, A2C, TD3, DQN (grid actions) and sb3-contrib's RecurrentPPO.
 
-Hyperparameters come from one table, :data:`agents.sb3.recipes.RECIPES` (the default; what ``gfnet
-train-agent`` uses), overridable key by key (``hparams=``). Training goes through
+Hyperparameters come from one table, :data:`agents.sb3.recipes.RECIPES` (what ``gfnet train-agent`` and
+:func:`train_sb3` use), overridable key by key (``hparams=``). Training goes through
 :func:`gfnet_env.make_sb3_vec_env` (one batched core, in a ``VecMonitor``: episode returns logged), with
 
 * TensorBoard logs under ``out_dir/tensorboard``;
@@ -11,7 +11,7 @@ train-agent`` uses), overridable key by key (``hparams=``). Training goes throug
   replay buffer of off-policy algorithms only when asked: ``keep_replay_buffers``), written atomically at a
   rollout start every ``checkpoint_freq`` env steps, at the end, and when a run crashes or is interrupted (an
   on-policy run first rolls back to the start of its unfinished rollout:
-  :func:`agents.sb3.files.checkpoint_callback`);
+  :func:`agents.sb3.callbacks.checkpoint_callback`);
 * a picture of a few deterministic episodes in TensorBoard at each evaluation (``episode_images``,
   :mod:`agents.episode_images`);
 * ``resume=True``: continue from the newest *valid* checkpoint (and its replay buffer) with
@@ -166,14 +166,13 @@ class SB3Agent(Agent):
         out = {k: options[k] for k in keys if options.get(k) is not None}
         if "progress" in options:
             out["progress_bar"] = options["progress"]
-        out["recipe"] = True
         return out
 
     @classmethod
     def learn(cls, env_id: str, steps: int | None, seed: int, out_dir: PathLike, resume: bool = False,
               **env_kwargs) -> "SB3Agent":
-        """:func:`train_sb3` with this agent's algorithm (``n_envs``, ``obs_mode``, ``recipe``, ``hparams``, …
-        may be in ``env_kwargs``)."""
+        """:func:`train_sb3` with this agent's algorithm (``n_envs``, ``obs_mode``, ``hparams``, … may be in
+        ``env_kwargs``)."""
         return train_sb3(cls.algo, env_id, steps, out_dir, seed=seed, resume=resume, **env_kwargs)
 
 

@@ -1,5 +1,9 @@
 """Stable-Baselines3 callbacks of a training run: consistent checkpoints (newest K kept), the progress bar,
-the below-random warning, the best model, and episode pictures in TensorBoard."""
+the below-random warning, the best model, and episode pictures in TensorBoard.
+
+The progress bar and the episode pictures are drawn by a :class:`~agents.run_log.RunLog`, as the paper PPO
+trainer draws them; :func:`agents.sb3.trainer.train_model` passes its own, which releases them however the run
+ends."""
 
 from __future__ import annotations
 
@@ -10,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from gfnet_env.core import GFNetCore
-
-from ..episode_images import DEFAULT_IMAGES, EVAL_SPLIT, TAG, episode_image, evaluation_core
+from ..episode_images import DEFAULT_IMAGES, EVAL_SPLIT, TAG, evaluation_core
+from ..run_log import RunLog
 from .files import CHECKPOINT_NAME, save_model, save_replay_buffer
 
 
@@ -29,8 +32,8 @@ def checkpoint_callback(folder, prefix: str, every: int, replay_buffer: bool, ke
     interruption, so the state saved on Ctrl-C is the one a resumed run can continue exactly as an
     uninterrupted run would (same step count; the partial rollout's env steps are collected again).
     Off-policy models (SAC, TD3, DQN: SB3's ``OffPolicyAlgorithm``) train after every collection step and keep
-    no copy. With ``replay_buffer`` their buffer is saved too; each one saved deletes the older ones (they are as
-    large as the buffer: 200+ MB each), unless ``keep_all_buffers``.
+    no copy. With ``replay_buffer`` their buffer is saved too; each one saved deletes the older ones (each file is
+    as large as the buffer), unless ``keep_all_buffers``.
     Only the newest ``keep_checkpoints`` model zips are kept (None: all): a checkpoint is for resuming, and the
     best evaluated model is kept apart (``OUT/best``).
     """
@@ -114,22 +117,28 @@ def prune_replay_buffers(folder, prefix: str, keep: str) -> list[Path]:
     return gone
 
 
-def progress_callback(total: int, desc: str = "training"):
-    """An SB3 callback drawing a tqdm bar of env steps up to ``total`` (SB3's own bar needs ``rich``)."""
+def progress_callback(total: int, desc: str = "training", run_log: RunLog | None = None):
+    """An SB3 callback drawing the run log's tqdm bar of env steps up to ``total`` (SB3's own bar needs ``rich``).
+
+    The bar is :meth:`RunLog.open_progress`'s, as the paper PPO trainer draws it: ``run_log``'s (which then also
+    closes it when training fails: SB3 skips the end-of-training hook when ``learn`` raises), or a log of its own.
+    """
     from stable_baselines3.common.callbacks import BaseCallback
-    from tqdm.auto import tqdm
 
     class TqdmProgress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.log = run_log if run_log is not None else RunLog()
+
         def _on_training_start(self) -> None:
-            self.bar = tqdm(total=int(total), initial=int(self.model.num_timesteps), desc=desc, unit="step",
-                            dynamic_ncols=True)
+            self.log.open_progress(int(total), int(self.model.num_timesteps), desc=desc)
 
         def _on_step(self) -> bool:
-            self.bar.update(int(self.model.num_timesteps) - self.bar.n)
+            self.log.advance(int(self.model.num_timesteps))
             return True
 
         def _on_training_end(self) -> None:
-            self.bar.close()
+            self.log.close_progress()
 
     return TqdmProgress()
 
@@ -202,8 +211,9 @@ _EXCLUDE = ("stdout", "log", "json", "csv")
 
 def episode_image_callback(env_id: str, env_kwargs: dict[str, Any], every_steps: int, wrap: Callable[[Any], Any],
                            n_images: int = DEFAULT_IMAGES, split: str | None = EVAL_SPLIT,
-                           device: str = "auto", deterministic: bool = True):
-    """An SB3 callback logging :func:`episode_image` of the model being trained, tag :data:`TAG`.
+                           device: str = "auto", deterministic: bool = True, run_log: RunLog | None = None):
+    """An SB3 callback logging :func:`~agents.episode_images.episode_image` of the model being trained, tag
+    :data:`TAG`.
 
     The picture is written at the start of training, every ``every_steps`` env steps (at the first
     step at or after each multiple) and at the end, to the model's logger's TensorBoard output
@@ -221,11 +231,13 @@ def episode_image_callback(env_id: str, env_kwargs: dict[str, Any], every_steps:
         split: as in :func:`evaluation_core` (default ``val``; None keeps ``env_kwargs``' split).
         device: torch device of the core when the training env has none to share.
         deterministic: deterministic actions (the policy's mode), as the evaluation uses.
+        run_log: the :class:`~agents.run_log.RunLog` that draws the pictures and owns their core (a log of the
+            callback's own when None).
 
     The networks are the training env's own when it exposes its core (:func:`gfnet_env.make_sb3_vec_env`
     does), so no second copy is loaded. The small core the callback builds starts no threads and is closed at
-    the end of training; SB3 skips that hook when ``learn`` raises, so call the callback's ``close()`` then
-    to free it at once (otherwise garbage collection does).
+    the end of training; SB3 skips that hook when ``learn`` raises, so then ``run_log.close()`` (or the
+    callback's ``close()``) frees it at once (otherwise garbage collection does).
     """
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
@@ -240,36 +252,38 @@ def episode_image_callback(env_id: str, env_kwargs: dict[str, Any], every_steps:
 
         def __init__(self) -> None:
             super().__init__(verbose=0)
-            self.core: GFNetCore | None = None
+            self.log = run_log if run_log is not None else RunLog()
             self.agent = None
-            self.indices: list[int] = []
             self._next = 0  # num_timesteps at or after which the next periodic picture is drawn
             self._last: int | None = None  # num_timesteps of the last picture written
 
         def _init_callback(self) -> None:
             self.agent = wrap(self.model)
             training_core = getattr(self.training_env, "core", None)  # GFNetVecMonitor / GFNetSB3VecEnv
-            self.core = evaluation_core(
+            core = evaluation_core(
                 env_id, env_kwargs, int(n_images), settings=self.agent.env_settings(),
                 model=None if training_core is None else training_core.model,
                 device=device if training_core is None else training_core.device, split=split)
-            self.indices = list(range(min(int(n_images), len(self.core.dataset))))
+            self.log.open_pictures(core, int(n_images), write=self._to_tensorboard, deterministic=deterministic)
 
-        def _write(self) -> None:
-            """Draw the picture and write it now, at ``num_timesteps``.
+        def _to_tensorboard(self, image: np.ndarray, step: int) -> None:
+            """Write ``image`` straight to the logger's TensorBoard output at ``step``.
 
-            Written straight to the logger's TensorBoard output rather than ``logger.record``-ed: SB3 dumps
-            recorded values only at the end of a rollout (every ``log_interval`` episodes off-policy) and never
-            after training ends, so a recorded picture would carry a later step, and the last one would be lost.
+            Not ``logger.record``-ed: SB3 dumps recorded values only at the end of a rollout (every
+            ``log_interval`` episodes off-policy) and never after training ends, so a recorded picture would carry
+            a later step, and the last one would be lost.
             """
-            step = int(self.num_timesteps)
-            if step == self._last:
-                return
-            image = episode_image(self.core, self.agent, self.indices, deterministic=deterministic)
             for out in self.logger.output_formats:
                 if isinstance(out, TensorBoardOutputFormat):
                     # what logger.record(TAG, Image(...), exclude=_EXCLUDE) + logger.dump(step) writes there
                     out.write({TAG: Image(image, "HWC")}, {TAG: _EXCLUDE}, step)
+
+        def _write(self) -> None:
+            """Draw the picture and write it now, at ``num_timesteps`` (once per step count)."""
+            step = int(self.num_timesteps)
+            if step == self._last:
+                return
+            self.log.picture(self.agent, step)
             self._last = step
 
         def _on_training_start(self) -> None:
@@ -289,9 +303,7 @@ def episode_image_callback(env_id: str, env_kwargs: dict[str, Any], every_steps:
                 self.close()
 
         def close(self) -> None:
-            """Close the callback's core (idempotent; the shared networks stay with the training env)."""
-            if self.core is not None:
-                self.core.close()
-                self.core = None
+            """Close the pictures' core (idempotent; the shared networks stay with the training env)."""
+            self.log.close_pictures()
 
     return EpisodeImageCallback()

@@ -41,7 +41,7 @@ from typing import Any
 
 from gfnet_env.settings import DEFAULT_GRID_SIZE
 
-__all__ = ["ENV_KEYS", "RECIPES", "available_memory", "legacy_recipe", "policy_kwargs", "replay_buffer_size",
+__all__ = ["ENV_KEYS", "RECIPES", "available_memory", "policy_kwargs", "replay_buffer_size",
            "resolve_recipe", "sized_rollout", "split_recipe"]
 
 OFF_POLICY = ("sac", "td3", "dqn")
@@ -54,7 +54,7 @@ _CONT = dict(obs_mode="feature_map", action_mode="continuous", action_range="sym
 
 #: The recipe table (see the module docstring for the keys).
 RECIPES: dict[str, dict[str, Any]] = {
-    # ppo: the shipped agent's recipe (gfnet_cli/default_task.py SB3_RECIPE; 75.8 % on 10k canvases vs random 70.7 %)
+    # ppo: the shipped agent's recipe (stage sb3 of gfnet_cli/default_task.py; 75.8 % on 10k canvases vs random 70.7 %)
     "ppo": dict(steps=300_000, n_envs=64, **_GRID_MLP, net_arch={"pi": [256, 256], "vf": [64, 64]},
                 activation_fn="relu", rollout_steps=4096, batch_size=512, gamma=0.9),
     # a2c: γ = 1 and an entropy bonus (measured at 300k steps, 1,000 canvases: 76.4 % vs 75.8 % with γ = 0.9 and
@@ -76,18 +76,6 @@ RECIPES: dict[str, dict[str, Any]] = {
                 buffer_size=15_000, learning_starts=1_000, batch_size=128, learning_rate=3e-4, gamma=1.0,
                 train_freq=1, gradient_steps=1, action_noise_std=0.1),
 }
-
-
-def legacy_recipe(algo: str) -> dict[str, Any]:
-    """What :func:`agents.sb3.agent.train_sb3` uses without ``recipe`` (the settings before the recipe table):
-    GRU-state observations, SB3's default network, 16 envs, γ and learning rate of SB3."""
-    out: dict[str, Any] = dict(n_envs=16, obs_mode="gru", action_mode="grid" if algo == "dqn" else "continuous",
-                               action_range="symmetric", extractor="none")
-    if algo in ("ppo", "recurrent-ppo"):
-        out.update(n_steps=64, batch_size=64)
-    if algo in OFF_POLICY:
-        out.update(buffer_size=100_000, buffer_bytes=2 * 10**9, learning_starts=100)
-    return out
 
 
 def available_memory() -> int | None:
@@ -126,14 +114,13 @@ def sized_rollout(kwargs: dict[str, Any], rollout_steps: int | None, n_envs: int
         kwargs["batch_size"] = min(int(kwargs["batch_size"]), int(kwargs["n_steps"]) * n_envs)
 
 
-def resolve_recipe(algo: str, recipe: bool = True, hparams: dict[str, Any] | None = None,
-                   **given: Any) -> dict[str, Any]:
-    """The recipe of ``algo`` (or :func:`legacy_recipe` when ``recipe`` is False), then the ``given`` values
-    that are not None (``n_envs=…``, ``obs_mode=…`` from function arguments), then ``hparams`` (the CLI's
-    ``--hparams key=value``). Returns a new dict with every key of the table."""
-    if recipe and algo not in RECIPES:
+def resolve_recipe(algo: str, hparams: dict[str, Any] | None = None, **given: Any) -> dict[str, Any]:
+    """The recipe of ``algo``, then the ``given`` values that are not None (``n_envs=…``, ``obs_mode=…`` from
+    function arguments), then ``hparams`` (the CLI's ``--hparams key=value``). Returns a new dict with every key of
+    the table."""
+    if algo not in RECIPES:
         raise ValueError(f"no recipe for {algo!r}; recipes: {sorted(RECIPES)}")
-    out = copy.deepcopy(RECIPES[algo] if recipe else legacy_recipe(algo))
+    out = copy.deepcopy(RECIPES[algo])
     out.update({k: v for k, v in given.items() if v is not None})
     out.update(hparams or {})
     if out.get("action_mode") == "grid":

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 from tiny import tiny_dataset, tiny_model
+from tiny_sb3 import with_tiny_hparams
 
 ENV_ID = "GFNet-ImageNet-v0"
 SHIPPED = Path(__file__).resolve().parents[2] / "gfnet_env" / "weights" / "sb3_ppo_cluttered_fmnist.zip"
@@ -23,9 +24,9 @@ def train_tiny_ppo(out, steps: int, resume: bool = False, **kw):
     from agents.sb3.agent import train_sb3
 
     kw.setdefault("checkpoint_freq", 32)
-    kw.setdefault("recipe", False)  # tiny settings, not the embedded task's recipe
-    return train_sb3("ppo", ENV_ID, steps, out, seed=0, n_envs=4, device="cpu", eval_episodes=4, eval_freq=10_000,
-                     algo_kwargs={"n_steps": 8, "batch_size": 16}, resume=resume, **env_kwargs(), **kw)
+    kw = with_tiny_hparams("ppo", {"n_envs": 4, "algo_kwargs": {"n_steps": 8, "batch_size": 16}, **kw})
+    return train_sb3("ppo", ENV_ID, steps, out, seed=0, device="cpu", eval_episodes=4, eval_freq=10_000,
+                     resume=resume, **env_kwargs(), **kw)
 
 
 def train_tiny_paper_ppo(out, steps: int = 72, resume: bool = False, **kw):
