@@ -20,8 +20,8 @@ GFNet with P = 28, T = 5 (:func:`feature_nets.gfnet.build_small_gfnet` defaults)
 ``ship`` picks the checkpoint that becomes ``OUT/cluttered_fmnist_gfnet.pth.tar`` (and the env's default with
 ``install``): ``stage2`` (default) keeps the stage-1 networks, which classify well with any patches (the
 environment's point: every agent is judged on the same frozen networks); ``stage3`` networks are tuned to the
-learned policy's patches, which lifts that policy but lowers the glance and random-patch accuracy (measured:
-glance 66.8 → 65.2 %, random last step 70.8 → 68.0 %, paper PPO 78.0 → 82.5 %).
+learned policy's patches, which lifts that policy but lowers the glance and random-patch accuracy (the figures
+are in gfnet_env/weights/MODEL_CARD.md).
 
 After each network stage the per-step top-1 on the 10,000 test canvases is measured with several ways of
 choosing patches (glance only is step 0 of each): ``random`` (uniform, seeded), ``centre``, ``item`` (the patch
@@ -56,12 +56,10 @@ __all__ = ["ENV_ID", "SB3_RECIPE", "STAGES", "TASK", "PipelineConfig", "evaluate
 
 STAGES = ("pretrain", "stage1", "stage2", "stage3", "sb3")
 ENV_ID = "GFNet-ClutteredFashionMNIST-v0"
-#: How the shipped SB3 PPO agent is trained. Measured alternatives (2,000 test canvases, last-step top-1, random
-#: patches ≈ 70.7 %): gru obs + continuous 68.1-70.1 %; feature_map + continuous 68.3-70.5 % (300k steps, std
-#: 0.1-0.37, [0, 1] or [-1, 1] actions); dict + continuous 72.3 %; feature_map + 7×7 grid 77.1 % (this one).
-#: A memoryless MLP on the GRU state cannot see where the item is; the feature map shows it, and choosing one of
-#: 49 cells is far easier to learn in 300k steps than a 2-D Gaussian mean. The value net is kept small so
-#: the shipped zip stays under 5 MB.
+#: How the shipped SB3 PPO agent is trained: feature-map observations and 7×7 grid actions. A memoryless MLP on
+#: the GRU state cannot see where the item is; the feature map shows it, and choosing one of 49 cells is far
+#: easier to learn in 300k steps than a 2-D Gaussian mean (the alternatives tried, with their accuracies, are in
+#: gfnet_env/weights/MODEL_CARD.md). The value net is kept small so the shipped zip stays under 5 MB.
 SB3_RECIPE = dict(obs_mode="feature_map", action_mode="grid", grid_size=7, n_envs=64, eval_episodes=200,
                   algo_kwargs={"policy_kwargs": {"net_arch": {"pi": [256, 256], "vf": [64, 64]},
                                                  "activation_fn": torch.nn.ReLU},
