@@ -1,6 +1,6 @@
 # Two entry points for a fresh Debian machine (Python 3.11, root, no GPU):
 #   make demo   — set everything up, then run the main job (the benchmark on the embedded default task)
-#   make test   — set everything up, then run the test suite
+#   make test   — set everything up, then run the test suite (make lint: ruff over the tree)
 # Both install into .venv/ only what is missing, so repeated runs start at once.
 
 PYTHON ?= python3
@@ -11,15 +11,19 @@ STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test test-conformance dataset clean
+TORCH_PIN := requirements/torch.txt
+
+.PHONY: setup demo test test-conformance lint dataset clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned to the build this machine kind carries on disk (a newer one downloads gigabytes).
-$(STAMP): $(PY) pyproject.toml
+# torch first, from the one pin file (requirements/torch.txt, which pyproject.toml reads too): the build this
+# machine kind carries on disk (a newer one downloads gigabytes). Then the package with every extra and the
+# test tools (the "test" extra).
+$(STAMP): $(PY) pyproject.toml $(TORCH_PIN) requirements/core.txt
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet -r $(TORCH_PIN)
 	$(PIP) install --quiet -e ".[test]"
 	touch $(STAMP)
 
@@ -40,6 +44,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff with the rules of pyproject.toml's [tool.ruff] (CI runs it before the tests)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test-conformance: setup
 	$(PY) -m pytest -q -k conformance

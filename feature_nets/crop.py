@@ -45,8 +45,8 @@ def crop_patches(images: torch.Tensor, corners: torch.Tensor, patch_size: int,
     offsets = torch.arange(patch_size, device=dev)
     pixel = ((corners[:, 0:1] + offsets)[:, :, None] * w + (corners[:, 1:2] + offsets)[:, None, :]).flatten(1)
     if source is None:
-        # One gather over the flattened images: one kernel on GPU, and on CPU the fastest batched form
-        # measured (advanced indexing over (B, P, P) was 10-30x slower).
+        # One gather over the flattened images: one kernel on GPU, and on CPU faster than advanced indexing
+        # over (B, P, P), which builds three index tensors of the patches' size (benchmarks/RESULTS.md).
         flat = pixel[:, None, :].expand(b, c, -1)
         return images.reshape(b, c, s * w).gather(2, flat).view(b, c, patch_size, patch_size)
     m = corners.shape[0]

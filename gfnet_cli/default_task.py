@@ -20,8 +20,8 @@ GFNet with P = 28, T = 5 (:func:`feature_nets.gfnet.build_small_gfnet` defaults)
 ``ship`` picks the checkpoint that becomes ``OUT/cluttered_fmnist_gfnet.pth.tar`` (and the env's default with
 ``install``): ``stage2`` (default) keeps the stage-1 networks, which classify well with any patches (the
 environment's point: every agent is judged on the same frozen networks); ``stage3`` networks are tuned to the
-learned policy's patches, which lifts that policy but lowers the glance and random-patch accuracy (measured:
-glance 66.8 → 65.2 %, random last step 70.8 → 68.0 %, paper PPO 78.0 → 82.5 %).
+learned policy's patches, which lifts that policy but lowers the glance and random-patch accuracy (the figures
+are in gfnet_env/weights/MODEL_CARD.md).
 
 After each network stage the per-step top-1 on the 10,000 test canvases is measured with several ways of
 choosing patches (glance only is step 0 of each): ``random`` (uniform, seeded), ``centre``, ``item`` (the patch

@@ -3,9 +3,11 @@
 Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file assembles them, checks the
 numeric arguments every command shares (:data:`MINIMUMS`) before any work, and turns a command's input error
 (``ValueError``, ``TypeError``, ``KeyError``, ``OSError``, ``CheckpointError``) into one line on stderr,
-``gfnet <command>: <message>``, with exit status 2. ``GFNET_DEBUG=1`` shows the traceback instead. Before
-any command it tunes glibc's malloc for the networks' CPU tensors (:mod:`gfnet_env.data.host_memory`;
-``GFNET_TUNE_MALLOC=0`` turns that off).
+``gfnet <command>: <message>``, with exit status 2. ``GFNET_DEBUG=1`` shows the traceback instead. A command
+that needs an optional part of the install (:data:`COMMAND_EXTRAS`) checks for it before any work, and a missing
+one is such a line too, naming the extra to install (``pip install 'gfnet-gym[benchmark]'``). Before any command
+it tunes glibc's malloc for the networks' CPU tensors (:mod:`gfnet_env.data.host_memory`; ``GFNET_TUNE_MALLOC=0``
+turns that off).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib
 import os
 import sys
 
+from feature_nets.extras import check_extra
 from gfnet_env.data.host_memory import keep_freed_memory_unless_disabled
 
 #: (sub-command, module, one-line help)
@@ -30,6 +33,16 @@ COMMANDS: list[tuple[str, str, str]] = [
      "train the embedded default task's GFNet from scratch (CPU)"),
     ("prepare-data", "gfnet_cli.commands.prepare_data", "write a split's exact prepared evaluation cache"),
 ]
+
+#: What a command needs beyond the core install: (extra, top-level import names), checked before it starts.
+#: Agents check their own needs when they are made (an SB3 agent: the ``sb3`` extra).
+COMMAND_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "benchmark": ("benchmark", ("matplotlib", "tqdm")),
+    "train-agent": ("train", ("tensorboard", "tqdm")),
+    "train-policy": ("train", ("tensorboard", "tqdm")),
+    "train-features": ("train", ("tensorboard", "tqdm")),
+    "train-default-task": ("train", ("tensorboard", "tqdm", "stable_baselines3")),
+}
 
 #: Smallest valid value of numeric options, by destination (``--fit-episodes`` → ``fit_episodes``), for the
 #: commands that have them; None values (option left at its default) are not checked.
@@ -47,8 +60,9 @@ MINIMUMS: dict[str, dict[str, float]] = {
 }
 #: Options that must be > 0 (learning rates), in every command that has them.
 POSITIVE = ("lr", "lr_backbone", "lr_classifier")
-#: Error types that mean bad input (a bug shows its traceback). CheckpointError is matched by name, so that the
-#: CLI need not import torch before a command does.
+#: Error types that mean bad input (a bug shows its traceback). CheckpointError and MissingExtraError (an
+#: optional dependency not installed) are matched by name, so that the CLI need not import torch before a
+#: command does.
 INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError)
 
 EXAMPLE = """Example:
@@ -89,7 +103,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def is_input_error(error: BaseException) -> bool:
     """Whether ``error`` reports bad input (printed in one line) rather than a bug (shown with its traceback)."""
-    return isinstance(error, INPUT_ERRORS) or any(c.__name__ == "CheckpointError" for c in type(error).__mro__)
+    return isinstance(error, INPUT_ERRORS) or any(c.__name__ in ("CheckpointError", "MissingExtraError")
+                                                  for c in type(error).__mro__)
 
 
 def one_line(error: BaseException) -> str:
@@ -109,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     # the networks' CPU activations come and go every forward pass: keep freed memory mapped for the next one
-    # (gfnet_env/data/host_memory.py: 1.4-1.8x faster episodes on the CPU; GFNET_TUNE_MALLOC=0 leaves malloc alone)
+    # rather than page-faulting it in again (gfnet_env/data/host_memory.py; GFNET_TUNE_MALLOC=0 leaves malloc alone)
     keep_freed_memory_unless_disabled()
     try:
         check_arguments(args)
+        if args.command in COMMAND_EXTRAS:
+            extra, modules = COMMAND_EXTRAS[args.command]
+            check_extra(modules, extra, "this command")
         return int(args._run(args) or 0)
     except Exception as e:  # noqa: BLE001 - input errors become one line; anything else is re-raised
         if not is_input_error(e) or os.environ.get("GFNET_DEBUG", "") not in ("", "0"):

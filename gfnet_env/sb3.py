@@ -13,8 +13,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from stable_baselines3.common.vec_env import VecMonitor
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
+
+from feature_nets.extras import reraise_missing
+
+try:
+    from stable_baselines3.common.vec_env import VecMonitor
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
+except ModuleNotFoundError as e:  # the sb3 extra is not installed: say so
+    reraise_missing(e, "sb3", "gfnet_env.sb3 (the Stable-Baselines3 VecEnv)")
 
 from .checks import check_option_keys
 from .core import GFNetCore, slice_obs

@@ -25,8 +25,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
+
+from feature_nets.extras import reraise_missing
+
+try:
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+except ModuleNotFoundError as e:  # the sb3 extra is not installed: say so
+    reraise_missing(e, "sb3", "gfnet_env.sb3_extractors (the SB3 features extractors)")
 
 __all__ = ["FeatureMapExtractor", "GFNetDictExtractor", "feature_map_net"]
 

@@ -1,5 +1,8 @@
 """Benchmark plots (matplotlib, Agg canvas; no pyplot state, safe in headless runs and threads).
 
+matplotlib (the ``benchmark`` extra) is imported when the first plot is drawn, so that the tables
+(:func:`madds_unit`) work without it.
+
 Each function takes the dict :func:`agents.benchmark.run_benchmark` returns and writes one PNG:
 
 * :func:`plot_anytime` — top-1 (%) after each step (0 = glance), 95 % band over runs;
@@ -16,9 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from feature_nets.extras import require
 from feature_nets.files import atomic_write
 
 __all__ = ["plot_anytime", "plot_budgeted", "plot_mean_return", "plot_madds_per_step", "plot_seconds", "make_plots",
@@ -34,6 +36,8 @@ def madds_unit(max_value: float) -> tuple[float, str]:
 
 
 def _figure(width: float = 6.4, height: float = 4.2):
+    Figure = require("matplotlib.figure", "benchmark", "the benchmark's plots").Figure
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "benchmark", "the benchmark's plots").FigureCanvasAgg
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot(1, 1, 1)

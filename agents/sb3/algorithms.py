@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any
 
+from feature_nets.extras import require
 
 #: registry name -> (module, class) of the SB3 algorithm.
 ALGORITHMS: dict[str, tuple[str, str]] = {
@@ -32,8 +32,11 @@ def algo_key(algo: str) -> str:
 
 
 def algorithm_class(algo: str):
-    module, cls = ALGORITHMS[algo_key(algo)]
-    return getattr(importlib.import_module(module), cls)
+    """The SB3 class of ``algo``, imported now (a :class:`~feature_nets.extras.MissingExtraError` naming the
+    ``sb3`` extra when Stable-Baselines3 or sb3-contrib is not installed)."""
+    key = algo_key(algo)
+    module, cls = ALGORITHMS[key]
+    return getattr(require(module, "sb3", f"the sb3-{key} agent"), cls)
 
 
 def settings_from_spaces(observation_space, action_space) -> dict[str, Any]:

@@ -54,11 +54,13 @@ _CONT = dict(obs_mode="feature_map", action_mode="continuous", action_range="sym
 
 #: The recipe table (see the module docstring for the keys).
 RECIPES: dict[str, dict[str, Any]] = {
-    # ppo: the shipped agent's recipe (stage sb3 of gfnet_cli/default_task.py; 75.8 % on 10k canvases vs random 70.7 %)
+    # ppo: the shipped agent's recipe (stage sb3 of gfnet_cli/default_task.py): the feature map shows where the
+    # item is, and one of 49 grid cells is easier to learn than a 2-D Gaussian mean (the alternatives tried are
+    # in gfnet_env/weights/MODEL_CARD.md); the small value net keeps the shipped zip small
     "ppo": dict(steps=300_000, n_envs=64, **_GRID_MLP, net_arch={"pi": [256, 256], "vf": [64, 64]},
                 activation_fn="relu", rollout_steps=4096, batch_size=512, gamma=0.9),
-    # a2c: γ = 1 and an entropy bonus (measured at 300k steps, 1,000 canvases: 76.4 % vs 75.8 % with γ = 0.9 and
-    # no bonus; a longer rollout or a lower learning rate did worse, 71.7–73.6 %: docs/sb3.md)
+    # a2c: γ = 1 and an entropy bonus, which beat γ = 0.9 without one; a longer rollout or a lower learning rate
+    # did worse (the runs compared: docs/sb3.md)
     "a2c": dict(steps=300_000, n_envs=64, **_GRID_MLP, net_arch={"pi": [256, 256], "vf": [64, 64]},
                 activation_fn="relu", rollout_steps=512, learning_rate=7e-4, gamma=1.0, ent_coef=0.01),
     "recurrent-ppo": dict(steps=200_000, n_envs=64, **_GRID_MLP,
@@ -71,7 +73,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "sac": dict(steps=20_000, n_envs=16, **_CONT, net_arch=[256, 256], buffer_bytes=512 * 2**20,
                 buffer_size=15_000, learning_starts=1_000, batch_size=128, learning_rate=3e-4, gamma=1.0,
                 train_freq=1, gradient_steps=1, ent_coef="auto_0.01"),
-    # td3: Gaussian exploration noise (SB3 adds none): 20k steps, 10k canvases: 75.6 % with std 0.1 vs 73.4 % without
+    # td3: Gaussian exploration noise (SB3 adds none), which lifts it well above no noise (docs/sb3.md)
     "td3": dict(steps=20_000, n_envs=16, **_CONT, net_arch=[256, 256], buffer_bytes=512 * 2**20,
                 buffer_size=15_000, learning_starts=1_000, batch_size=128, learning_rate=3e-4, gamma=1.0,
                 train_freq=1, gradient_steps=1, action_noise_std=0.1),

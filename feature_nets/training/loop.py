@@ -181,6 +181,9 @@ class _StageRun:
             net = DDP(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                       find_unused_parameters=(cfg.dsn_ratio == 0 or model.T == 1))
         if ctx.is_main:
+            from ..extras import require
+
+            require("tensorboard", "train", "training's TensorBoard logs")
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))

@@ -10,8 +10,9 @@ def progress_bar(iterable=None, total: int | None = None, desc: str = "", enable
     object that ignores ``update`` / ``set_postfix`` / ``close``."""
     if not enabled:
         return iterable if iterable is not None else _NullBar()
-    from tqdm.auto import tqdm
+    from ..extras import require
 
+    tqdm = require("tqdm.auto", "train", "a progress bar").tqdm
     return tqdm(iterable, total=total, desc=desc, leave=leave, dynamic_ncols=True)
 
 

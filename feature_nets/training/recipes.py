@@ -78,11 +78,9 @@ FAMILY_DEFAULTS: dict[str, FamilyRecipe] = {
                               freeze_global=True, dropout=0.2, drop_connect=0.2),
     # Small CNN on cluttered Fashion-MNIST (encoders pretrained on clean items first; this project's choice):
     # both encoders trained, dsn_ratio 1 as ResNet. Higher learning rates than the paper's fine-tuning ones:
-    # the encoders were pretrained for only 2 epochs on clean items, and 2-epoch trials on 20k canvases gave
-    # last-step val top-1 40.6 % (0.02 / 0.1, batch 128), 44.8 % (0.05 / 0.1), 48.4 % (0.05 / 0.1, batch 64),
-    # 51.0 % (0.1 / 0.2, batch 64), 52.6 % (0.2 / 0.4, batch 64). Weight decay 5e-4, batch 64, 16 epochs of
-    # fresh clutter (full runs, test top-1 glance / last random step: 12 epochs 66.3 / 70.2, 16 epochs
-    # 66.8 / 70.8; see gfnet_env/weights/MODEL_CARD.md). The glance is trained in the model's own
+    # the encoders were pretrained for only 2 epochs on clean items, and short trials picked 0.1 / 0.2. Weight
+    # decay 5e-4, batch 64, 16 epochs of fresh clutter (the trials and the epoch counts compared, with their
+    # accuracies: gfnet_env/weights/MODEL_CARD.md). The glance is trained in the model's own
     # (bilinear) mode so that training and testing see the same glance; stage 3 runs 3 epochs. The learning rate
     # decays every iteration (the shipped weights were trained so), not once per epoch as the original.
     "small_cnn": FamilyRecipe(lr_backbone=0.1, lr_classifier=0.2, weight_decay=5e-4, dsn_ratio=1.0, epochs=16,

@@ -9,7 +9,7 @@ go to ``OUT/pipeline.json``. The pipeline itself is :mod:`gfnet_cli.default_task
 
 Example::
 
-    nice gfnet train-default-task --out runs/default_task                     # everything (~1 h on 2 cores)
+    nice gfnet train-default-task --out runs/default_task                     # every stage
     gfnet train-default-task --out runs/default_task --stop-after stage1       # the stage-1 model only
     gfnet train-default-task --out runs/default_task --resume                  # continue an interrupted run
 """

@@ -39,8 +39,8 @@ Canvas ``i`` of a split is a pure function of ``(seed, split, i, epoch)`` (and o
 its random numbers come from ``np.random.default_rng(np.random.SeedSequence([seed, split_id, epoch, i]))``.
 Random access is therefore deterministic and independent of DataLoader workers. Canvas ``i`` always holds
 item ``i`` of the split (labels and item order never change); :meth:`ClutteredFashionMNIST.set_epoch` draws
-new positions and clutter for every epoch, which is what training should do (fresh clutter each epoch
-generalised better than fixed canvases in the prototype). Evaluation leaves the epoch at 0.
+new positions and clutter for every epoch, which is what training should do (the networks cannot memorise a
+fixed set of canvases). Evaluation leaves the epoch at 0.
 
 Normalisation
 -------------

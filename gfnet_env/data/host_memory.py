@@ -3,13 +3,12 @@
 Every forward pass of the frozen networks on the CPU allocates activations of megabytes to tens of megabytes
 and frees them milliseconds later. With its default settings glibc's malloc serves large blocks with fresh
 ``mmap`` calls and hands a freed heap top back to the kernel, so the next pass touches new pages again and pays
-a page fault per 4 KiB. Measured on a 2-core VM (MobileNet-V3, P=96, T=3, 64 envs, whole episodes from memory):
-2,561 minor page faults and 4.3 ms of kernel time per image, a third of the process's CPU time.
+a page fault per 4 KiB: on a small CPU the kernel's share of every episode becomes a large part of its time.
 :func:`keep_freed_memory` sets three ``mallopt`` parameters so that blocks up to 32 MiB come from the heap and
-up to ``retain_mib`` of freed heap stays mapped for reuse: no page faults after the first batches, and in
-``benchmarks/episode_throughput.py`` in-memory episodes go from 184–192 to 341–349 images/s (JPEG episodes
-139–146 → 200–203; ``make demo`` 2 min 02 s → 1 min 25 s). Results are unchanged (only where memory comes from
-changes); the price is that the process keeps up to ``retain_mib`` of freed memory mapped.
+up to ``retain_mib`` of freed heap stays mapped for reuse: no page faults after the first batches (the effect on
+episode throughput is measured in benchmarks/RESULTS.md and docs/environment.md). Results are unchanged (only
+where memory comes from changes); the price is that the process keeps up to ``retain_mib`` of freed memory
+mapped.
 
 It changes the whole process's allocator, so the library never calls it on its own: the ``gfnet`` command
 does at start (``GFNET_TUNE_MALLOC=0`` leaves malloc alone), and a script calls it once, first thing::

@@ -77,8 +77,8 @@ def default_loading(device_type: str = "cpu", cpus: int | None = None, torch_thr
     Prefetching decodes the next images while the networks step the current ones; it pays when decoding has cores
     of its own: the networks on a GPU (their host threads mostly wait), or torch's CPU threads leaving cores free
     (:func:`default_decode_threads` threads then). When torch's threads fill every core, as they do by default, a
-    decoding thread beside them slows the networks by more than the time it saves (2 cores, MobileNet-V3, malloc
-    tuned: 190 JPEG episodes/s with prefetch, 243 without); then each reset decodes its images when it starts, in
+    decoding thread beside them slows the networks by more than the time it saves (benchmarks/RESULTS.md); then
+    each reset decodes its images when it starts, in
     ``cpus − 1`` threads (at least 1, at most ``cap``) and the caller, with every core.
     """
     cpus = cpus if cpus is not None else (os.cpu_count() or 1)
@@ -95,7 +95,7 @@ def torch_on_one_thread() -> Iterator[None]:
     """Within the block, torch ops of the calling thread run on that thread alone.
 
     For loader threads: a multi-threaded torch op there (a tensor resize, a user dataset's transform) gives the
-    thread its own OpenMP team, and that slowed the networks in the same process by up to 25 %
+    thread its own OpenMP team, whose threads compete with the networks' in the same process and slow them
     (benchmarks/RESULTS.md). The count is restored on exit, every time: ``torch.set_num_threads`` also sets the
     default that threads started later take, which must stay the caller's."""
     previous = torch.get_num_threads()
