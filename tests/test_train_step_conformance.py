@@ -339,7 +339,9 @@ def test_train_step_conformance(name, record_property):
                     src["param_proj"][i], data["param_delta_norm"][i], RTOL, floor, with_ref=False)
     # (3) The classifier's first gradient (no batch norm upstream of it in the backward pass).
     fc = [k for k in params if k.startswith("fc/")]
-    sub = lambda d: {k: d[k] for k in fc}
+    def sub(d):
+        return {k: d[k] for k in fc}
+
     c.close("iteration 0 classifier grad_norm", sub(mine["grad_norm"][0]), sub(data["grad_norm"][0]),
             sub(mine["grad_norm"][0]), RTOL)
 
