@@ -1,4 +1,4 @@
-"""Shared fixtures (the builders live in tests/tiny.py so test modules can import them too)."""
+"""Shared fixtures (the builders live in tests/helpers.py so test modules can import them too)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import signal
 import threading
 
 import pytest
+import torch
 
-from tiny import tiny_dataset, tiny_model
+from feature_nets.checkpoint import checkpoint_dict, save_checkpoint
+from helpers import TracePayload, tiny_dataset, tiny_model
 
 
 @pytest.fixture
@@ -32,3 +34,21 @@ def python_sigint_handler():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    """A valid checkpoint file of the tiny GFNet (S = 48, P = 16, T = 4, 5 classes)."""
+    return save_checkpoint(tiny_model(), tmp_path / "tiny.pth.tar")
+
+
+@pytest.fixture
+def evil_ckpt(tmp_path):
+    """(path, trace): a valid tiny checkpoint plus an entry that writes ``trace`` when fully unpickled (a pickle
+    that runs code)."""
+    trace = tmp_path / "TRACE"
+    blob = checkpoint_dict(tiny_model())
+    blob["notes"] = TracePayload(trace)
+    path = tmp_path / "evil.pth.tar"
+    torch.save(blob, path)
+    return path, trace

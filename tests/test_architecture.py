@@ -352,7 +352,7 @@ def test_agent_cannot_read_labels_through_its_view(attribute):
     from gfnet_env.rollout import rollout
     from gfnet_env.settings import EnvSettings
     from gfnet_env.views import EnvView
-    from tiny import tiny_dataset, tiny_model
+    from helpers import tiny_dataset, tiny_model
 
     agent = _label_reading_agent(attribute, privileged=False)
     assert agent.upper_bound is False
@@ -368,7 +368,7 @@ def test_privileged_agent_reads_labels_and_is_an_upper_bound():
     from gfnet_env.rollout import rollout
     from gfnet_env.settings import EnvSettings
     from gfnet_env.views import PrivilegedView
-    from tiny import tiny_dataset, tiny_model
+    from helpers import tiny_dataset, tiny_model
 
     ds = tiny_dataset()
     agent = _label_reading_agent("labels", privileged=True)

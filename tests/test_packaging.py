@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from feature_nets.extras import EXTRAS
-from tiny import needs_fashion_mnist
+from helpers import needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("feature_nets", "gfnet_env", "agents", "gfnet_cli")
