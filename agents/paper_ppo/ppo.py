@@ -17,7 +17,7 @@ the clamped action), and after the step received the gain in the true class's so
    gradient, only a value to the loss: 2·(½·(1 + ln 2π)) + ln(0.1²) ≈ −1.767 per element);
 6. backward of loss.mean(), one Adam step; repeated for ``epochs`` (1 in the paper).
 
-``tests/test_ppo_conformance.py`` checks the loss, the gradients and the weights after one update against a
+``tests/conformance/test_ppo_conformance.py`` checks the loss, the gradients and the weights after one update against a
 record of the original implementation.
 """
 

@@ -19,7 +19,7 @@ resize and centre crop then run where the pixels are. This module does that for 
   ``jpeg_decoder="torchvision"`` decodes a whole reset's files at once on its device (:mod:`gfnet_env.data.loading`).
 
 The decoders are not bit-identical: libjpeg-turbo (PIL) and torchvision's libjpeg / nvJPEG may differ in IDCT
-and chroma upsampling, and the tensor resize is not PIL's. tests/test_decoding.py states the measured difference.
+and chroma upsampling, and the tensor resize is not PIL's. tests/gfnet_env/test_decoding.py states the measured difference.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ class ImageFolderDataset(decoding.FolderRawItems, Dataset):
 
     ``decoder="torchvision"`` (opt-in) decodes with ``torchvision.io.decode_jpeg`` and resizes/crops with tensor
     kernels (:mod:`gfnet_env.data.decoding`) when the transform is the evaluation transform; files it rejects, and
-    other transforms, use PIL. Pixels differ slightly from PIL's (tests/test_decoding.py states by how much).
+    other transforms, use PIL. Pixels differ slightly from PIL's (tests/gfnet_env/test_decoding.py states by how much).
     For the env it hands out raw items (:class:`decoding.FolderRawItems`, :meth:`encoded_item`), normalised in
     batches on its device (:mod:`gfnet_env.data.loading`).
 

@@ -15,7 +15,7 @@ from agents.sb3.callbacks import episode_image_callback
 from agents.paper_ppo import train_paper_ppo
 from agents.paper_ppo.train import _picture_batches
 
-ENV_ID = "GFNet-ImageNet-v0"  # with the tiny model and dataset, as tests/test_agents.py trains
+ENV_ID = "GFNet-ImageNet-v0"  # with the tiny model and dataset, as tests/agents/test_agents.py trains
 EMBEDDED = "GFNet-ClutteredFashionMNIST-v0"
 
 

@@ -1,7 +1,7 @@
-"""Helper of tests/test_training.py (not a test): a tiny stage-1 run, under torchrun or in one process.
+"""Helper of tests/feature_nets/test_training.py (not a test): a tiny stage-1 run, under torchrun or in one process.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_stage1_script.py OUT_DIR
-    python tests/ddp_stage1_script.py OUT_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/feature_nets/ddp_stage1_script.py OUT_DIR
+    python tests/feature_nets/ddp_stage1_script.py OUT_DIR
 
 Trains a tiny small-CNN GFNet for a few steps of stage 1 on cluttered Fashion-MNIST canvases (global batch 32,
 128 canvases, 2 epochs) and writes the final weights (model.state_dict(), BatchNorm buffers included) to
