@@ -227,6 +227,11 @@ def run_benchmark(
     agent_dirs = dict(agent_dirs or {})
     for key in AGENT_KWARGS:
         env_kwargs.pop(key, None)  # each agent picks its own
+    if env_kwargs.get("early_exit") is not None:
+        # the benchmark fits its own confidence thresholds (the budgeted curve) and charges each episode the
+        # looks it took; an env-level threshold under them would be a second, hidden stopping rule
+        raise ValueError("the benchmark measures stopping rules itself (budgeted thresholds fitted on the fit "
+                         "split, or an agent's own stop action): drop early_exit")
     grid_size = int(env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
     task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"}, env_id)
     settings = settings.replace(grid_size=grid_size)
