@@ -19,7 +19,7 @@ FIELDS = ["batch", "env_steps", "loss"]
 def _core():
     """A 2-image evaluation core on the tiny model (continuous actions: the centre agent's)."""
     return evaluation_core(ENV_ID, {"checkpoint": tiny_model(), "dataset": tiny_dataset()}, 2,
-                           settings={"action_mode": "continuous"}, device="cpu", split=None)
+                           settings={"obs_mode": "gru", "action_mode": "continuous"}, device="cpu", split=None)
 
 
 def _centre(obs) -> np.ndarray:
