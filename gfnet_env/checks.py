@@ -172,3 +172,15 @@ def _size(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def check_slots(slots, num_envs: int) -> np.ndarray:
+    """``slots`` as distinct in-range int64 slot indices of a batch of ``num_envs`` (a ``ValueError`` naming the
+    problem otherwise)."""
+    idx = np.asarray(slots)
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+        raise ValueError(f"slots must be a non-empty 1-D array of slot indices, got {slots!r:.100}")
+    idx = idx.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= num_envs or np.unique(idx).size != idx.size:
+        raise ValueError(f"slots must be distinct indices in [0, {num_envs - 1}], got {idx.tolist()[:20]}")
+    return idx

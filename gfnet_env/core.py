@@ -26,7 +26,7 @@ from feature_nets.gfnet import GFNet, StepOutput
 from feature_nets.madds import count_madds
 
 from .actions import make_action_decoder
-from .checks import check_buffer_memory, check_int
+from .checks import check_buffer_memory, check_int, check_slots
 from .data.loading import SlotImageLoader, default_loading
 from .rewards import StepReward
 from .settings import EnvSettings
@@ -294,7 +294,7 @@ class GFNetCore:
         self._check_open()
         model, n = self._model, self.num_envs
         full = slots is None
-        idx = np.arange(n) if full else self._checked_slots(slots)
+        idx = np.arange(n) if full else check_slots(slots, n)
         if self._done[idx].any():
             raise RuntimeError(
                 f"envs {idx[self._done[idx]].tolist()} have finished their episode; reset them before stepping"
@@ -348,16 +348,6 @@ class GFNetCore:
         info = self._info(packed[1], packed[2], t[idx], idx)
         info["stopped"] = stop.copy()
         return rewards, terminated, info
-
-    def _checked_slots(self, slots) -> np.ndarray:
-        """``slots`` as distinct in-range int64 slot indices (a ``ValueError`` naming the problem otherwise)."""
-        idx = np.asarray(slots)
-        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
-            raise ValueError(f"slots must be a non-empty 1-D array of slot indices, got {slots!r:.100}")
-        idx = idx.astype(np.int64)
-        if idx.min() < 0 or idx.max() >= self.num_envs or np.unique(idx).size != idx.size:
-            raise ValueError(f"slots must be distinct indices in [0, {self.num_envs - 1}], got {idx.tolist()[:20]}")
-        return idx
 
     def _focus_group(self, slots: np.ndarray, corners: torch.Tensor, cells: np.ndarray | None) -> None:
         full = slots.size == self.num_envs

@@ -191,3 +191,16 @@ def test_stop_action_must_be_a_bool(model, dataset):
     with pytest.raises(TypeError, match="stop_action must be True or False"):
         make(model, dataset, stop_action="yes")
 
+
+
+def test_stepping_some_slots_checks_them(model, dataset):
+    with core_of(model, dataset, 3, action_mode="grid", grid_size=G) as core:
+        core.reset_slots(np.arange(3), [0, 1, 2])
+        for bad in ([0, 0], [3], [], [[0]], [0.5]):
+            with pytest.raises(ValueError, match="slots must be"):
+                core.step(np.zeros(len(bad), dtype=np.int64) if bad and np.ndim(bad) == 1 else np.zeros(1, int),
+                          slots=np.asarray(bad))
+        _, term, info = core.step(np.array([4]), slots=np.array([1]))
+        assert info["step"].tolist() == [1] and core.view().num_envs == 3
+        _, _, info = core.step(np.array([0, 0, 0]))  # slots 0 and 2 are at their glance, slot 1 after one look
+        assert info["step"].tolist() == [1, 2, 1]
