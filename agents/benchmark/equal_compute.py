@@ -199,12 +199,15 @@ def verdict(entries: dict[str, dict], records: dict[str, dict], env_cumulative, 
         own = ag.at(budgets)
         top1, top1_ci, delta, delta_ci = [], [], [], []
         for mine, theirs in zip(own, ref_at):
-            if mine is None or theirs is None:
-                top1.append(None), top1_ci.append(None), delta.append(None), delta_ci.append(None)
+            if mine is None or theirs is None:  # n/a: the curve does not reach this budget
+                for column in (top1, top1_ci, delta, delta_ci):
+                    column.append(None)
                 continue
             s, rs = boot.means(mine, name) * 100.0, boot.means(theirs, reference) * 100.0
-            top1.append(float(mine.mean() * 100.0)), top1_ci.append(ci(s))
-            delta.append(float((mine.mean() - theirs.mean()) * 100.0)), delta_ci.append(ci(s - rs))
+            top1.append(float(mine.mean() * 100.0))
+            top1_ci.append(ci(s))
+            delta.append(float((mine.mean() - theirs.mean()) * 100.0))
+            delta_ci.append(ci(s - rs))
         e["equal_compute"] = {"reference": reference, "budgets": budgets.tolist(), "looks": list(range(1, len(budgets) + 1)),
                               "top1": top1, "ci": top1_ci, "delta": delta, "delta_ci": delta_ci}
         auc = np.mean(np.stack(ag.at(grid, flat_right=True)), axis=0)
