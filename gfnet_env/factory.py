@@ -28,7 +28,7 @@ __all__ = ["AGENT_SETTINGS", "build_core", "load_task", "make_core", "settings_f
 RUNTIME_KWARGS = ("device", "feature_cache")
 #: :class:`EnvSettings` fields an agent chooses for itself (its ``env_settings()``; obs_mode and action_mode
 #: always, grid_size and action_range when it has them).
-AGENT_SETTINGS = ("obs_mode", "action_mode", "grid_size", "action_range")
+AGENT_SETTINGS = ("obs_mode", "action_mode", "grid_size", "action_range", "stop_action")
 
 
 class HasEnvSettings(Protocol):

@@ -4,6 +4,8 @@
 * :mod:`~agents.benchmark.costs` — an agent's own decision cost (multiply-adds, seconds);
 * :mod:`~agents.benchmark.statistics` — bootstrap intervals, the paired bootstrap, McNemar, IQM;
 * :mod:`~agents.benchmark.comparison` — agents compared on the same images against a reference;
+* :mod:`~agents.benchmark.equal_compute` — operating points and the equal-compute verdict (budgets, AUC, exit
+  oracle, learned stop, Holm, the margin wording);
 * :mod:`~agents.benchmark.results` — aggregating runs and the output folder;
 * :mod:`~agents.benchmark.merge` — the protocol fingerprint and merging results folders (``gfnet compare``);
 * :mod:`~agents.benchmark.tables` — Markdown and CSV tables;

@@ -7,7 +7,8 @@ correctly after each step — and adds to each agent's results entry:
   paired across agents; :class:`agents.stats.PairedBootstrap`);
 * ``iqm_top1``: the interquartile mean over runs of the last-step top-1, with at least 4 runs;
 * ``vs_reference`` (every agent but the reference): the paired difference of top-1 per step (points) with its
-  interval, whether the last step's interval excludes zero, the probability of improvement over runs, and
+  interval, whether the last step's interval excludes zero, the probability of improvement over runs (None
+  unless both agents have at least 2 runs), and
   McNemar's exact test on the last step's per-image correctness (majority over runs);
 * ``oracle_gap_closed`` (when ``random`` and ``oracle`` were benchmarked): (agent − random) / (oracle − random)
   at the last step, with its interval.
@@ -60,8 +61,10 @@ def compare_agents(entries: dict[str, dict], correct: dict[str, np.ndarray], ref
                 "top1_difference": point.tolist(),
                 "top1_difference_ci": ci.tolist(),
                 "significant": bool(ci[-1, 0] > 0 or ci[-1, 1] < 0),
+                # over runs: meaningless with one run of either (it is then 0, ½ or 1): None
                 "probability_of_improvement": probability_of_improvement(
-                    [r["anytime_top1"][-1] for r in entry["runs"]], ref_last_runs),
+                    [r["anytime_top1"][-1] for r in entry["runs"]], ref_last_runs)
+                if len(entry["runs"]) >= 2 and len(ref_last_runs) >= 2 else None,
                 "mcnemar": test,
             }
     if "random" in samples and "oracle" in samples:

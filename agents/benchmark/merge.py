@@ -65,17 +65,26 @@ def read_results(folder: PathLike) -> dict:
     return results
 
 
-def read_per_image(folder: PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(image indices (E,), name → (R, T', E) correctness booleans) from a folder's ``per_image.npz``."""
+def read_per_image(folder: PathLike) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """(image indices (E,), name → its per-image records) from a folder's ``per_image.npz``: ``correct``
+    (R, T', E) booleans always, and the other fields (:data:`agents.benchmark.equal_compute.RECORD_FIELDS`)
+    where the folder has them."""
     path = Path(folder) / "per_image.npz"
     if not path.is_file():
         raise ValueError(f"{folder} holds no per_image.npz, needed to recompute paired statistics: rerun its benchmark")
+    records: dict[str, dict[str, np.ndarray]] = {}
     with np.load(path, allow_pickle=False) as data:
-        correct = {k[: -len("/correct")]: data[k].astype(bool) for k in data.files if k.endswith("/correct")}
-        return data["image_index"], correct
+        for key in data.files:
+            name, _, field = key.rpartition("/")
+            if name:
+                records.setdefault(name, {})[field] = data[key]
+        for rec in records.values():
+            rec["correct"] = rec["correct"].astype(bool)
+        return data["image_index"], records
 
 
-def merge_results(folders: list[PathLike], reference: str | None = None, seed: int = 0) -> dict:
+def merge_results(folders: list[PathLike], reference: str | None = None, seed: int = 0,
+                  margin: float | None = None) -> dict:
     """The agents of several benchmark outputs of the same protocol in one results dict.
 
     An agent benchmarked in several folders keeps the first; later copies are named ``name@folder``.
@@ -85,6 +94,7 @@ def merge_results(folders: list[PathLike], reference: str | None = None, seed: i
         reference: recompute every agent's paired comparison against this (merged) agent name from the
             per-image records (:func:`agents.comparison.compare_agents`); None keeps each folder's own.
         seed: of the recomputed bootstrap.
+        margin: M (points) of the equivalence wording of the recomputed comparison (None: the first folder's).
 
     Raises:
         ValueError: too few folders, protocols differ (the message names the fields and values), or the
@@ -104,7 +114,7 @@ def merge_results(folders: list[PathLike], reference: str | None = None, seed: i
     merged = {k: v for k, v in all_results[0].items() if k != "agents"}
     merged["agents"] = {}
     merged["merged_from"] = [str(f) for f in folders]
-    correct: dict[str, np.ndarray] = {}
+    records: dict[str, dict[str, np.ndarray]] = {}
     images = None
     for folder, res in zip(folders, all_results):
         if reference is not None:
@@ -116,14 +126,19 @@ def merge_results(folders: list[PathLike], reference: str | None = None, seed: i
             key = name if name not in merged["agents"] else f"{name}@{Path(folder).name}"
             merged["agents"][key] = entry
             if reference is not None:
-                correct[key] = per_folder[name]
+                records[key] = per_folder[name]
     if reference is not None:
         from .comparison import compare_agents
+        from .equal_compute import verdict
 
         if reference not in merged["agents"]:
             raise ValueError(f"--reference {reference!r} is not among the merged agents {sorted(merged['agents'])}")
         for entry in merged["agents"].values():
-            entry.pop("vs_reference", None)
-        compare_agents(merged["agents"], correct, reference, seed=seed)
+            for key in ("vs_reference", "equal_compute", "auc", "learned_stop"):
+                entry.pop(key, None)
+        margin = margin if margin is not None else merged.get("margin")
+        compare_agents(merged["agents"], {n: r["correct"] for n, r in records.items()}, reference, seed=seed)
+        verdict(merged["agents"], records, merged["env_madds_cumulative"], reference, seed=seed, margin=margin)
         merged["reference"] = reference
+        merged["margin"] = margin
     return merged

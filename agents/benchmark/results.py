@@ -71,7 +71,8 @@ def aggregate_runs(per_run: list[dict], source: str, seed: int) -> dict:
         "upper_bound": per_run[0]["upper_bound"],
         "source": source,
     }
-    # anytime_top1_ci is replaced by the two-level, image-paired interval (agents.comparison.compare_agents)
+    # anytime_top1_ci and mean_return_ci are replaced by the two-level, image-paired intervals
+    # (agents.benchmark.comparison.compare_agents, agents.benchmark.equal_compute.verdict)
 
 
 def write_outputs(results: dict, out_dir: PathLike) -> list[Path]:

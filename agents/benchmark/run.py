@@ -17,7 +17,9 @@ docs/benchmark.md):
 4. Runs: a trained agent is evaluated once per trained copy (several ``agent_dirs`` entries, or the seed
    sub-folders of one); otherwise the agent's own ``runs`` hook decides (``random``: one run per seed;
    ``paper-ppo``: the checkpoint's policy; SB3 agents: shipped weights). Means and 95 % bootstrap intervals
-   over runs are reported (a single run gives a zero-width interval).
+   over runs and images are reported (a single run's interval reflects the images).
+6. Each agent's operating point (multiply-adds it spent per image, top-1 of its answers) and the equal-compute
+   verdict against the reference (:mod:`agents.benchmark.equal_compute`).
 5. Agents that read the label (``privileged``, the oracle) are flagged ``upper_bound`` and listed apart.
 
 Outputs in ``out_dir`` (:mod:`agents.results`): ``results.json``, ``results.csv``, ``results.md`` (the
@@ -48,6 +50,7 @@ from ..base import Agent, PathLike, Run, RunContext
 from .merge import protocol_of
 from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
+from .equal_compute import RECORD_FIELDS, spent_madds, verdict
 from ..registry import base_name, factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
 from ..trained import jsonable, load_agent, trained_paths
@@ -146,13 +149,22 @@ def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indice
     agent_madds = np.array([0.0] + [counted.madds_per_decision] * (steps - 1))
     total = env_madds + agent_madds
     curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, np.cumsum(total).tolist())
+    conf, pred = ev.probs.max(-1)
+    exit_step = ev.exit_step if ev.exit_step is not None else np.full(ev.probs.shape[1], steps - 1)
+    stopped = ev.stopped if ev.stopped is not None else np.zeros(ev.probs.shape[1], dtype=bool)
     return {"label": run.label, "anytime_top1": ev.top1(), "mean_return": float(ev.returns.mean()),
             "budgeted": curve, "seconds": ev.seconds, "seconds_per_decision": timed.seconds_per_decision,
             "upper_bound": bool(getattr(agent, "privileged", False)), "T": int(steps),
             "madds_per_step": total.tolist(), "env_madds_per_step": env_madds.tolist(),
             "agent_madds_per_step": agent_madds.tolist(),
             "correct": (ev.probs.argmax(-1) == ev.targets[None]).numpy(),                      # (T', E)
-            "p_true": ev.probs.gather(2, ev.targets[None, :, None].expand(steps, -1, 1))[..., 0].numpy()}
+            "p_true": ev.probs.gather(2, ev.targets[None, :, None].expand(steps, -1, 1))[..., 0].numpy(),
+            # per-image records of the operating point and the equal-compute verdict (agents.benchmark.equal_compute)
+            "pred": pred.numpy().astype(np.int32), "confidence": conf.numpy().astype(np.float32),   # (T', E)
+            "exit_step": np.asarray(exit_step, dtype=np.int64), "stopped": np.asarray(stopped, dtype=bool),
+            "madds": spent_madds(np.cumsum(env_madds), [counted.madds_per_decision], exit_step[None],
+                                 stopped[None])[0],
+            "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy()}
 
 
 def _bar(label: str | None, total: int):
@@ -187,6 +199,7 @@ def run_benchmark(
     verbose: bool = True,
     trust_agent: bool = False,
     reference: str | None = "auto",
+    margin: float | None = None,
 ) -> dict:
     """Compare agents on ``env_id`` (see the module docstring for the protocol).
 
@@ -212,6 +225,8 @@ def run_benchmark(
         verbose: print the markdown table.
         reference: agent the others are compared with, paired on the same images (``"auto"``: ``paper-ppo``
             when benchmarked; None: no comparison).
+        margin: M, points: the table says *equivalent within ±M* / *not worse than −M* from the last-step Δ's
+            paired interval (docs/statistics.md); None: no verdict.
         trust_agent: ``True`` (the boolean) to load ``agent_dirs`` files with full unpickling, which may run
             code (``--trust-agent``); by default SB3 files are read with a restricted unpickler.
 
@@ -222,7 +237,7 @@ def run_benchmark(
         ``madds`` (per image, full episode), ``seconds``, ``n_runs``, ``runs``, ``upper_bound``, ``source``.
     """
     env_id = env_id_of(env_id)
-    reference = _checked_arguments(agents, reference, episodes, seeds, batch_size, agent_dirs, trust_agent)
+    reference = _checked_arguments(agents, reference, episodes, seeds, batch_size, agent_dirs, trust_agent, margin)
     env_kwargs = dict(env_kwargs or {})
     agent_dirs = dict(agent_dirs or {})
     for key in AGENT_KWARGS:
@@ -235,6 +250,9 @@ def run_benchmark(
     grid_size = int(env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
     task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"}, env_id)
     settings = settings.replace(grid_size=grid_size)
+    if settings.early_exit is not None:
+        raise ValueError("the benchmark refuses early_exit: the budgeted curve measures early exits, and an agent "
+                         "that stops does so with its own stop action (stop_action in its env_settings())")
     folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
     try:
         torch.manual_seed(seed)
@@ -251,16 +269,16 @@ def run_benchmark(
             "fit": {"images": images.fit_source, "episodes": len(images.fit_indices)},
             "agents": {},
         }
-        correct, p_true = run_agents(results["agents"], agents, images, settings, batch_size,
-                                     RunContext(name="", env_id=env_id, model=images.model, env_kwargs=env_kwargs,
-                                                seeds=seeds, seed=seed, device=device),
-                                     agent_dirs, trust_agent, verbose)
-        summarise(results, images, correct, reference, settings, seed)
+        records = run_agents(results["agents"], agents, images, settings, batch_size,
+                             RunContext(name="", env_id=env_id, model=images.model, env_kwargs=env_kwargs,
+                                        seeds=seeds, seed=seed, device=device),
+                             agent_dirs, trust_agent, verbose)
+        summarise(results, images, records, reference, settings, seed, margin=margin)
         if folder is not None:
-            arrays = {"image_index": np.asarray(images.eval_indices)}
-            for name in correct:
-                arrays[f"{name}/correct"] = correct[name]
-                arrays[f"{name}/p_true"] = p_true[name].astype(np.float32)
+            arrays = {"image_index": np.asarray(images.eval_indices),
+                      "target": next(iter(records.values()))["target"]}
+            for name, rec in records.items():
+                arrays.update({f"{name}/{k}": rec[k] for k in RECORD_FIELDS})
             folder.write(results, arrays)
     finally:
         if folder is not None:
@@ -271,7 +289,7 @@ def run_benchmark(
 
 
 def _checked_arguments(agents: list[str], reference: str | None, episodes: int, seeds: int, batch_size: int,
-                       agent_dirs: dict | None, trust_agent: bool) -> str | None:
+                       agent_dirs: dict | None, trust_agent: bool, margin: float | None = None) -> str | None:
     """Refuse bad arguments before any work (unknown agents fail here too); returns the reference agent."""
     if not agents:
         raise ValueError("no agents to benchmark")
@@ -287,6 +305,8 @@ def _checked_arguments(agents: list[str], reference: str | None, episodes: int, 
     unknown = set(agent_dirs or {}) - set(agents)
     if unknown:
         raise ValueError(f"agent_dirs names agents that are not benchmarked: {sorted(unknown)}")
+    if margin is not None and not (isinstance(margin, (int, float)) and np.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin must be a positive number of points, got {margin!r}")
     if not isinstance(trust_agent, bool):
         raise TypeError(f"trust_agent must be True or False, got {trust_agent!r}")
     return reference
@@ -344,7 +364,7 @@ def select_images(env_id: str, task_kwargs: dict[str, Any], episodes: int, fit_s
 
 def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, settings: EnvSettings,
                batch_size: int, ctx: RunContext, agent_dirs: dict, trust_agent: bool,
-               verbose: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+               verbose: bool) -> dict[str, dict[str, np.ndarray]]:
     """Every run of every agent on the selected images (protocol steps 2 and 4); ``out[name]`` gets each agent's
     aggregate over its runs (:func:`agents.benchmark.results.aggregate_runs`).
 
@@ -352,38 +372,46 @@ def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, s
         ctx: the run context shared by the agents (its ``name`` is set per agent).
 
     Returns:
-        (correct, p_true): agent name → (R, T', E) arrays per run, step and evaluation image (top-1 correct;
-        p(true class)), for the paired comparisons and ``per_image.npz``.
+        agent name → its per-image records, stacked over runs (``per_image.npz``,
+        :data:`agents.benchmark.equal_compute.RECORD_FIELDS`): ``correct``, ``p_true``, ``pred`` (int32),
+        ``confidence`` (float32) (R, T', E) per run, step and evaluation image; ``exit_step``, ``stopped``,
+        ``madds`` (spent), ``returns`` (R, E); ``decision_madds`` (R,); and ``target`` (E,).
     """
     cores = CoreCache(images.model, {"eval": images.eval_dataset, "fit": images.fit_dataset}, settings,
                       batch_size, ctx.device)
-    correct: dict[str, np.ndarray] = {}
-    p_true: dict[str, np.ndarray] = {}
+    records: dict[str, dict[str, np.ndarray]] = {}
     try:
         for name in agents:
             runs, source = resolve_runs(dataclasses.replace(ctx, name=name), agent_dirs, trust_agent=trust_agent)
             per_run = [evaluate_run(run, cores, images.eval_indices, images.fit_indices,
                                     progress=f"{name} {run.label}".strip() if verbose else None)
                        for run in runs]
-            correct[name] = np.stack([r.pop("correct") for r in per_run])      # (R, T', E)
-            p_true[name] = np.stack([r.pop("p_true") for r in per_run])
+            records[name] = {k: np.stack([np.asarray(r.pop(k)) for r in per_run]) for k in RECORD_FIELDS}
+            records[name]["correct"] = records[name]["correct"].astype(bool)
+            records[name]["p_true"] = records[name]["p_true"].astype(np.float32)
+            records[name]["target"] = per_run[0].pop("target")
+            for r in per_run[1:]:
+                r.pop("target")
             out[name] = aggregate_runs(per_run, source, ctx.seed)
     finally:
         cores.close()
-    return correct, p_true
+    return records
 
 
-def summarise(results: dict[str, Any], images: ImageSelection, correct: dict[str, np.ndarray],
-              reference: str | None, settings: EnvSettings, seed: int) -> None:
-    """Add the comparisons with ``reference`` (protocol step 5's flags are per agent already), the env's and the
+def summarise(results: dict[str, Any], images: ImageSelection, records: dict[str, dict[str, np.ndarray]],
+              reference: str | None, settings: EnvSettings, seed: int, margin: float | None = None) -> None:
+    """Add the comparisons with ``reference`` (protocol step 5's flags are per agent already), the operating
+    points and the equal-compute verdict (:func:`agents.benchmark.equal_compute.verdict`), the env's and the
     paper's multiply-add accounting, and the protocol fingerprint (:func:`agents.benchmark.merge.protocol_of`)
     to ``results``, in place."""
-    compare_agents(results["agents"], correct, reference, seed=seed)
+    compare_agents(results["agents"], {n: r["correct"] for n, r in records.items()}, reference, seed=seed)
     results["reference"] = reference
+    results["margin"] = margin
     first = next(iter(results["agents"].values()))
     results["T"] = len(first["anytime_top1"])
     results["env_madds_per_step"] = first["env_madds_per_step"]
     results["env_madds_cumulative"] = np.cumsum(first["env_madds_per_step"]).tolist()
+    verdict(results["agents"], records, results["env_madds_cumulative"], reference, seed=seed, margin=margin)
     # the papers' accounting (the checkpoint's flops): the env's looks plus the paper's policy network
     results["paper_madds_cumulative"] = count_madds(images.model)["cumulative"][: results["T"]]
     results["protocol"] = protocol_of(results["env_id"], images.model, images.eval_dataset, images.eval_indices,

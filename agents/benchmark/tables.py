@@ -2,8 +2,13 @@
 
 The Markdown table lists the contenders, then the upper bound apart. Beside top-1 per step it shows the
 two-level 95 % interval of the last step, the paired difference to the reference agent with its interval and
-McNemar's p-value, the share of the oracle gap closed, the mean return, the multiply-adds per image (the env's
-looks plus the agent's own decisions) and the seconds per decision (docs/statistics.md, docs/benchmark.md).
+McNemar's p-value (raw and Holm-adjusted over the contenders), the probability of improvement (only where both
+agents have ≥ 2 runs), the margin verdict (``--margin``), top-1 at the reference's 1-look and 2-look budgets
+and the AUC with their paired differences (the equal-compute verdict), the share of the oracle gap closed, the
+mean return, the multiply-adds per image (the env's looks plus the agent's own decisions) and the seconds per
+decision. Below it: the per-step Δ vs the reference, and each agent's operating point (what it spent, how often
+it was right), its exit oracle and, for an agent that stops, its learned stop against the reference's
+threshold curve at the same multiply-adds (docs/statistics.md, docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -34,8 +39,15 @@ def markdown_table(results: dict) -> str:
     ref = results.get("reference")
     gap = any("oracle_gap_closed" in e for e in results["agents"].values())
     cols = ["agent", "runs", f"top-1 per step (%), steps 0..{T - 1}", "last-step top-1 95% CI"]
+    margin = results.get("margin")
+    looks = _equal_compute_looks(results)
     if ref:
-        cols += [f"Δ vs {ref} (points) [95% CI]", "McNemar p"]
+        cols += [f"Δ vs {ref} (points) [95% CI]", "McNemar p", "Holm p", "P(improvement)"]
+        if margin is not None:
+            cols += [f"verdict (±{margin:g})"]
+        cols += [f"top-1 at {ref}'s {t}-look budget, Δ [95% CI]" for t in looks]
+        if looks:
+            cols += ["AUC (top-1 over budgets), Δ [95% CI]"]
     if gap:
         cols += ["oracle gap closed [95% CI]"]
     cols += ["mean return (95% CI)", "multiply-adds / image (agent's own)", "µs / decision"]
@@ -48,12 +60,24 @@ def markdown_table(results: dict) -> str:
         if ref:
             vs = e.get("vs_reference")
             if vs is None:
-                cells += ["reference", ""]
+                cells += ["reference", "", "", ""] + ([""] if margin is not None else [])
             else:
                 dlo, dhi = vs["top1_difference_ci"][-1]
                 mark = "*" if vs["significant"] else ""
+                holm = vs["mcnemar"].get("p_holm")
+                poi = vs.get("probability_of_improvement")
                 cells += [f"{vs['top1_difference'][-1]:+.1f} [{dlo:+.1f}, {dhi:+.1f}]{mark}",
-                          f"{vs['mcnemar']['p_value']:.2g}"]
+                          f"{vs['mcnemar']['p_value']:.2g}", "—" if holm is None else f"{holm:.2g}",
+                          "—" if poi is None else f"{poi:.2f}"]
+                if margin is not None:
+                    cells += [vs.get("margin_verdict") or "—"]
+            ec = e.get("equal_compute")
+            for i in range(len(looks)):
+                cells += [_with_delta(ec["top1"][i], ec["delta"][i], ec["delta_ci"][i], name == ref)
+                          if ec else "—"]
+            if looks:
+                auc = e.get("auc")
+                cells += [_with_delta(auc["value"], auc["delta"], auc["delta_ci"], name == ref) if auc else "—"]
         if gap:
             ci = e.get("oracle_gap_closed_ci")
             share = e.get("oracle_gap_closed", float("nan"))
@@ -77,27 +101,102 @@ def markdown_table(results: dict) -> str:
     notes = ["Intervals: two-level bootstrap over runs and images, images paired across agents "
              "(docs/statistics.md)."]
     if ref:
-        notes.append(f"Δ: paired difference to {ref} at the last step; * = its 95% interval excludes 0.")
+        notes.append(f"Δ: paired difference to {ref} at the last step; * = its 95% interval excludes 0. Holm p: "
+                     "McNemar's p adjusted for the number of contenders. P(improvement): over runs, only where "
+                     "both agents have ≥ 2 runs.")
+        if looks:
+            notes.append(f"Equal compute: top-1 read off each agent's budgeted curve at the multiply-adds {ref} "
+                         "spends with t looks (interpolated between fitted points; n/a: the curve does not reach "
+                         "that budget); AUC: mean top-1 over 20 budgets from the glance to "
+                         f"{ref}'s full episode (docs/statistics.md).")
+        if margin is not None:
+            notes.append(f"Verdict: 'equivalent within ±{margin:g}' when the last-step Δ's 95% interval lies "
+                         f"inside ±{margin:g} points, 'not worse than −{margin:g}' when only its lower end is above "
+                         f"−{margin:g}.")
+    lines += _per_step_delta_table(results) + _operating_point_table(results)
     if results.get("paper_madds_cumulative"):
         notes.append("Multiply-adds: the env's looks plus the agent's own decisions; the paper's accounting "
                      f"(looks + its policy) is {_fmt_madds(results['paper_madds_cumulative'][-1])} per image.")
     return "\n".join(lines + notes) + "\n"
 
 
+def _equal_compute_looks(results: dict) -> list[int]:
+    """The looks (1, 2) whose reference budgets the main table shows."""
+    ref = results.get("reference")
+    ec = results["agents"].get(ref, {}).get("equal_compute") if ref else None
+    return [t for t in (1, 2) if ec and t <= len(ec["budgets"])]
+
+
+def _with_delta(value, delta, delta_ci, is_reference: bool) -> str:
+    """``71.2 (+0.4 [-0.3, +1.1])``; n/a where the curve does not reach the budget."""
+    if value is None:
+        return "n/a"
+    if is_reference or delta is None:
+        return f"{value:.1f}"
+    lo, hi = delta_ci
+    mark = "*" if lo > 0 or hi < 0 else ""
+    return f"{value:.1f} ({delta:+.1f} [{lo:+.1f}, {hi:+.1f}]{mark})"
+
+
+def _per_step_delta_table(results: dict) -> list[str]:
+    """One row per agent: the paired Δ to the reference after each step, with its interval."""
+    ref = results.get("reference")
+    rows = [(n, e["vs_reference"]) for n, e in results["agents"].items() if e.get("vs_reference")]
+    if not ref or not rows:
+        return []
+    T = results["T"]
+    out = [f"### Per-step Δ vs {ref} (top-1 points, paired 95% CI)", "",
+           "| agent | " + " | ".join(f"step {t}" for t in range(T)) + " |", "|" + "---|" * (T + 1)]
+    for name, vs in rows:
+        cells = [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]" for d, (lo, hi) in zip(vs["top1_difference"],
+                                                                           vs["top1_difference_ci"])]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def _operating_point_table(results: dict) -> list[str]:
+    """Per agent: its operating point, its exit oracle, and (an agent that stops) its learned stop vs the reference."""
+    rows = [(n, e) for n, e in results["agents"].items() if e.get("operating_point")]
+    if not rows:
+        return []
+    ref = results.get("reference")
+    stops = any(e.get("learned_stop") for _, e in rows)
+    cols = ["agent", "multiply-adds / image [95% CI]", "top-1 of its answers [95% CI]", "mean looks",
+            "exit oracle: top-1 at multiply-adds"]
+    if stops:
+        cols += [f"learned stop: {ref}'s threshold curve at its multiply-adds, Δ [95% CI]"]
+    out = ["### Operating points (what each agent spent per image, and how often its answer was right)", "",
+           "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, e in rows:
+        op, eo = e["operating_point"], e["exit_oracle"]
+        cells = [name, f"{_fmt_madds(op['madds'])} [{_fmt_madds(op['madds_ci'][0])}, {_fmt_madds(op['madds_ci'][1])}]",
+                 f"{op['top1']:.1f} [{op['top1_ci'][0]:.1f}, {op['top1_ci'][1]:.1f}]", f"{op['mean_exit_step']:.2f}",
+                 f"{eo['top1']:.1f} at {_fmt_madds(eo['madds'])}"]
+        if stops:
+            ls = e.get("learned_stop")
+            cells += ["—" if ls is None else _with_delta(ls["reference_top1"], ls["delta"], ls["delta_ci"], False)]
+        out.append("| " + " | ".join(cells) + " |")
+    return out + ["", "Exit oracle: each image stops at its first correct step (an image never right stops at "
+                  "the glance): the bound on any stopping rule with the agent's looks.", ""]
+
+
 def csv_text(results: dict) -> str:
     """One row per (agent, step): top-1 with its interval, cumulative multiply-adds, and the agent's return/seconds."""
     cols = ["agent", "upper_bound", "n_runs", "step", "top1", "top1_lo", "top1_hi", "madds_cumulative",
-            "mean_return", "mean_return_lo", "mean_return_hi", "seconds"]
+            "mean_return", "mean_return_lo", "mean_return_hi", "seconds", "delta", "delta_lo", "delta_hi"]
     f = io.StringIO()
     w = csv.writer(f)
     w.writerow(cols)
     for name, e in results["agents"].items():
         cum = np.cumsum(e["madds_per_step"])
+        vs = e.get("vs_reference")
         for t, v in enumerate(e["anytime_top1"]):
             lo, hi = e["anytime_top1_ci"][t]
+            delta = ([f"{vs['top1_difference'][t]:.6g}", f"{vs['top1_difference_ci'][t][0]:.6g}",
+                      f"{vs['top1_difference_ci'][t][1]:.6g}"] if vs else ["", "", ""])
             w.writerow([name, int(bool(e.get("upper_bound"))), e["n_runs"], t, f"{v:.6g}", f"{lo:.6g}", f"{hi:.6g}",
                         f"{cum[t]:.6g}", f"{e['mean_return']:.6g}", f"{e['mean_return_ci'][0]:.6g}",
-                        f"{e['mean_return_ci'][1]:.6g}", f"{e['seconds']:.6g}"])
+                        f"{e['mean_return_ci'][1]:.6g}", f"{e['seconds']:.6g}"] + delta)
     return f.getvalue()
 
 

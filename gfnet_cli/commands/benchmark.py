@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default="auto",
                         help="agent the others are compared with on the same images (default: paper-ppo when "
                              "benchmarked; 'none' for no comparison)")
+    parser.add_argument("--margin", type=float, default=None, metavar="M",
+                        help="equivalence margin in top-1 points: the table says 'equivalent within ±M' when the "
+                             "last-step difference's paired 95%% interval lies inside ±M, 'not worse than −M' when "
+                             "only its lower end is above −M (default: no verdict)")
     add_trust_agent(parser)
 
 
@@ -77,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
                   agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
                   fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
                   device=args.device, seed=args.seed, trust_agent=args.trust_agent,
-                  reference=None if args.reference.lower() == "none" else args.reference)
+                  reference=None if args.reference.lower() == "none" else args.reference, margin=args.margin)
     print(f"results in {args.out}: results.json, results.csv, results.md, *.png")
     return 0

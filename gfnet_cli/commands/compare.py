@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder for the merged results.json and results.md")
     parser.add_argument("--reference", default=None,
                         help="recompute the paired comparison of every agent against this one from per_image.npz")
+    parser.add_argument("--margin", type=float, default=None, metavar="M",
+                        help="equivalence margin (top-1 points) of the recomputed comparison (default: the first "
+                             "folder's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.benchmark.tables import markdown_table
     from feature_nets.files import atomic_write_text
 
-    merged = merge_results(args.folders, reference=args.reference)  # a ValueError naming the differing protocol fields otherwise
+    merged = merge_results(args.folders, reference=args.reference, margin=args.margin)  # a ValueError naming the differing protocol fields otherwise
     table = markdown_table(merged)
     if args.out is not None:
         out = Path(args.out)

@@ -120,7 +120,8 @@ def test_comparison_to_the_reference_and_the_oracle_gap(first_run):
         assert vs["top1_difference"][-1] == pytest.approx(d)
         lo, hi = vs["top1_difference_ci"][-1]
         assert lo - 1e-9 <= vs["top1_difference"][-1] <= hi + 1e-9
-        assert 0.0 <= vs["mcnemar"]["p_value"] <= 1.0 and 0.0 <= vs["probability_of_improvement"] <= 1.0
+        assert 0.0 <= vs["mcnemar"]["p_value"] <= 1.0
+        assert vs["probability_of_improvement"] is None  # the reference has one run: nothing to compare over runs
     assert res["agents"]["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
     assert res["agents"]["random"]["oracle_gap_closed"] == pytest.approx(0.0)
 
@@ -265,7 +266,7 @@ def test_compare_merges_the_same_protocol_and_refuses_another(first_run, tmp_pat
     code = cli.main(["compare", str(out), str(short)])
     assert code == 2 and "different protocols" in capsys.readouterr().err
     assert cli.main(["compare", str(out), str(other), "--out", str(tmp_path / "merged")]) == 0
-    assert (tmp_path / "merged" / "results.md").read_text().count("| center") == 2
+    assert (tmp_path / "merged" / "results.md").read_text().split("###")[0].count("| center") == 2  # main table
 
 
 def test_compare_recomputes_paired_statistics_against_another_reference(first_run, tmp_path, capsys):
