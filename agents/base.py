@@ -1,13 +1,15 @@
 """The agent protocol: what every agent answers, so the benchmark and the CLI treat all agents alike.
 
 * class attributes ``obs_mode`` / ``action_mode`` (and ``grid_size`` for grid actions, ``action_range`` for
-  continuous ones): the env settings the agent needs; :meth:`Agent.env_settings` returns them as env kwargs;
+  continuous ones, ``stop_action`` for agents that decide when to stop): the env settings the agent needs;
+  :meth:`Agent.env_settings` returns them as env kwargs;
 * ``bind(view)``: called by :func:`gfnet_env.rollout` before an evaluation with the agent's view — the public
   :class:`~gfnet_env.views.EnvView` (static facts), or a :class:`~gfnet_env.views.PrivilegedView` (labels) for
   classes that set ``privileged = True``; those are upper bounds, reported apart;
 * ``reset(num_envs)``: forget any memory and get ready for a new batch of ``num_envs`` episodes;
 * ``act(obs, deterministic=True)``: a batch of observations → a numpy batch of actions, (N, 2) floats in
-  the env's action box for continuous actions or (N,) ints for grid actions;
+  the env's action box for continuous actions ((N, 3) with the stop action) or (N,) ints for grid actions
+  (G·G is the stop action);
 * hooks that replace name switches in the benchmark and the CLI: ``runs`` (which evaluations the agent
   stands for: seeds, shipped weights, trained copies), ``train_options`` (which CLI options its training
   uses), and for trainable agents ``learn`` / ``save`` / ``load``.
@@ -77,6 +79,9 @@ class Agent:
         action_mode: action mode it emits (``"continuous"`` or ``"grid"``).
         grid_size: G of a grid action mode (None for continuous agents).
         action_range: continuous actions in [0, 1] (``"unit"``) or [-1, 1] (``"symmetric"``).
+        stop_action: the agent acts with the env's stop action (``stop_action=True``: grid action G·G, or a third
+            continuous component at or above the middle of its range; docs/environment.md "Actions"). The
+            factory builds a stop-capable core for it, and a plain one for every agent that does not say so.
         trainable: whether ``learn`` / ``save`` / ``load`` are implemented.
         privileged: the agent reads the label through a :class:`~gfnet_env.views.PrivilegedView`; it is an
             upper bound, never a contender.
@@ -88,6 +93,7 @@ class Agent:
     action_mode: str = "continuous"
     grid_size: int | None = None
     action_range: str = "unit"
+    stop_action: bool = False
     trainable: ClassVar[bool] = False
     privileged: ClassVar[bool] = False
     view: "EnvView | PrivilegedView | None" = None
@@ -99,12 +105,15 @@ class Agent:
 
     # --- what the env must look like ---------------------------------------------------------------
     def env_settings(self) -> dict[str, Any]:
-        """Env kwargs this agent needs: ``obs_mode``, ``action_mode`` and (grid agents) ``grid_size``."""
+        """Env kwargs this agent needs: ``obs_mode``, ``action_mode``, (grid agents) ``grid_size``, (continuous
+        agents, when not the unit range) ``action_range`` and (stopping agents) ``stop_action=True``."""
         out: dict[str, Any] = {"obs_mode": self.obs_mode, "action_mode": self.action_mode}
         if self.action_mode == "grid" and self.grid_size is not None:
             out["grid_size"] = int(self.grid_size)
         if self.action_mode == "continuous" and self.action_range != "unit":
             out["action_range"] = self.action_range
+        if self.stop_action:
+            out["stop_action"] = True
         return out
 
     # --- acting ------------------------------------------------------------------------------------
@@ -125,7 +134,8 @@ class Agent:
 
         Returns:
             (N, 2) float32 in the env's action box — [0, 1], or [-1, 1] for ``action_range="symmetric"`` —
-            (continuous) or (N,) int64 cell indices (grid).
+            (continuous; (N, 3) with the stop component for a stopping agent) or (N,) int64 cell indices (grid;
+            G·G stops).
         """
         raise NotImplementedError
 

@@ -157,6 +157,7 @@ for _name, _entry in {
     "saliency-ior": "agents.baselines:SaliencyIORAgent",
     "oracle": "agents.baselines:OracleAgent",
     "paper-ppo": "agents.paper_ppo.agent:PaperPPOAgent",
+    "paper-ppo-stop": "agents.paper_ppo.agent:PaperPPOStopAgent",
     "sb3-ppo": "agents.sb3.agent:SB3PPOAgent",
     "sb3-sac": "agents.sb3.agent:SB3SACAgent",
     "sb3-a2c": "agents.sb3.agent:SB3A2CAgent",

@@ -14,6 +14,9 @@ Layout (state-dict keys exactly as in released checkpoints):
 - ``actor``: Linear(hidden → 2) [0] → Sigmoid [1]: the mean of the action Gaussian.
 - ``critic``: Linear(hidden → 1) [0]: the state value.
 
+:class:`StopPatchPolicy` adds an optional Bernoulli stop head (``paper-ppo-stop``); :class:`PatchPolicy` itself is
+exactly the paper's.
+
 The action distribution is MultivariateNormal(mean, scale_tril = diag(action_std, action_std)): a standard
 deviation of ``action_std`` (0.1) per coordinate. The original code calls this number a "variance", but it
 is used as the scale (Cholesky factor), so it is a standard deviation.
@@ -195,3 +198,92 @@ class PatchPolicy(nn.Module):
             values.view(seq_len, batch),
             entropy.view(seq_len, batch),
         )
+
+
+class StopPatchPolicy(PatchPolicy):
+    """:class:`PatchPolicy` with a Bernoulli stop head beside the Gaussian location head (``paper-ppo-stop``).
+
+    For an env with the stop action (``stop_action=True``, continuous unit range: ``Box(0, 1, (3,))``, stop when
+    the third component is >= 0.5). Everything of :class:`PatchPolicy` is kept as is (state encoder, GRU, actor,
+    critic, the 0.1 standard deviation); one module is added:
+
+    - ``stop_head``: Linear(hidden → 1) [0]: the logit of stopping now (the Bernoulli's parameter). It starts with
+      a bias of ``stop_bias`` (default −2: stop with probability 0.12 per decision at first, so that early
+      rollouts still look).
+
+    An action is (row, col, stop) with stop ∈ {0, 1}. Its log-probability is the Bernoulli's, plus the
+    Gaussian's of the location when the policy does not stop (a stop makes no look, so its location is no part of
+    the action); the entropy is the Gaussian's plus the Bernoulli's. :meth:`step` returns the three head outputs
+    (location mean, stop logit) as one (B, 3) tensor, which :meth:`sample` and :meth:`mean_action` read.
+
+    A plain :class:`PatchPolicy` (a checkpoint's) starts a stop policy with :meth:`from_policy`.
+    """
+
+    def __init__(self, feature_map_channels: int, feature_map_size: int, hidden_dim: int, conv: bool,
+                 action_std: float = 0.1, stop_bias: float = -2.0) -> None:
+        super().__init__(feature_map_channels, feature_map_size, hidden_dim, conv, action_std)
+        self.stop_head = nn.Sequential(nn.Linear(hidden_dim, 1))
+        with torch.no_grad():
+            self.stop_head[0].bias.fill_(float(stop_bias))
+
+    @classmethod
+    def from_policy(cls, policy: PatchPolicy, stop_bias: float = -2.0) -> "StopPatchPolicy":
+        """A stop policy whose shared parts are copies of ``policy``'s (the stop head fresh)."""
+        out = cls(policy.feature_map_channels, policy.feature_map_size, policy.hidden_dim, policy.conv,
+                  policy.action_std, stop_bias=stop_bias)
+        missing, unexpected = out.load_state_dict(policy.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("stop_head.") for k in missing), (missing, unexpected)
+        return out.to(policy.actor[0].weight.device)
+
+    def step(self, feature_map: torch.Tensor, hidden: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One act step: ((B, 3) location mean and stop logit, (B, 1) value, (1, B, H) new GRU state)."""
+        x = self.encode(feature_map).unsqueeze(0)
+        out, new_hidden = self.gru(x, hidden)
+        out = out.squeeze(0)
+        return torch.cat([self.actor(out), self.stop_head(out)], dim=1), self.critic(out), new_hidden
+
+    def mean_action(self, feature_map: torch.Tensor, hidden: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic action: (B, 3) the Gaussian's mean and 1 where stopping is the more likely choice
+        (logit >= 0), else 0; and the new GRU state."""
+        params, new_hidden = super().mean_action(feature_map, hidden)
+        return torch.cat([params[:, :2], (params[:, 2:] >= 0).to(params.dtype)], dim=1), new_hidden
+
+    def stop_distribution(self, logits: torch.Tensor) -> torch.distributions.Bernoulli:
+        return torch.distributions.Bernoulli(logits=logits)
+
+    def joint_log_prob(self, params: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(..., ) log-probability of (..., 3) actions under (..., 3) head outputs: Bernoulli of the stop, plus the
+        Gaussian of the location where the action does not stop."""
+        stop = actions[..., 2]
+        location = self.distribution(params[..., :2]).log_prob(actions[..., :2])
+        return self.stop_distribution(params[..., 2]).log_prob(stop) + (1.0 - stop) * location
+
+    def joint_entropy(self, params: torch.Tensor) -> torch.Tensor:
+        """(..., ) the Gaussian's entropy plus the Bernoulli's."""
+        return self.distribution(params[..., :2]).entropy() + self.stop_distribution(params[..., 2]).entropy()
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample (B, 3) actions from (B, 3) head outputs: the location as :meth:`PatchPolicy.sample` (clamped),
+        the stop as a Bernoulli draw (0 or 1); with their joint log-probability (B,)."""
+        with torch.no_grad():
+            location, _ = super().sample(params[:, :2], generator=generator)
+            u = torch.rand(params.shape[0], generator=generator, device=params.device, dtype=params.dtype)
+            stop = (u < torch.sigmoid(params[:, 2])).to(params.dtype)
+            action = torch.cat([location, stop[:, None]], dim=1)
+            return action, self.joint_log_prob(params, action)
+
+    def evaluate(self, states: torch.Tensor, actions: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`PatchPolicy.evaluate` for (L, B, 3) actions: joint log-probs, values, joint entropies."""
+        seq_len, batch = states.shape[:2]
+        x = self.encode(states.flatten(0, 1)).view(seq_len, batch, -1)
+        out, _ = self.gru(x, self.initial_state(batch, device=x.device))
+        out = out.reshape(seq_len * batch, -1)
+        params = torch.cat([self.actor(out), self.stop_head(out)], dim=1)
+        flat_actions = actions.reshape(seq_len * batch, 3)
+        return (self.joint_log_prob(params, flat_actions).view(seq_len, batch),
+                self.critic(out).view(seq_len, batch),
+                self.joint_entropy(params).view(seq_len, batch))

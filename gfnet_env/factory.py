@@ -6,7 +6,8 @@ envs here, so an env argument means the same thing everywhere:
 * :func:`task_of` — env id (``"GFNet-ImageNet-v0"``, also ``"gfnet_env:GFNet-ImageNet-v0"``) → task name;
 * :func:`split_env_kwargs` — env kwargs → (task kwargs that choose networks and images, :class:`EnvSettings`);
 * :func:`load_task` — task kwargs → (GFNet model, dataset);
-* :func:`settings_for_agent` — settings with an agent's own env settings applied (obs/action mode, grid, range);
+* :func:`settings_for_agent` — settings with an agent's own env settings applied (obs/action mode, grid, range,
+  the stop action);
 * :func:`build_core` — already loaded networks and images → a core (the benchmark shares them between cores);
 * :func:`make_core` — all of it → a :class:`~gfnet_env.core.GFNetCore` of N slots.
 
@@ -27,7 +28,8 @@ __all__ = ["AGENT_SETTINGS", "build_core", "load_task", "make_core", "settings_f
 #: env kwargs that are neither task nor settings: where the networks run, and the grid feature cache.
 RUNTIME_KWARGS = ("device", "feature_cache")
 #: :class:`EnvSettings` fields an agent chooses for itself (its ``env_settings()``; obs_mode and action_mode
-#: always, grid_size and action_range when it has them).
+#: always, grid_size and action_range when it has them; stop_action is always the agent's: False unless it says
+#: True, whatever the env kwargs say, since an agent that never stops cannot act in a space with a stop action).
 AGENT_SETTINGS = ("obs_mode", "action_mode", "grid_size", "action_range", "stop_action")
 
 
@@ -72,7 +74,9 @@ def load_task(task: str | Task, **task_kwargs):
 
 def settings_for_agent(settings: EnvSettings, agent: HasEnvSettings | None) -> EnvSettings:
     """``settings`` with ``agent``'s own env settings (:data:`AGENT_SETTINGS` of ``agent.env_settings()``)
-    applied; None: unchanged. What the agent does not say stays as in ``settings``.
+    applied; None: unchanged. What the agent does not say stays as in ``settings``, except ``stop_action``: an
+    agent has the stop action only when its ``env_settings()`` says ``stop_action=True`` (a stopping agent gets a
+    stop-capable core and every other agent a plain one, whatever ``settings`` say).
 
     Raises:
         ValueError: ``env_settings()`` lacks ``obs_mode`` or ``action_mode``.
@@ -86,6 +90,7 @@ def settings_for_agent(settings: EnvSettings, agent: HasEnvSettings | None) -> E
                          f"got {own}")
     if "grid_size" in own:
         own["grid_size"] = int(own["grid_size"])
+    own["stop_action"] = bool(own.get("stop_action", False))
     return settings.replace(**{k: own[k] for k in AGENT_SETTINGS if k in own})
 
 
@@ -98,7 +103,8 @@ def build_core(model, dataset, num_envs: int, settings: EnvSettings, agent: HasE
         dataset: the images.
         num_envs: N.
         settings: the env settings (before the agent's).
-        agent: an object with ``env_settings()`` whose obs/action mode, grid and action range the core uses.
+        agent: an object with ``env_settings()`` whose obs/action mode, grid, action range and stop action the
+            core uses.
         device: torch device or ``"auto"``.
         feature_cache: True for a fresh :class:`~gfnet_env.cache.GridFeatureCache`, or a cache to share.
     """
@@ -122,8 +128,8 @@ def make_core(task: str | Task, num_envs: int, device: str = "auto", feature_cac
         num_envs: N.
         device: torch device or ``"auto"``.
         feature_cache: True for a fresh :class:`~gfnet_env.cache.GridFeatureCache`, or a cache to share.
-        agent: an object with ``env_settings()`` (an agent): its obs/action mode, grid and action range win over
-            ``kwargs``'.
+        agent: an object with ``env_settings()`` (an agent): its obs/action mode, grid, action range and stop
+            action win over ``kwargs``'.
         **kwargs: task kwargs of this task and :class:`EnvSettings` fields.
     """
     task_kwargs, settings = split_env_kwargs(kwargs, task)

@@ -250,9 +250,6 @@ def run_benchmark(
     grid_size = int(env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
     task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"}, env_id)
     settings = settings.replace(grid_size=grid_size)
-    if settings.early_exit is not None:
-        raise ValueError("the benchmark refuses early_exit: the budgeted curve measures early exits, and an agent "
-                         "that stops does so with its own stop action (stop_action in its env_settings())")
     folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
     try:
         torch.manual_seed(seed)

@@ -14,7 +14,7 @@ Importing the package imports neither Gymnasium nor TensorBoard; training import
 
 from __future__ import annotations
 
-from .agent import PaperPPOAgent, train_paper_ppo
+from .agent import PaperPPOAgent, PaperPPOStopAgent, train_paper_ppo
 from .checkpoint import save_policy_into_checkpoint
 from .files import AGENT_FILE, AGENT_FORMAT, LATEST_FILE, policy_config
 from .ppo import (
@@ -32,6 +32,7 @@ __all__ = [
     "AGENT_FORMAT",
     "LATEST_FILE",
     "PaperPPOAgent",
+    "PaperPPOStopAgent",
     "RETURN_NORM_EPS",
     "RolloutMemory",
     "discounted_returns",

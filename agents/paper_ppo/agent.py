@@ -4,6 +4,10 @@ The agent acts on feature-map observations with the policy's own GRU memory, one
 come from a GFNet checkpoint's ``policy`` entry (:meth:`PaperPPOAgent.from_checkpoint`, what the benchmark
 evaluates by default) or from a file :func:`agents.paper_ppo.train.train_paper_ppo` wrote
 (:meth:`PaperPPOAgent.load`). Training is docs/training.md, "Stage 2: policy (PPO)".
+
+:class:`PaperPPOStopAgent` (``paper-ppo-stop``) is the same policy with a Bernoulli stop head
+(:class:`~feature_nets.policy.StopPatchPolicy`): it acts in the env with the stop action and decides when to
+answer; it is trained only by ``gfnet train-agent --agent paper-ppo-stop`` (no GFNet checkpoint stores one).
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ import numpy as np
 import torch
 
 from feature_nets.devices import resolve_device
-from feature_nets.policy import PatchPolicy
+from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..base import Agent, Run, RunContext, train_hint
 from .files import AGENT_FILE, read_policy_file, write_policy_file
 from .train import train_policy
 
-__all__ = ["PaperPPOAgent", "train_paper_ppo"]
+__all__ = ["PaperPPOAgent", "PaperPPOStopAgent", "train_paper_ppo"]
 
 
 class PaperPPOAgent(Agent):
@@ -50,6 +54,11 @@ class PaperPPOAgent(Agent):
     trainable = True
 
     def __init__(self, policy: PatchPolicy, device: str | torch.device = "auto", seed: int = 0) -> None:
+        if isinstance(policy, StopPatchPolicy) != self.stop_action:
+            raise ValueError(f"{self.name} needs a {'StopPatchPolicy' if self.stop_action else 'PatchPolicy'} "
+                             f"(a policy {'with' if self.stop_action else 'without'} a stop head), got "
+                             f"{type(policy).__name__}; load it as "
+                             f"{'paper-ppo' if self.stop_action else 'paper-ppo-stop'}")
         self.device = resolve_device(device)
         self.policy = policy.to(self.device).eval()
         self.hidden: torch.Tensor | None = None
@@ -128,10 +137,37 @@ class PaperPPOAgent(Agent):
         return train_paper_ppo(env_id, steps, out_dir, seed=seed, resume=resume, **kwargs)
 
 
+class PaperPPOStopAgent(PaperPPOAgent):
+    """``paper-ppo-stop``: the paper's policy with a Bernoulli stop head
+    (:class:`~feature_nets.policy.StopPatchPolicy`), for the env with the stop action (``stop_action=True``,
+    unit range). Actions are (N, 3): the location and 1.0 to stop (deterministic: the Gaussian's mean, and stop
+    where its stop probability is at least one half), sampled as in training otherwise.
+
+    Trained like ``paper-ppo`` by the same PPO (the joint log-probability of location and stop; episodes that end
+    early are masked): ``gfnet train-agent --agent paper-ppo-stop --env ID --env-kwarg step_cost=C --steps N``.
+    """
+
+    name = "paper-ppo-stop"
+    stop_action = True
+
+    @classmethod
+    def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:
+        """No GFNet checkpoint stores a stop policy: the benchmark needs a trained copy (``--agent-dir``)."""
+        raise ValueError(train_hint(ctx.name, ctx.env_id) + " (with --env-kwarg step_cost=C: the price of a look)")
+
+    @classmethod
+    def learn(cls, env_id: str, steps: int, seed: int, out_dir, resume: bool = False,
+              **kwargs) -> "PaperPPOStopAgent":
+        """:func:`train_paper_ppo` with ``stop=True``."""
+        return train_paper_ppo(env_id, steps, out_dir, seed=seed, resume=resume, stop=True, **kwargs)
+
+
 def train_paper_ppo(env_id: str, steps: int, out_dir, seed: int = 0, **kwargs) -> PaperPPOAgent:
     """Train the paper's policy on ``env_id`` (:func:`agents.paper_ppo.train.train_policy`, same arguments) and
-    return it as a :class:`PaperPPOAgent` (``agent.policy`` is the network; the run's folder holds it too)."""
+    return it as a :class:`PaperPPOAgent` (``agent.policy`` is the network; the run's folder holds it too);
+    ``stop=True``: a :class:`PaperPPOStopAgent`."""
     trained = train_policy(env_id, steps, out_dir, seed=seed, **kwargs)
-    agent = PaperPPOAgent(trained.policy, device=trained.device, seed=seed)
+    agent_cls = PaperPPOStopAgent if kwargs.get("stop") else PaperPPOAgent
+    agent = agent_cls(trained.policy, device=trained.device, seed=seed)
     agent.metadata = trained.metadata
     return agent

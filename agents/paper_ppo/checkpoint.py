@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from feature_nets.files import atomic_save
-from feature_nets.policy import PatchPolicy
+from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 __all__ = ["STALE_RESULTS", "save_policy_into_checkpoint"]
 
@@ -22,6 +22,10 @@ def save_policy_into_checkpoint(policy: PatchPolicy, checkpoint, out_path, trust
     ``dynamic_threshold``), which are dropped. ``extra`` entries are added. The file is written atomically.
     """
     from feature_nets.checkpoint import read_checkpoint_dict
+
+    if isinstance(policy, StopPatchPolicy):
+        raise ValueError("a paper-ppo-stop policy has a stop head, which the GFNet checkpoint format has no place "
+                         "for; keep its policy file (paper_ppo.pt) and load it with agents.load_agent")
 
     blob = dict(read_checkpoint_dict(checkpoint, trusted_pickle=trusted_pickle))
     for stale in STALE_RESULTS:

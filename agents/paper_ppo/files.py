@@ -2,7 +2,9 @@
 
 A torch file (tensors and plain values only, loaded with ``weights_only=True``) holding
 ``{"format": "gfnet-paper-ppo", "version": 1, "policy_config", "policy_state_dict", "metadata"}``; a training
-run's resumable ``paper_ppo_latest.pt`` adds the optimizer and noise state and is readable the same way.
+run's resumable ``paper_ppo_latest.pt`` adds the optimizer and noise state and is readable the same way. A
+``paper-ppo-stop`` policy (:class:`~feature_nets.policy.StopPatchPolicy`) is the same file with
+``policy_config["stop_head"] = True`` and the stop head's weights; a paper-ppo file has no such key.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 
 from feature_nets.files import atomic_save
-from feature_nets.policy import PatchPolicy
+from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..trained import jsonable
 
@@ -27,9 +29,12 @@ LATEST_FILE = "paper_ppo_latest.pt"
 
 
 def policy_config(policy: PatchPolicy) -> dict:
-    """Constructor arguments that rebuild ``policy``."""
-    return {"feature_map_channels": policy.feature_map_channels, "feature_map_size": policy.feature_map_size,
-            "hidden_dim": policy.hidden_dim, "conv": policy.conv, "action_std": policy.action_std}
+    """Constructor arguments that rebuild ``policy`` (and ``stop_head: True`` for a stop policy)."""
+    out = {"feature_map_channels": policy.feature_map_channels, "feature_map_size": policy.feature_map_size,
+           "hidden_dim": policy.hidden_dim, "conv": policy.conv, "action_std": policy.action_std}
+    if isinstance(policy, StopPatchPolicy):
+        out["stop_head"] = True
+    return out
 
 
 def write_policy_file(policy: PatchPolicy, path: str | os.PathLike, metadata: dict | None = None, **extra) -> Path:
@@ -49,6 +54,7 @@ def read_policy_file(path: str | os.PathLike) -> tuple[PatchPolicy, dict]:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != AGENT_FORMAT:
         raise ValueError(f"{path} is not a paper-ppo agent file (no format={AGENT_FORMAT!r} entry)")
-    policy = PatchPolicy(**blob["policy_config"])
+    config = dict(blob["policy_config"])
+    policy = (StopPatchPolicy if config.pop("stop_head", False) else PatchPolicy)(**config)
     policy.load_state_dict(blob["policy_state_dict"])
     return policy, blob

@@ -17,6 +17,11 @@ the clamped action), and after the step received the gain in the true class's so
    gradient, only a value to the loss: 2·(½·(1 + ln 2π)) + ln(0.1²) ≈ −1.767 per element);
 6. backward of loss.mean(), one Adam step; repeated for ``epochs`` (1 in the paper).
 
+Episodes that end early (``paper-ppo-stop``: the policy's stop action) leave ``masks`` in the memory, (1, B) per
+step, 1 where the episode was still running when the policy acted: the returns are normalised over those elements
+only and the loss is their mean (:func:`ppo_loss`); the steps after an episode's end add nothing. Without masks
+(the paper's fixed-length episodes) nothing of the above changes.
+
 ``tests/conformance/test_ppo_conformance.py`` checks the loss, the gradients and the weights after one update against a
 record of the original implementation.
 """
@@ -31,8 +36,8 @@ import torch.nn.functional as F
 
 from feature_nets.policy import PatchPolicy
 
-__all__ = ["RETURN_NORM_EPS", "RolloutMemory", "discounted_returns", "make_optimizer", "normalise_returns",
-           "ppo_loss", "ppo_update"]
+__all__ = ["RETURN_NORM_EPS", "RolloutMemory", "discounted_returns", "make_optimizer", "normalise_masked_returns",
+           "normalise_returns", "ppo_loss", "ppo_update"]
 
 #: Added to the standard deviation when normalising returns (as in the original).
 RETURN_NORM_EPS = 1e-5
@@ -47,12 +52,15 @@ class RolloutMemory:
         actions: (B, 2) clamped actions taken.
         logprobs: (B,) log-probabilities of those actions under the acting policy.
         rewards: (1, B) rewards received after each step (p_t(y) − p_{t−1}(y)).
+        masks: (1, B) 1.0 where the episode was running when the policy acted, 0.0 after its end (stopping
+            policies); empty: every step counts (the paper's).
     """
 
     states: list[torch.Tensor] = field(default_factory=list)
     actions: list[torch.Tensor] = field(default_factory=list)
     logprobs: list[torch.Tensor] = field(default_factory=list)
     rewards: list[torch.Tensor] = field(default_factory=list)
+    masks: list[torch.Tensor] = field(default_factory=list)
 
     def clear(self) -> None:
         """Forget the rollout (call after each update)."""
@@ -60,6 +68,7 @@ class RolloutMemory:
         self.actions.clear()
         self.logprobs.clear()
         self.rewards.clear()
+        self.masks.clear()
 
 
 def make_optimizer(
@@ -89,6 +98,14 @@ def normalise_returns(returns: torch.Tensor) -> torch.Tensor:
     return (returns - returns.mean()) / (returns.std() + RETURN_NORM_EPS)
 
 
+def normalise_masked_returns(returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`normalise_returns` over the elements where ``mask`` is 1 (unbiased std; 0 elsewhere)."""
+    n = mask.sum()
+    mean = (returns * mask).sum() / n
+    var = (((returns - mean) * mask) ** 2).sum() / (n - 1).clamp(min=1.0)
+    return (returns - mean) / (var.sqrt() + RETURN_NORM_EPS) * mask
+
+
 def ppo_loss(
     policy: PatchPolicy,
     memory: RolloutMemory,
@@ -99,12 +116,16 @@ def ppo_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The scalar PPO loss of one epoch (the value the original back-propagates) and diagnostics.
 
+    With ``memory.masks`` (episodes that ended early) every mean is over the running elements only.
+
     Returns:
         loss: 0-dim tensor, the mean over (T − 1, B) of the per-element loss.
         info: ``loss``, ``policy_loss``, ``value_loss`` (the MSE), ``entropy``, ``ratio`` (mean),
             ``clip_fraction`` (share of ratios outside [1 − clip, 1 + clip]).
     """
     device = next(policy.parameters()).device
+    if memory.masks:
+        return _masked_ppo_loss(policy, memory, gamma, clip, value_coef, entropy_coef, device)
 
     # 1-2. returns, normalised over everything
     returns = discounted_returns(memory.rewards, gamma).to(device)
@@ -136,6 +157,36 @@ def ppo_loss(
             "entropy": entropy.mean().item(),
             "ratio": ratios.mean().item(),
             "clip_fraction": ((ratios - 1).abs() > clip).float().mean().item(),
+        }
+    return loss, info
+
+
+def _masked_ppo_loss(policy: PatchPolicy, memory: RolloutMemory, gamma: float, clip: float, value_coef: float,
+                     entropy_coef: float, device) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`ppo_loss` for episodes of different lengths: means over the elements ``memory.masks`` marks."""
+    mask = torch.cat(memory.masks, dim=0).to(device).float()  # (T − 1, B)
+    n = mask.sum().clamp(min=1.0)
+    returns = normalise_masked_returns(discounted_returns(memory.rewards, gamma).to(device), mask)
+    old_states = torch.stack(memory.states, 0).to(device).detach()
+    old_actions = torch.stack(memory.actions, 0).to(device).detach()
+    old_logprobs = torch.stack(memory.logprobs, 0).to(device).detach()
+    logprobs, values, entropy = policy.evaluate(old_states, old_actions)
+    ratios = torch.exp((logprobs - old_logprobs) * mask)  # 1 after an episode's end
+    advantages = returns - values.detach()
+    surr1 = ratios * advantages
+    surr2 = torch.clamp(ratios, 1 - clip, 1 + clip) * advantages
+    policy_loss = -torch.min(surr1, surr2)
+    value_loss = (((values - returns) ** 2) * mask).sum() / n
+    per_element = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    loss = (per_element * mask).sum() / n
+    with torch.no_grad():
+        info = {
+            "loss": loss.item(),
+            "policy_loss": ((policy_loss * mask).sum() / n).item(),
+            "value_loss": value_loss.item(),
+            "entropy": ((entropy * mask).sum() / n).item(),
+            "ratio": ((ratios * mask).sum() / n).item(),
+            "clip_fraction": ((((ratios - 1).abs() > clip).float() * mask).sum() / n).item(),
         }
     return loss, info
 

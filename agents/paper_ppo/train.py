@@ -17,6 +17,12 @@ start, after every fifth of the batches and at the end), a picture of determinis
 The env is stepped only through its public API (:func:`gfnet_env.factory.make_core` and
 :func:`gfnet_env.rollout.rollout`); the networks stay frozen, only the policy learns.
 
+``stop=True`` trains ``paper-ppo-stop`` the same way: a :class:`~feature_nets.policy.StopPatchPolicy` (a Bernoulli
+stop head beside the Gaussian) on an env with the stop action (``stop_action=True``, forced); episodes then end at
+different steps, and the memory's masks keep the steps after an episode's end out of the update
+(:mod:`agents.paper_ppo.ppo`). Give the looks a price with ``step_cost`` (reward per multiply-add), or stopping
+never pays.
+
 Resume is exact after Ctrl-C as after ``kill -9``: ``paper_ppo_latest.pt`` is only ever written with the state
 of a batch boundary (an interrupted batch is rolled back to its start before the save), atomically; every row
 of ``progress.csv`` is flushed as a whole, and resuming truncates the file to the resumed batch count (dropping
@@ -36,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from feature_nets.policy import PatchPolicy
+from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..run_log import RunLog
 from ..trained import write_agent_json
@@ -45,8 +51,9 @@ from .ppo import RolloutMemory, make_optimizer, ppo_update
 
 __all__ = ["TrainedPolicy", "collect_rollout", "train_policy"]
 
-#: Registry name the run's ``agent.json`` records.
+#: Registry name the run's ``agent.json`` records (``paper-ppo-stop`` for ``stop=True``).
 AGENT_NAME = "paper-ppo"
+STOP_AGENT_NAME = "paper-ppo-stop"
 
 
 @dataclass
@@ -106,6 +113,10 @@ def collect_rollout(core, policy: PatchPolicy, generator: torch.Generator, indic
     device, samples an action from its Gaussian (std 0.1), clamped to [0, 1] (log-prob of the clamped
     action), and the env returns p_t(y) − p_{t−1}(y). The memory gets one entry per step: states
     (B, C, h, w), actions (B, 2), log-probs (B,) and rewards (1, B).
+
+    A :class:`~feature_nets.policy.StopPatchPolicy` acts with (B, 3) actions (the third: stop, 0 or 1), and its
+    episodes end at different steps: the memory then also gets masks (1, B) per step, 1 where the episode was
+    running when the policy acted, and every list is padded to T − 1 entries when all episodes ended sooner.
     """
     from gfnet_env.rollout import rollout
 
@@ -121,15 +132,27 @@ def collect_rollout(core, policy: PatchPolicy, generator: torch.Generator, indic
         memory.logprobs.append(logprob)
         return action  # stays on the device: the core takes tensor actions
 
+    start = len(memory.states)
     episodes = rollout(core, act, indices, as_tensor=True)
     for rewards in episodes.rewards:  # (T − 1, B) → one (1, B) tensor per step
         memory.rewards.append(torch.as_tensor(rewards, device=core.device).view(1, len(indices)))
+    if isinstance(policy, StopPatchPolicy):
+        n_steps = episodes.rewards.shape[0]
+        for _ in range(n_steps - (len(memory.states) - start)):  # every episode ended early: pad (masked out)
+            memory.states.append(memory.states[-1])
+            memory.actions.append(memory.actions[-1])
+            memory.logprobs.append(memory.logprobs[-1])
+        # decision t ran while t < looks taken, and at t = looks taken where the policy stopped there
+        ran_until = torch.as_tensor(episodes.exit_step + episodes.stopped.astype(np.int64), device=core.device)
+        for t in range(n_steps):
+            memory.masks.append((t < ran_until).float().view(1, len(indices)))
     return episodes
 
 
-def _checked_env_kwargs(steps: int, batch_size: int, episode_images: int, env_kwargs: dict) -> dict:
+def _checked_env_kwargs(steps: int, batch_size: int, episode_images: int, env_kwargs: dict, stop: bool = False) -> dict:
     """Refuse arguments the loop cannot train with; return the env kwargs it trains on (``split`` defaults to
-    ``train``; ``obs_mode`` / ``action_mode`` fixed to what the policy reads and emits)."""
+    ``train``; ``obs_mode`` / ``action_mode`` / ``action_range`` / ``stop_action`` fixed to what the policy reads
+    and emits)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if batch_size < 2:
@@ -138,9 +161,15 @@ def _checked_env_kwargs(steps: int, batch_size: int, episode_images: int, env_kw
         raise ValueError(f"episode_images must be an int >= 0 (0: none), got {episode_images!r}")
     env_kwargs = dict(env_kwargs)
     env_kwargs.setdefault("split", "train")
-    for key, want in (("obs_mode", "feature_map"), ("action_mode", "continuous")):
+    name = STOP_AGENT_NAME if stop else AGENT_NAME
+    fixed = [("obs_mode", "feature_map"), ("action_mode", "continuous")]
+    if stop:
+        fixed += [("action_range", "unit"), ("stop_action", True)]
+    elif env_kwargs.get("stop_action"):
+        raise ValueError(f"paper-ppo never stops; train {STOP_AGENT_NAME} for an env with the stop action")
+    for key, want in fixed:
         if env_kwargs.get(key, want) != want:
-            raise ValueError(f"paper-ppo trains on {key}={want!r}, got {env_kwargs[key]!r}")
+            raise ValueError(f"{name} trains on {key}={want!r}, got {env_kwargs[key]!r}")
         env_kwargs[key] = want
     if env_kwargs.get("early_exit") is not None:
         raise ValueError("paper-ppo rollouts have a fixed length: leave early_exit unset for training")
@@ -156,14 +185,19 @@ class _Learner:
     generator: torch.Generator
 
     @classmethod
-    def start(cls, core, init_policy: PatchPolicy | None, lr: float, seed: int) -> "_Learner":
+    def start(cls, core, init_policy: PatchPolicy | None, lr: float, seed: int, stop: bool = False) -> "_Learner":
         """A copy of ``init_policy`` or a fresh policy sized to the core's feature map (drawn from torch's global
-        generator, seeded by the caller), Adam, and the noise generator seeded with ``seed``, on the core's device."""
+        generator, seeded by the caller), Adam, and the noise generator seeded with ``seed``, on the core's device.
+        ``stop``: a :class:`~feature_nets.policy.StopPatchPolicy` (a plain ``init_policy`` gets a fresh stop head)."""
         if init_policy is not None:
             policy = copy.deepcopy(init_policy)
+            if stop and not isinstance(policy, StopPatchPolicy):
+                policy = StopPatchPolicy.from_policy(policy)
+            elif not stop and isinstance(policy, StopPatchPolicy):
+                raise ValueError(f"init_policy has a stop head: train {STOP_AGENT_NAME} (stop=True) with it")
         else:
             cfg, (c, h, _w) = core.model.spec.config, core.model.feature_map_shape
-            policy = PatchPolicy(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
+            policy = (StopPatchPolicy if stop else PatchPolicy)(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
         policy.to(core.device)
         return cls(policy, make_optimizer(policy, lr=lr), torch.Generator(device=core.device).manual_seed(seed))
 
@@ -210,6 +244,7 @@ class _Plan:
     epochs: int
     save_every: int
     meta: dict        # the settings recorded in every policy file
+    stop: bool = False  # paper-ppo-stop: also records the looks taken per episode
 
     @property
     def per_batch(self) -> int:
@@ -221,7 +256,8 @@ class _Plan:
 
     def csv_fields(self) -> list[str]:
         return ["batch", "env_steps", "mean_return", "loss", "policy_loss", "value_loss", "clip_fraction",
-                "seconds"] + [f"accuracy_step_{t}" for t in range(self.n_steps + 1)]
+                "seconds"] + [f"accuracy_step_{t}" for t in range(self.n_steps + 1)] + \
+            (["mean_looks", "stopped"] if self.stop else [])
 
 
 def _one_batch(plan: _Plan, learner: _Learner, core, memory: RolloutMemory, batch: int, t0: float) -> dict:
@@ -243,13 +279,15 @@ def _one_batch(plan: _Plan, learner: _Learner, core, memory: RolloutMemory, batc
            "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
            "clip_fraction": stats["clip_fraction"], "seconds": time.perf_counter() - t0}
     row.update({f"accuracy_step_{t}": c for t, c in enumerate(correct)})
+    if plan.stop:  # how many looks the episodes took, and the share that ended by the stop action
+        row.update(mean_looks=float(episodes.exit_step.mean()), stopped=float(episodes.stopped.mean()))
     return row
 
 
 def _log_batch(log: RunLog, row: dict, n_steps: int) -> None:
     """A finished batch's TensorBoard scalars (``train/…``) and progress bar (mean return, last-step accuracy)."""
     keys = ["mean_return", "loss", "policy_loss", "value_loss", "clip_fraction"]
-    keys += [f"accuracy_step_{t}" for t in range(n_steps + 1)]
+    keys += [f"accuracy_step_{t}" for t in range(n_steps + 1)] + [k for k in ("mean_looks", "stopped") if k in row]
     log.add_scalars({f"train/{key}": row[key] for key in keys}, row["env_steps"])
     log.advance(row["env_steps"], ret=f"{row['mean_return']:.3f}", acc=f"{row[f'accuracy_step_{n_steps}']:.3f}")
 
@@ -308,7 +346,8 @@ def _open_logs(log: RunLog, plan: _Plan, resume: bool, progress: bool) -> None:
     log.open_tensorboard(purge_step=plan.start * plan.per_batch if plan.start else None)
     log.open_csv(plan.csv_fields(), keep_rows=plan.start if resume else None)
     if progress:
-        log.open_progress(plan.n_batches * plan.per_batch, plan.start * plan.per_batch, desc="paper-ppo")
+        log.open_progress(plan.n_batches * plan.per_batch, plan.start * plan.per_batch,
+                          desc=STOP_AGENT_NAME if plan.stop else AGENT_NAME)
 
 
 def train_policy(
@@ -327,6 +366,7 @@ def train_policy(
     save_every: int = 50,
     progress: bool = False,
     episode_images: int = 4,
+    stop: bool = False,
     **env_kwargs,
 ) -> TrainedPolicy:
     """Train the paper's policy with its PPO on the frozen networks of ``env_id``.
@@ -353,13 +393,15 @@ def train_policy(
         **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``max_steps=``, ``reward=``, …);
             ``split`` defaults to ``"train"`` (not the env's evaluation split); ``obs_mode`` / ``action_mode`` are
             fixed to ``feature_map`` / ``continuous``.
+        stop: train ``paper-ppo-stop``: a :class:`~feature_nets.policy.StopPatchPolicy` on the env with the stop
+            action (``stop_action=True`` and the unit action range, forced); give ``step_cost`` > 0.
 
     Returns:
         :class:`TrainedPolicy` (:func:`agents.paper_ppo.agent.train_paper_ppo` wraps it as an agent).
     """
     from gfnet_env.factory import make_core, task_of
 
-    env_kwargs = _checked_env_kwargs(steps, batch_size, episode_images, env_kwargs)
+    env_kwargs = _checked_env_kwargs(steps, batch_size, episode_images, env_kwargs, stop=stop)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -367,13 +409,14 @@ def train_policy(
     core = make_core(task_of(env_id), batch_size, device=device, **env_kwargs)
     device = core.device
     try:
-        learner = _Learner.start(core, init_policy, lr, seed)
+        learner = _Learner.start(core, init_policy, lr, seed, stop=stop)
         n_steps = core.max_steps
         plan = _Plan(env_id, env_kwargs, out_dir, seed, batch_size, n_steps,
                      n_batches=max(1, math.ceil(steps / (batch_size * n_steps))), start=0, gamma=gamma, clip=clip,
                      epochs=epochs, save_every=save_every,
                      meta={"env_id": env_id, "env_kwargs": env_kwargs, "seed": seed, "steps": steps,
-                           "batch_size": batch_size, "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs})
+                           "batch_size": batch_size, "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs},
+                     stop=stop)
         if resume and plan.latest.exists():
             plan.start = learner.load(plan.latest)
         elif resume:
@@ -386,5 +429,5 @@ def train_policy(
 
     metadata = {**plan.meta, "batches": plan.n_batches, "env_steps": plan.n_batches * plan.per_batch}
     write_policy_file(learner.policy, out_dir / AGENT_FILE, metadata)
-    write_agent_json(out_dir, AGENT_NAME, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
+    write_agent_json(out_dir, STOP_AGENT_NAME if stop else AGENT_NAME, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
     return TrainedPolicy(learner.policy, device, metadata)

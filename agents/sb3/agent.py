@@ -59,7 +59,9 @@ class SB3Agent(Agent):
     Args:
         model: the SB3 model (``PPO``, ``SAC``, … or ``RecurrentPPO``).
         env_kwargs: env kwargs it was trained with (the sidecar json); ``obs_mode`` / ``action_mode`` /
-            ``grid_size`` are checked against the model's spaces.
+            ``grid_size`` / ``action_range`` / ``stop_action`` are read off the model's spaces
+            (:func:`~agents.sb3.algorithms.settings_from_spaces`: ``Discrete(G·G + 1)`` or a ``Box`` of 3 is an
+            agent that stops).
         path: load the model from this zip instead (``model`` must then be None).
         device: torch device for loading.
         trust_agent: ``True`` to let SB3 unpickle ``path`` fully (it may run code); by default only
@@ -87,6 +89,7 @@ class SB3Agent(Agent):
         self.action_mode = found["action_mode"]
         self.grid_size = found.get("grid_size")
         self.action_range = found.get("action_range", "unit")
+        self.stop_action = bool(found.get("stop_action", False))  # Discrete(G·G + 1) / Box(3,): it stops
         self.recurrent = algo_key(self.algo) == "recurrent-ppo"
         self._state = None
         self._episode_start: np.ndarray | None = None
@@ -110,7 +113,8 @@ class SB3Agent(Agent):
         if self.action_mode == "grid":
             return np.asarray(actions).reshape(-1).astype(np.int64)
         low = -1.0 if self.action_range == "symmetric" else 0.0  # the env maps [-1, 1] to [0, 1] itself
-        return np.clip(np.asarray(actions, dtype=np.float32).reshape(-1, 2), low, 1.0)
+        dim = 3 if self.stop_action else 2  # a stopping agent's third component is its stop decision
+        return np.clip(np.asarray(actions, dtype=np.float32).reshape(-1, dim), low, 1.0)
 
     # --- files --------------------------------------------------------------------------------------
     def save(self, path: PathLike) -> Path:

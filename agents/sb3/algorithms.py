@@ -40,7 +40,14 @@ def algorithm_class(algo: str):
 
 
 def settings_from_spaces(observation_space, action_space) -> dict[str, Any]:
-    """Env settings (``obs_mode``, ``action_mode``, ``grid_size``) an SB3 model's spaces imply."""
+    """Env settings (``obs_mode``, ``action_mode``, ``grid_size``, ``action_range``, ``stop_action``) an SB3 model's
+    spaces imply.
+
+    ``Discrete(G·G)`` is a G×G grid and ``Discrete(G·G + 1)`` a G×G grid with the stop action (``Discrete(50)``:
+    G = 7 and stop; no count is both, since G·G + 1 is never a square for G ≥ 1); a ``Box`` of 3 components is
+    continuous with the stop action, of 2 without.
+    ``stop_action`` is in the result only when True.
+    """
     from gymnasium import spaces
 
     if isinstance(observation_space, spaces.Dict):
@@ -51,11 +58,22 @@ def settings_from_spaces(observation_space, action_space) -> dict[str, Any]:
         obs_mode = "gru"
     out: dict[str, Any] = {"obs_mode": obs_mode}
     if isinstance(action_space, spaces.Discrete):
-        g = math.isqrt(int(action_space.n))
-        if g * g != int(action_space.n):
-            raise ValueError(f"a Discrete({action_space.n}) action space is not a G×G grid")
-        out.update(action_mode="grid", grid_size=g)
+        n = int(action_space.n)
+        g = math.isqrt(n)
+        if g * g == n:
+            out.update(action_mode="grid", grid_size=g)
+        elif n > 1 and math.isqrt(n - 1) ** 2 == n - 1:
+            out.update(action_mode="grid", grid_size=math.isqrt(n - 1), stop_action=True)
+        else:
+            raise ValueError(f"a Discrete({n}) action space is neither a G×G grid nor a G×G grid with the stop "
+                             "action (G·G + 1)")
     else:
+        shape = tuple(action_space.shape)
+        if shape not in ((2,), (3,)):
+            raise ValueError(f"a continuous action space of shape {shape} is neither a (row, col) location (2,) "
+                             "nor a location with a stop component (3,)")
         out["action_mode"] = "continuous"
         out["action_range"] = "symmetric" if float(action_space.low.min()) < 0 else "unit"
+        if shape == (3,):
+            out["stop_action"] = True
     return out
