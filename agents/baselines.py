@@ -1,4 +1,5 @@
-"""Hand-written patch-selection baselines: random, centre, raster scan, glance saliency and the greedy oracle.
+"""Hand-written patch-selection baselines: random, centre, raster scan, glance saliency (also with inhibition of
+return) and the greedy oracle.
 
 None of them learns. All act on a batch of observations; besides them they use only the view they are
 bound to (docs/environment.md, "What agents see"): static facts for raster and saliency, and for the oracle —

@@ -1,4 +1,4 @@
-"""Stable-Baselines3 agents: PPO, SAC, A2C, TD3, DQN (grid actions) and sb3-contrib's RecurrentPPO.
+"""A trained Stable-Baselines3 model as an agent (PPO, SAC, A2C, TD3, DQN, RecurrentPPO), and :func:`train_sb3`.
 
 Hyperparameters come from one table, :data:`agents.sb3.recipes.RECIPES` (what ``gfnet train-agent`` and
 :func:`train_sb3` use), overridable key by key (``hparams=``). Training goes through
