@@ -151,7 +151,7 @@ class Agent:
             raise ValueError(train_hint(ctx.name, ctx.env_id))
         from .registry import make
 
-        return [Run("", lambda: make(ctx.name))], "baseline"
+        return [Run("", lambda: make(ctx.name))], source_of(cls)
 
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
@@ -183,3 +183,12 @@ def num_envs_of(obs) -> int:
     if isinstance(obs, dict):
         return len(next(iter(obs.values())))
     return len(obs)
+
+
+def source_of(obj: Any) -> str:
+    """Where an untrained agent comes from, for the results' ``source`` field: ``"baseline"`` for this package's
+    own agents, else the user code's ``module:name`` (so a table says whose agent a row is)."""
+    module = getattr(obj, "__module__", None) or "?"
+    if module == "agents" or module.startswith("agents."):
+        return "baseline"
+    return f"user code {module}:{getattr(obj, '__qualname__', getattr(obj, '__name__', type(obj).__name__))}"

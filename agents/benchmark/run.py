@@ -46,7 +46,7 @@ from gfnet_env.settings import DEFAULT_GRID_SIZE, EnvSettings
 from gfnet_env.tasks import get_task
 from gfnet_env.rollout import rollout
 
-from ..base import Agent, PathLike, Run, RunContext
+from ..base import Agent, PathLike, Run, RunContext, source_of
 from .merge import protocol_of
 from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
@@ -92,7 +92,7 @@ def resolve_runs(ctx: RunContext, agent_dirs: dict, trust_agent: bool = False) -
     factory = factory_of(name)
     hook = getattr(factory, "runs", None)
     if hook is None:  # a plain callable registered as an agent: one run of it
-        return [Run("", factory)], "baseline"
+        return [Run("", factory)], source_of(factory)
     base = base_name(name)
     if base == name:
         return hook(ctx)

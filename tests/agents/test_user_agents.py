@@ -67,6 +67,9 @@ def test_benchmark_imports_a_user_agent(module, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert set(res["agents"]) == {"random", "my-agent"}
     assert res["agents"]["my-agent"]["n_runs"] == 1 and res["episodes"] == 16
+    # a user agent's source names its code (not "baseline")
+    source = res["agents"]["my-agent"]["source"]
+    assert source.startswith("user code ") and "user_agent_module" in source and source.endswith(":MyAgent")
     assert "| my-agent |" in stdout
 
 
