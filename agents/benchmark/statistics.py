@@ -73,6 +73,11 @@ def percentile_ci(samples: np.ndarray, confidence: float = 0.95) -> np.ndarray:
     return np.stack([lo, hi], axis=-1)
 
 
+#: Most bytes of image-resample counts kept between calls (:meth:`PairedBootstrap._image_weights`).
+KEPT_COUNTS_BYTES = 64 * 2**20
+_KEPT_COUNTS: dict = {}
+
+
 class PairedBootstrap:
     """Bootstrap of agents' mean scores over N shared images and each agent's own runs.
 
@@ -94,15 +99,32 @@ class PairedBootstrap:
         self.n_images, self.n_boot, self.seed, self.chunk = int(n_images), int(n_boot), int(seed), int(chunk)
 
     def _image_weights(self):
-        """(chunk, N) image-resample weights (counts / N), chunk by chunk, the same sequence on every call."""
-        rng = np.random.default_rng([self.seed, 0x1A6E5])
+        """(chunk, N) image-resample weights (counts / N), chunk by chunk, the same sequence on every call.
+
+        Drawing the counts dominates the cost of a benchmark's statistics (one draw per agent and quantity), so
+        the counts of the last (seed, N, B, chunk) are kept as small integers when they fit in
+        :data:`KEPT_COUNTS_BYTES`; the sequence, and so every number, is the same either way."""
+        key = (self.seed, self.n_images, self.n_boot, self.chunk)
         n = self.n_images
+        if _KEPT_COUNTS.get("key") == key:
+            for counts in _KEPT_COUNTS["chunks"]:
+                yield counts / n
+            return
+        dtype = np.uint16 if n < 2**16 else np.uint32
+        keep = self.n_boot * n * np.dtype(dtype).itemsize <= KEPT_COUNTS_BYTES
+        kept = []
+        rng = np.random.default_rng([self.seed, 0x1A6E5])
         done = 0
         while done < self.n_boot:
             b = min(self.chunk, self.n_boot - done)
             counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)
+            if keep:
+                kept.append(counts.astype(dtype))
             yield (counts / n).astype(np.float64)
             done += b
+        if keep:
+            _KEPT_COUNTS.clear()
+            _KEPT_COUNTS.update(key=key, chunks=kept)
 
     def means(self, scores, key: str) -> np.ndarray:
         """Bootstrap means of one agent.

@@ -86,3 +86,19 @@ def test_iqm_probability_of_improvement_and_gap():
     assert probability_of_improvement([1], [1]) == 0.5
     assert gap_closed(0.8, 0.7, 0.9) == pytest.approx(0.5)
     assert np.isnan(gap_closed(0.8, 0.9, 0.9))
+
+
+def test_kept_resample_counts_give_the_same_numbers(monkeypatch):
+    """The image-resample counts kept between calls reproduce the drawn sequence exactly (and a different
+    protocol draws afresh)."""
+    from agents.benchmark import statistics
+
+    x = np.random.default_rng(0).random((2, 3, 300))
+    monkeypatch.setattr(statistics, "_KEPT_COUNTS", {})
+    first = statistics.PairedBootstrap(300, n_boot=600, seed=3).means(x, "a")   # draws and keeps
+    again = statistics.PairedBootstrap(300, n_boot=600, seed=3).means(x, "a")   # reads the kept counts
+    other = statistics.PairedBootstrap(300, n_boot=600, seed=4).means(x, "a")   # another seed: drawn afresh
+    monkeypatch.setattr(statistics, "KEPT_COUNTS_BYTES", 0)
+    monkeypatch.setattr(statistics, "_KEPT_COUNTS", {})
+    fresh = statistics.PairedBootstrap(300, n_boot=600, seed=3).means(x, "a")   # nothing kept
+    assert np.array_equal(first, again) and np.array_equal(first, fresh) and not np.array_equal(first, other)
