@@ -12,13 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from gfnet_env.data.image_folder import denormalizer_for
-from gfnet_env.factory import build_core, env_id_of, load_task, split_env_kwargs
+from gfnet_env.factory import build_core, env_id_of, load_task, shared_env_kwargs
 from gfnet_env.render import rollout_frames
 from gfnet_env.rollout import rollout
-from gfnet_env.settings import DEFAULT_GRID_SIZE
 
 from agents.base import RunContext
-from agents.benchmark.run import AGENT_KWARGS, resolve_runs
+from agents.benchmark.run import resolve_runs
 
 __all__ = ["episode_frames_for"]
 
@@ -34,10 +33,7 @@ def episode_frames_for(agent_names: list[str], env_id: str, indices: list[int], 
     ``trust_agent`` as in :func:`agents.trained.load_agent`).
     """
     env_id = env_id_of(env_id)
-    env_kwargs = {k: v for k, v in (env_kwargs or {}).items() if k not in AGENT_KWARGS}
-    grid_size = int(env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
-    task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"}, env_id)
-    settings = settings.replace(grid_size=grid_size)
+    env_kwargs, task_kwargs, settings = shared_env_kwargs(dict(env_kwargs or {}), env_id)
     model, ds = load_task(env_id, **task_kwargs)
     if max(indices) >= len(ds):
         raise ValueError(f"image index {max(indices)} is beyond the split ({len(ds)} images)")

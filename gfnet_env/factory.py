@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from .settings import EnvSettings
 from .tasks import Task, get_task
 
-__all__ = ["AGENT_SETTINGS", "build_core", "load_task", "make_core", "settings_for_agent", "split_env_kwargs",
-           "task_of"]
+__all__ = ["AGENT_SETTINGS", "build_core", "load_task", "make_core", "settings_for_agent", "shared_env_kwargs",
+           "split_env_kwargs", "task_of"]
 
 #: env kwargs that are neither task nor settings: where the networks run, and the grid feature cache.
 RUNTIME_KWARGS = ("device", "feature_cache")
@@ -65,6 +65,18 @@ def split_env_kwargs(kwargs: dict[str, Any], task: str | Task) -> tuple[dict[str
         valid = sorted(EnvSettings.field_names() | set(task.kwargs) | set(RUNTIME_KWARGS))
         raise TypeError(f"unknown env arguments {sorted(unknown)} for {task.env_id}; valid: {valid}")
     return task_kwargs, EnvSettings(**settings_kwargs)
+
+
+def shared_env_kwargs(kwargs: dict[str, Any], task: str | Task) -> tuple[dict[str, Any], dict[str, Any], EnvSettings]:
+    """Env kwargs shared by several agents that each bring their own settings (the benchmark, ``gfnet show``):
+    (the kwargs without those every agent chooses itself, their task kwargs, their settings).
+
+    ``grid_size`` stays: it is the grid of agents that do not name one (the oracle). The agents' own settings are
+    applied per core by :func:`settings_for_agent`.
+    """
+    shared = {k: v for k, v in kwargs.items() if k not in AGENT_SETTINGS or k == "grid_size"}
+    task_kwargs, settings = split_env_kwargs(shared, task)
+    return shared, task_kwargs, settings.replace(grid_size=int(settings.grid_size))
 
 
 def load_task(task: str | Task, **task_kwargs):

@@ -41,8 +41,8 @@ import torch
 from feature_nets import budgeted
 from feature_nets.madds import count_madds
 from gfnet_env.core import GFNetCore
-from gfnet_env.factory import build_core, env_id_of, load_task, settings_for_agent, split_env_kwargs
-from gfnet_env.settings import DEFAULT_GRID_SIZE, EnvSettings
+from gfnet_env.factory import build_core, env_id_of, load_task, settings_for_agent, shared_env_kwargs
+from gfnet_env.settings import EnvSettings
 from gfnet_env.tasks import get_task
 from gfnet_env.rollout import rollout
 
@@ -57,9 +57,6 @@ from ..trained import jsonable, load_agent, trained_paths
 
 __all__ = ["ImageSelection", "evaluate_run", "resolve_runs", "run_agents", "run_benchmark", "select_images",
            "spread_indices", "summarise"]
-
-#: env kwargs each agent chooses for itself.
-AGENT_KWARGS = ("obs_mode", "action_mode", "action_range")
 
 
 def image_source(dataset) -> str:
@@ -238,18 +235,13 @@ def run_benchmark(
     """
     env_id = env_id_of(env_id)
     reference = _checked_arguments(agents, reference, episodes, seeds, batch_size, agent_dirs, trust_agent, margin)
-    env_kwargs = dict(env_kwargs or {})
+    env_kwargs, task_kwargs, settings = shared_env_kwargs(dict(env_kwargs or {}), env_id)  # each agent picks its own
     agent_dirs = dict(agent_dirs or {})
-    for key in AGENT_KWARGS:
-        env_kwargs.pop(key, None)  # each agent picks its own
     if env_kwargs.get("early_exit") is not None:
         # the benchmark fits its own confidence thresholds (the budgeted curve) and charges each episode the
         # looks it took; an env-level threshold under them would be a second, hidden stopping rule
         raise ValueError("the benchmark measures stopping rules itself (budgeted thresholds fitted on the fit "
                          "split, or an agent's own stop action): drop early_exit")
-    grid_size = int(env_kwargs.get("grid_size", DEFAULT_GRID_SIZE))
-    task_kwargs, settings = split_env_kwargs({k: v for k, v in env_kwargs.items() if k != "grid_size"}, env_id)
-    settings = settings.replace(grid_size=grid_size)
     folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
     try:
         torch.manual_seed(seed)
