@@ -23,7 +23,7 @@ __all__ = ["MeteredAgent"]
 class MeteredAgent:
     """An agent whose ``act`` calls are timed and, when ``count_madds``, counted (see the module docstring).
 
-    It forwards the agent protocol (``bind``, ``reset``, ``act``, ``privileged``), so it can be rolled out
+    It forwards the agent protocol (``bind``, ``reset``, ``begin_episodes``, ``act``, ``privileged``), so it can be rolled out
     in the agent's place. Counting runs every ``act`` under ``FlopCounterMode``, which slows it: meter one
     batch with counting and the timed run without.
 
@@ -49,6 +49,11 @@ class MeteredAgent:
 
     def reset(self, num_envs: int) -> None:
         self.agent.reset(num_envs)
+
+    def begin_episodes(self, image_index) -> None:
+        begin = getattr(self.agent, "begin_episodes", None)
+        if begin is not None:
+            begin(image_index)
 
     def act(self, obs, deterministic: bool = True):
         n = num_envs_of(obs)
