@@ -6,7 +6,8 @@ matplotlib (the ``benchmark`` extra) is imported when the first plot is drawn, s
 Each function takes the dict :func:`agents.benchmark.run_benchmark` returns and writes one PNG:
 
 * :func:`plot_anytime` — top-1 (%) after each step (0 = glance), 95 % band over runs;
-* :func:`plot_budgeted` — budgeted-batch curve: top-1 (%) vs mean multiply-adds per image;
+* :func:`plot_budgeted` — budgeted-batch curve: top-1 (%) vs mean multiply-adds per image, and for an agent
+  that stops by itself its operating point (a star, with its intervals);
 * :func:`plot_mean_return` — mean episode return, 95 % interval as error bars;
 * :func:`plot_madds_per_step` — the env's multiply-adds per step and each agent's running total;
 * :func:`plot_seconds` — wall-clock seconds of each agent's evaluation pass.
@@ -87,7 +88,15 @@ def plot_budgeted(results: dict, path) -> Path:
         order = np.argsort(b["madds"], kind="stable")
         x = np.asarray(b["madds"])[order] / div
         y = np.asarray(b["top1"])[order]
-        ax.plot(x, y, marker=".", label=name + (" (upper bound)" if e.get("upper_bound") else ""), **style)
+        line, = ax.plot(x, y, marker=".", label=name + (" (upper bound)" if e.get("upper_bound") else ""), **style)
+        op = e.get("operating_point")
+        if op is not None and op.get("stopped_share", 0.0) > 0:
+            # an agent that stops by itself: where its own stop lands (intervals over images and runs)
+            xerr = np.abs(np.array(op["madds_ci"], dtype=float)[:, None] / div - op["madds"] / div)
+            yerr = np.abs(np.array(op["top1_ci"], dtype=float)[:, None] - op["top1"])
+            ax.errorbar([op["madds"] / div], [op["top1"]], xerr=xerr, yerr=yerr, marker="*", markersize=11,
+                        color=line.get_color(), linestyle="none", capsize=3,
+                        label=f"{name}: its own stop (operating point)")
     ax.set_xlabel(f"mean multiply-adds per image ({unit}MAdds)" if unit else "mean multiply-adds per image")
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=0.3)

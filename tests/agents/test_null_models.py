@@ -125,3 +125,23 @@ def test_benchmark_null_model_of_a_named_agent_and_clear_errors():
         _bench(["center", "shuffle"], reference=None)
     with pytest.raises(ValueError, match="not itself a null model"):
         _bench(["center", "prior", "shuffle:prior"], reference="center")
+
+
+def test_shuffle_of_a_stopping_agent_spends_what_its_source_spends(tmp_path):
+    """The shuffled looks keep their exit steps: same mean looks and multiply-adds as the source; the budgeted
+    plot draws the stopping agents' operating points."""
+    import agents
+
+    agents.register("random-stopper", RandomStopper)
+    try:
+        res = run_benchmark(ENV_ID, ["random-stopper", "shuffle", "prior"], tmp_path, episodes=12, seeds=1,
+                            env_kwargs={"checkpoint": tiny_model(), "dataset": tiny_dataset(n=30)}, batch_size=5,
+                            device="cpu", seed=0, verbose=False, reference="random-stopper")
+    finally:
+        agents.unregister("random-stopper")
+    src, shuf = res["agents"]["random-stopper"]["operating_point"], res["agents"]["shuffle"]["operating_point"]
+    assert 0 < src["stopped_share"] < 1
+    assert shuf["mean_exit_step"] == src["mean_exit_step"] and shuf["madds"] == src["madds"]
+    assert shuf["stopped_share"] == src["stopped_share"]
+    assert "learned_stop" in res["agents"]["shuffle"]
+    assert (tmp_path / "budgeted.png").stat().st_size > 0
