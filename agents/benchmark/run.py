@@ -161,7 +161,8 @@ def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indice
             "exit_step": np.asarray(exit_step, dtype=np.int64), "stopped": np.asarray(stopped, dtype=bool),
             "madds": spent_madds(np.cumsum(env_madds), [counted.madds_per_decision], exit_step[None],
                                  stopped[None])[0],
-            "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy()}
+            "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy(),
+            "decision_madds_unaccounted": counted.unaccounted}
 
 
 def _bar(label: str | None, total: int):

@@ -1,0 +1,123 @@
+"""Honest accounting traps, closed (issue 20, item 6): an agent in numpy that declares no cost is charged 0
+multiply-adds *with a note*, and can declare its cost (``decision_madds``); ``paper-ppo`` refuses a checkpoint
+whose policy was never trained (stage 1); ``gfnet compare`` of folders with different references recomputes
+every comparison against one reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import agents
+from agents.base import Agent
+from agents.benchmark.costs import MeteredAgent, declared_madds
+from agents.benchmark.run import run_benchmark
+from helpers import ENV_ID, tiny_dataset, tiny_model
+
+
+def env_kwargs():
+    return {"checkpoint": tiny_model(), "dataset": tiny_dataset(n=18), "grid_size": 3}
+
+
+def bench(out, agent_list, **kw):
+    return run_benchmark(ENV_ID, agent_list, out, episodes=6, seeds=1, env_kwargs=env_kwargs(), batch_size=3,
+                         device="cpu", seed=0, verbose=False, **kw)
+
+
+# --- (a) an agent's own cost: counted, declared, or noted as missing ----------------------------------------
+
+class NumpyAgent(Agent):
+    """A user's agent that decides in numpy: the torch counter sees none of it."""
+
+    name = "numpy-agent"
+    obs_mode = "gru"
+
+    def act(self, obs, deterministic: bool = True) -> np.ndarray:
+        state = np.asarray(obs, dtype=np.float32)
+        w = np.ones((state.shape[1], 2), dtype=np.float32) / state.shape[1]
+        return 1.0 / (1.0 + np.exp(-(state @ w)))                       # D·2 multiply-adds, in numpy
+
+
+class DeclaringAgent(NumpyAgent):
+    """The same agent, declaring its cost: D·2 multiply-adds per decision per image, here rounded to 64."""
+
+    decision_madds = 64.0
+
+
+class TorchAgent(NumpyAgent):
+    """The same decision in torch: counted."""
+
+    def act(self, obs, deterministic: bool = True) -> np.ndarray:
+        state = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+        w = torch.ones(state.shape[1], 2) / state.shape[1]
+        return torch.sigmoid(state @ w).numpy()
+
+
+@pytest.fixture
+def user_agents():
+    names = {"numpy-agent": NumpyAgent, "declaring-agent": DeclaringAgent, "torch-agent": TorchAgent}
+    for name, cls in names.items():
+        agents.register(name, cls)
+    yield list(names)
+    for name in names:
+        agents.unregister(name)
+
+
+def test_numpy_agent_without_a_declared_cost_is_noted(user_agents, tmp_path):
+    out = tmp_path / "bench"
+    res = bench(out, ["center", *user_agents])
+    numpy_entry, declaring, counted = (res["agents"][n] for n in user_agents)
+    # the numpy agent: 0 multiply-adds of its own, and the results say so
+    assert numpy_entry["agent_madds_per_step"][1:] == [0.0] * (res["T"] - 1)
+    assert numpy_entry["source"].startswith("user code ") and "decision_madds" in numpy_entry["decision_madds_note"]
+    # this package's baseline costs 0 too, but that is known: no note; a declared or counted cost: no note
+    assert res["agents"]["center"]["decision_madds_note"] is None
+    assert declaring["decision_madds_note"] is None and counted["decision_madds_note"] is None
+    assert counted["agent_madds_per_step"][1] > 0
+    # the declared cost is charged instead of the (0) count: per step, in the total and in per_image.npz
+    assert declaring["agent_madds_per_step"] == [0.0] + [64.0] * (res["T"] - 1)
+    assert declaring["madds"] == pytest.approx(numpy_entry["madds"] + 64.0 * (res["T"] - 1))
+    with np.load(out / "per_image.npz") as rec:
+        assert rec["declaring-agent/decision_madds"].tolist() == [64.0]
+        assert rec["numpy-agent/decision_madds"].tolist() == [0.0]
+    on_disk = json.loads((out / "results.json").read_text())["agents"]
+    assert on_disk["numpy-agent"]["decision_madds_note"] == numpy_entry["decision_madds_note"]
+    # results.md: a marker on the numpy agent's multiply-adds cell only, and a note naming it and the way out
+    table = (out / "results.md").read_text()
+    main = table.split("###")[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[1:-1] for line in main.splitlines() if line.startswith("| ")}
+    madds_column = rows["agent"].index(" multiply-adds / image (agent's own) ")
+    assert rows["numpy-agent"][madds_column].strip().endswith("(0)†")
+    for name in ("center", "declaring-agent", "torch-agent"):
+        assert "†" not in "|".join(rows[name])
+    note = next(line for line in table.splitlines() if line.startswith("† "))
+    assert "numpy-agent" in note and "decision_madds" in note and "declaring-agent" not in note
+    assert "Declaring an agent's own cost" in note
+
+
+def test_declared_cost_is_checked_and_may_be_set_per_instance():
+    agent = NumpyAgent()
+    assert declared_madds(agent) is None
+    agent.decision_madds = np.float32(10)  # an instance attribute wins over the class's None
+    assert declared_madds(agent) == 10.0
+    for bad in (-1.0, float("nan"), float("inf"), True, "12"):
+        agent.decision_madds = bad
+        with pytest.raises(ValueError, match="decision_madds must be a finite number >= 0"):
+            MeteredAgent(agent, count_madds=True)
+
+
+def test_metered_agent_flags_only_an_undeclared_zero_of_user_code():
+    obs = np.zeros((4, 8), dtype=np.float32)
+    for agent, flagged in ((NumpyAgent(), True), (DeclaringAgent(), False), (TorchAgent(), False),
+                           (agents.make("center"), False)):
+        counted = MeteredAgent(agent, count_madds=True)
+        counted.reset(4)
+        counted.act(obs)
+        assert counted.unaccounted is flagged, type(agent).__name__
+    timed = MeteredAgent(NumpyAgent())  # not counting: nothing to say
+    timed.reset(4)
+    timed.act(obs)
+    assert not timed.unaccounted
