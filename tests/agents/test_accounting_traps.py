@@ -121,3 +121,66 @@ def test_metered_agent_flags_only_an_undeclared_zero_of_user_code():
     timed.reset(4)
     timed.act(obs)
     assert not timed.unaccounted
+
+
+# --- (b) paper-ppo refuses the untrained policy of a stage-1 checkpoint ----------------------------------------
+
+@pytest.fixture(scope="module")
+def staged_checkpoints(tmp_path_factory):
+    """The tiny model saved as stage 1 wrote it (``stage`` 1, its policy as initialised), as stage 2 did
+    (``stage`` 2) and as a released checkpoint (no ``stage`` entry)."""
+    from feature_nets.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    paths = {}
+    for stage in (1, 2, None):
+        paths[stage] = root / f"tiny_stage{stage}.pth.tar"
+        save_checkpoint(tiny_model(), paths[stage], **({"stage": stage} if stage is not None else {}))
+    return paths
+
+
+def test_paper_ppo_refuses_a_stage1_checkpoint_with_the_command_that_trains_it(staged_checkpoints):
+    from agents.paper_ppo.agent import PaperPPOAgent
+    from gfnet_cli.commands import train_policy
+
+    stage1 = staged_checkpoints[1]
+    with pytest.raises(ValueError) as refused:
+        run_benchmark(ENV_ID, ["paper-ppo", "center"], None, episodes=6, seeds=1,
+                      env_kwargs={"checkpoint": str(stage1), "dataset": tiny_dataset(n=18)}, batch_size=3,
+                      device="cpu", verbose=False)
+    message = str(refused.value)
+    assert str(stage1) in message and "stage 1" in message and "never trained" in message
+    # the command it gives is a valid `gfnet train-policy` command line for this checkpoint and env
+    command = message.split("`gfnet train-policy ")[1].split("`")[0]
+    parser = __import__("argparse").ArgumentParser()
+    train_policy.add_arguments(parser)
+    args = parser.parse_args(command.replace(" N ", " 1000 ").split())
+    assert args.checkpoint == str(stage1) and args.env == ENV_ID and args.steps == 1000
+    assert "tiny_stage1_stage2.pth.tar" in message  # where train-policy writes the trained checkpoint
+    with pytest.raises(ValueError, match="never trained"):
+        PaperPPOAgent.from_checkpoint(stage1, device="cpu")
+
+
+@pytest.mark.parametrize("stage", [2, None], ids=["stage2", "released"])
+def test_paper_ppo_keeps_a_trained_checkpoint_policy(staged_checkpoints, stage):
+    from agents.paper_ppo.agent import PaperPPOAgent
+
+    path = staged_checkpoints[stage]
+    res = run_benchmark(ENV_ID, ["paper-ppo"], None, episodes=6, seeds=1,
+                        env_kwargs={"checkpoint": str(path), "dataset": tiny_dataset(n=18)}, batch_size=3,
+                        device="cpu", verbose=False)
+    assert res["agents"]["paper-ppo"]["source"] == "the policy stored in the env's checkpoint"
+    assert PaperPPOAgent.from_checkpoint(path, device="cpu").policy is not None
+
+
+def test_the_shipped_checkpoint_policy_is_still_evaluated():
+    from agents.base import RunContext
+    from agents.paper_ppo.agent import PaperPPOAgent
+    from gfnet_env.tasks import DEFAULT_FMNIST_CHECKPOINT, load_model
+
+    model = load_model(DEFAULT_FMNIST_CHECKPOINT)
+    assert model.checkpoint_stage == 2 and model.checkpoint_path == str(DEFAULT_FMNIST_CHECKPOINT)
+    runs, source = PaperPPOAgent.runs(RunContext(name="paper-ppo", env_id="GFNet-ClutteredFashionMNIST-v0",
+                                                 model=model, device="cpu"))
+    assert len(runs) == 1 and source == "the policy stored in the env's checkpoint"
+    assert runs[0].build().policy is not model.policy  # a copy of the stored, trained policy
