@@ -123,6 +123,12 @@ def markdown_table(results: dict) -> str:
     if results.get("paper_madds_cumulative"):
         notes.append("Multiply-adds: the env's looks plus the agent's own decisions; the paper's accounting "
                      f"(looks + its policy) is {_fmt_madds(results['paper_madds_cumulative'][-1])} per image.")
+    folder_refs = results.get("folder_references")
+    if folder_refs and len(set(folder_refs)) > 1:
+        notes.append("Merged folders benchmarked against different references ("
+                     + ", ".join(f"{f}: {r or 'none'}" for f, r in zip(results.get("merged_from", []), folder_refs))
+                     + (f"); every comparison here is recomputed against {ref} from their per_image.npz."
+                        if ref else "); no paired comparison is shown (--reference NAME recomputes one)."))
     unaccounted = [n for n, e in results["agents"].items() if e.get("decision_madds_note")]
     if unaccounted:
         notes.append(f"{UNACCOUNTED_MARK} {', '.join(unaccounted)}: charged 0 multiply-adds for "

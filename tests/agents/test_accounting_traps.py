@@ -184,3 +184,65 @@ def test_the_shipped_checkpoint_policy_is_still_evaluated():
                                                  model=model, device="cpu"))
     assert len(runs) == 1 and source == "the policy stored in the env's checkpoint"
     assert runs[0].build().policy is not model.policy  # a copy of the stored, trained policy
+
+
+# --- (c) gfnet compare recomputes every comparison against one reference ---------------------------------------
+
+@pytest.fixture(scope="module")
+def two_references(tmp_path_factory):
+    """Two benchmarks of one protocol compared with different references: paper-ppo and random."""
+    root = tmp_path_factory.mktemp("refs")
+    a, b = root / "vs_ppo", root / "vs_random"
+    bench(a, ["paper-ppo", "center"])                     # reference: paper-ppo (auto)
+    bench(b, ["random", "saliency"], reference="random")
+    return a, b
+
+
+COMPARISONS = ("vs_reference", "equal_compute", "auc", "learned_stop", "oracle_gap_closed")
+
+
+def test_compare_of_folders_with_different_references_recomputes_against_the_first(two_references, tmp_path):
+    from agents.benchmark.merge import merge_results
+
+    a, b = two_references
+    assert json.loads((b / "results.json").read_text())["agents"]["saliency"]["vs_reference"]["reference"] == "random"
+    merged = merge_results([a, b])
+    for name in ("center", "random", "saliency"):
+        assert merged["agents"][name]["vs_reference"]["reference"] == "paper-ppo", name
+        assert merged["agents"][name]["equal_compute"]["reference"] == "paper-ppo", name
+    assert merged["reference"] == "paper-ppo" and merged["folder_references"] == ["paper-ppo", "random"]
+    assert "vs_reference" not in merged["agents"]["paper-ppo"]
+    # the same numbers as one benchmark of all four agents against paper-ppo
+    direct = bench(None, ["paper-ppo", "center", "random", "saliency"])
+    for name, entry in direct["agents"].items():
+        for key in COMPARISONS:
+            assert merged["agents"][name].get(key) == entry.get(key), (name, key)
+    # the other order: the first folder's reference is random
+    flipped = merge_results([b, a])
+    assert flipped["reference"] == "random"
+    assert flipped["agents"]["paper-ppo"]["vs_reference"]["reference"] == "random"
+    assert "vs_reference" not in flipped["agents"]["random"]
+
+
+def test_compare_cli_names_one_reference_and_refuses_an_unknown_one(two_references, tmp_path, capsys):
+    from gfnet_cli import main as cli
+
+    a, b = two_references
+    out = tmp_path / "merged"
+    assert cli.main(["compare", str(a), str(b), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Δ vs paper-ppo" in printed and "Δ vs random" not in printed
+    assert "different references" in printed and "recomputed against paper-ppo" in printed
+    saved = json.loads((out / "results.json").read_text())
+    assert {e["vs_reference"]["reference"] for n, e in saved["agents"].items() if n != "paper-ppo"} == {"paper-ppo"}
+    # --reference: any merged agent
+    assert cli.main(["compare", str(a), str(b), "--reference", "saliency"]) == 0
+    printed = capsys.readouterr().out
+    assert "Δ vs saliency" in printed and "recomputed against saliency" in printed
+    # --reference none: no comparison at all
+    assert cli.main(["compare", str(a), str(b), "--reference", "none"]) == 0
+    assert "Δ vs" not in capsys.readouterr().out
+    # a reference that is not among the merged agents: a one-line error naming it and the merged agents
+    assert cli.main(["compare", str(a), str(b), "--reference", "oracle"]) == 2
+    err = capsys.readouterr().err
+    assert "'oracle' is not among the merged agents" in err and "saliency" in err
