@@ -102,6 +102,11 @@ class Agent:
         trainable: whether ``learn`` / ``save`` / ``load`` are implemented.
         privileged: the agent reads the label through a :class:`~gfnet_env.views.PrivilegedView`; it is an
             upper bound, never a contender.
+        decision_madds: the agent's own cost, in multiply-adds per decision per image (one episode's action at one
+            step, apart from the env's looks), used by the benchmark instead of what it counts. None (default):
+            counted — the torch operations ``act`` runs (``torch.utils.flop_counter``); work in numpy or other
+            non-torch code is not seen, so such an agent should declare it (docs/benchmark.md, "Declaring an
+            agent's own cost"). A class or an instance attribute.
         view: the view :meth:`bind` received (None before).
     """
 
@@ -113,6 +118,7 @@ class Agent:
     stop_action: bool = False
     trainable: ClassVar[bool] = False
     privileged: ClassVar[bool] = False
+    decision_madds: float | None = None
     view: "EnvView | PrivilegedView | None" = None
 
     @property

@@ -162,7 +162,7 @@ def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indice
             "madds": spent_madds(np.cumsum(env_madds), [counted.madds_per_decision], exit_step[None],
                                  stopped[None])[0],
             "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy(),
-            "recorded": RecordedRun(run.label, ev, fit)}
+            "decision_madds_unaccounted": counted.unaccounted, "recorded": RecordedRun(run.label, ev, fit)}
 
 
 def _bar(label: str | None, total: int):
