@@ -147,3 +147,17 @@ def test_two_atomic_write_text_writers_never_show_a_torn_or_mixed_file(tmp_path)
     counts = race(path, lambda w: atomic_write_text(path, text[w]), check, ROUNDS)
     assert counts["reads"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_progress_csv_is_not_written_through_a_planted_symlink(tmp_path):
+    """The one file a run appends to in place (``progress.csv``) is opened without following a symlink."""
+    from agents.run_log import RunLog
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "progress.csv").symlink_to(victim)
+    with pytest.raises(OSError), RunLog(out) as log:
+        log.open_csv(["batch", "loss"])
+    assert victim.read_text() == "precious\n"
