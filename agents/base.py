@@ -179,7 +179,13 @@ class Agent:
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments of :meth:`learn` taken from the CLI's training options (``device``,
-        ``progress``, ``n_envs``, ``batch_size``, …); each trainable agent picks what it uses."""
+        ``progress``, ``n_envs``, ``batch_size``, …); each trainable agent picks what it uses.
+
+        ``on_start`` (a callable without arguments) is one of them: an agent that passes it to :meth:`learn` calls
+        it once its inputs are checked, just before its first write into ``out_dir``; ``gfnet train-agent`` marks
+        the folder unfinished there (and clears the run that ``--overwrite`` replaces), so that bad input never
+        leaves a marker in a finished folder. For an agent that does not take it, the CLI calls it before
+        :meth:`learn`."""
         return {}
 
     # --- training (trainable agents only) ----------------------------------------------------------

@@ -3,6 +3,12 @@
 A trained agent's folder holds ``agent.json`` (``{"agent": name, "file": weights file, "env_kwargs": {...}}``)
 next to its weights; :func:`load_agent` reads it, :func:`trained_paths` finds every trained copy under the
 folders given to ``--agent-dir`` (a folder of seed sub-folders counts as several copies).
+
+:func:`run_state` tells what a training folder holds: nothing yet, a finished run (``agent.json`` and no
+:data:`UNFINISHED` marker) or an unfinished one. ``gfnet train-agent`` never starts over a folder that holds a run
+unless asked (``--resume`` continues it, ``--overwrite`` replaces it: :func:`clear_run`), and writes the marker only
+once the trainer has checked its inputs (the ``on_start`` hook of the trainers, called just before their first
+write into the folder), never into a finished folder that ``--resume`` continues: its agent stays usable.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +26,8 @@ from feature_nets.files import atomic_write_text
 from .base import Agent, PathLike
 from .registry import factory_of
 
-__all__ = ["AGENT_JSON", "UNFINISHED", "jsonable", "load_agent", "mark_finished", "mark_unfinished", "read_agent_json",
-           "trained_paths", "write_agent_json"]
+__all__ = ["AGENT_JSON", "UNFINISHED", "clear_run", "jsonable", "load_agent", "mark_finished", "mark_unfinished",
+           "read_agent_json", "run_state", "trained_paths", "write_agent_json"]
 
 #: Name of the file that describes a trained agent inside its folder.
 AGENT_JSON = "agent.json"
@@ -39,6 +46,41 @@ def mark_unfinished(folder: PathLike, resume_hint: str) -> Path:
 def mark_finished(folder: PathLike) -> None:
     """Remove the :data:`UNFINISHED` marker of ``folder`` (after its ``agent.json`` is written)."""
     (Path(folder) / UNFINISHED).unlink(missing_ok=True)
+
+
+def run_state(folder: PathLike) -> str:
+    """What a training folder holds: ``"new"`` (missing, or neither ``agent.json`` nor the :data:`UNFINISHED`
+    marker), ``"finished"`` (``agent.json`` and no marker) or ``"unfinished"`` (the marker)."""
+    folder = Path(folder)
+    if (folder / UNFINISHED).exists():
+        return "unfinished"
+    if (folder / AGENT_JSON).exists():
+        return "finished"
+    return "new"
+
+
+def clear_run(folder: PathLike, inputs=()) -> None:
+    """Delete everything in the training folder ``folder`` but its lock (``.lock``) and the ``inputs`` of the new
+    run that lie inside it (a checkpoint the command reads, say): what ``--overwrite`` does to the run it replaces,
+    so that none of its checkpoints is resumed later. Symlinks are removed, never followed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    kept = []
+    for value in inputs:
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            try:
+                kept.append(Path(value).resolve())
+            except (OSError, RuntimeError, ValueError):
+                pass
+    for entry in folder.iterdir():
+        real = entry.resolve()
+        if entry.name == ".lock" or any(k == real or real in k.parents for k in kept):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _refuse_unfinished(name: str, folder: Path) -> None:

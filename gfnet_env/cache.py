@@ -37,10 +37,21 @@ def model_fingerprint(model) -> str:
 
 
 def dataset_fingerprint(dataset, n: int = 8) -> str:
-    """Hash of the dataset's length and a few of its images (cheap; catches a different set or transform)."""
+    """Hash of the dataset's length and a few of its images (cheap; catches a different set or transform).
+
+    An image among them that cannot be decoded (:class:`~gfnet_env.data.image_folder.CorruptImageError`) is
+    hashed as "corrupt at index i" instead of its pixels: the fingerprint stays a function of the dataset (the
+    same file is corrupt every time, and a repaired one changes it), and one bad file never stops the benchmark
+    that fingerprints its images only after evaluating every agent (it skips such images while evaluating)."""
+    from .data.image_folder import CorruptImageError  # local: image_folder imports PIL and torchvision
+
     h = hashlib.sha256(str(len(dataset)).encode())
     for i in np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).astype(int):
-        img, label = dataset[int(i)]
+        try:
+            img, label = dataset[int(i)]
+        except CorruptImageError:
+            h.update(f"corrupt:{int(i)}".encode())
+            continue
         h.update(torch.as_tensor(img).float().numpy().tobytes())
         h.update(str(int(label)).encode())
     return h.hexdigest()[:16]

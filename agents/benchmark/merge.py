@@ -21,7 +21,7 @@ import torch
 
 from ..base import PathLike
 
-__all__ = ["NO_REFERENCE", "merge_results", "protocol_of", "read_per_image", "read_results"]
+__all__ = ["NO_REFERENCE", "merge_folders", "merge_results", "protocol_of", "read_per_image", "read_results"]
 
 
 def _sha(data: bytes) -> str:
@@ -91,7 +91,16 @@ NO_REFERENCE = "none"
 
 def merge_results(folders: list[PathLike], reference: str | None = None, seed: int = 0,
                   margin: float | None = None) -> dict:
-    """The agents of several benchmark outputs of the same protocol in one results dict.
+    """The agents of several benchmark outputs of the same protocol in one results dict (:func:`merge_folders`
+    without the per-image records)."""
+    return merge_folders(folders, reference=reference, seed=seed, margin=margin)[0]
+
+
+def merge_folders(folders: list[PathLike], reference: str | None = None, seed: int = 0,
+                  margin: float | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """The agents of several benchmark outputs of the same protocol in one results dict, and the merged per-image
+    records (the arrays of a ``per_image.npz``: ``image_index``, ``target`` and ``NAME/FIELD``, so that a merge
+    written by ``gfnet compare --out`` is itself a folder that can be compared).
 
     An agent benchmarked in several folders keeps the first; later copies are named ``name@folder``.
 
@@ -109,8 +118,8 @@ def merge_results(folders: list[PathLike], reference: str | None = None, seed: i
         margin: M (points) of the equivalence wording of the recomputed comparison (None: the first folder's).
 
     Returns:
-        the merged results; ``merged_from`` lists the folders and ``folder_references`` the reference each folder
-        was benchmarked with (the table notes when they differed).
+        (the merged results, their per-image arrays); ``merged_from`` lists the folders and ``folder_references``
+        the reference each folder was benchmarked with (the table notes when they differed).
 
     Raises:
         ValueError: too few folders, protocols differ (the message names the fields and values), a folder has no
@@ -163,4 +172,10 @@ def merge_results(folders: list[PathLike], reference: str | None = None, seed: i
     verdict(merged["agents"], records, merged["env_madds_cumulative"], reference, seed=seed, margin=margin)
     merged["reference"] = reference
     merged["margin"] = margin
-    return merged
+    arrays: dict[str, np.ndarray] = {"image_index": np.asarray(images)}
+    with np.load(Path(folders[0]) / "per_image.npz", allow_pickle=False) as data:
+        if "target" in data.files:
+            arrays["target"] = data["target"]
+    for key, rec in records.items():
+        arrays.update({f"{key}/{field}": value for field, value in rec.items()})
+    return merged, arrays

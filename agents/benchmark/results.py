@@ -4,9 +4,10 @@
 (:mod:`agents.report` formats them as tables); :class:`ResultsFolder` owns ``--out``:
 
 * :meth:`ResultsFolder.claim`, before any work: ``--out`` must be a folder (created if missing) that this
-  process can write, and not in use — a lock file ``.lock`` (created with ``O_EXCL``, holding the owner's
-  host and pid; a lock whose process is gone on this host is taken over) refuses a second benchmark on the
-  same folder. Every problem is an :class:`OutputFolderError` with a one-line message.
+  process can write, and not in use — the lock file ``.lock`` that every command writing an ``--out`` takes
+  (:mod:`feature_nets.folders`: ``flock``-held, naming the owner's command, host and pid; a lock left by a
+  run that died is taken over) refuses a second run on the same folder. Every problem is an
+  :class:`OutputFolderError` with a one-line message.
 * :meth:`ResultsFolder.write` (also :func:`write_outputs`): every file — ``results.md``, ``results.csv``,
   the PNG plots, ``per_image.npz`` (per-image records), then ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
   when all are complete are they renamed into place, ``results.json`` last (it is removed first, so it marks
@@ -21,24 +22,23 @@ import json
 import os
 import shutil
 import signal
-import socket
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from feature_nets.files import atomic_write, atomic_write_text
+from feature_nets.folders import LOCK_FILE, OutputFolder, OutputFolderError
 
 from ..base import PathLike
 from .tables import markdown_table, write_csv
 from .statistics import mean_and_ci
 
-__all__ = ["OutputFolderError", "ResultsFolder", "aggregate_runs", "write_outputs"]
+__all__ = ["LOCK_FILE", "OutputFolderError", "ResultsFolder", "aggregate_runs", "write_outputs"]
 
 #: Files a benchmark writes into its folder; ``results.json`` is written last and marks it complete.
 RESULT_FILES = ("results.md", "results.csv", "per_image.npz", "anytime_top1.png", "budgeted.png", "mean_return.png",
                 "madds_per_step.png", "seconds.png", "results.json")
-LOCK_FILE = ".lock"
 #: ``decision_madds_note`` of an agent charged 0 multiply-adds for its own decisions without declaring it
 #: (:attr:`agents.benchmark.costs.MeteredAgent.unaccounted`).
 DECISION_MADDS_NOTE = ("charged 0 multiply-adds per decision: its act ran no torch operations (the only ones "
@@ -89,69 +89,24 @@ def write_outputs(results: dict, out_dir: PathLike) -> list[Path]:
     return ResultsFolder(out_dir).write(results)
 
 
-class OutputFolderError(ValueError):
-    """``--out`` cannot be used: a file, not writable, or in use by another run."""
-
-
-class ResultsFolder:
+class ResultsFolder(OutputFolder):
     """A benchmark's output folder: claimed before any work, filled all at once at the end (module docstring).
 
-    Use as ``with ResultsFolder(out).claim() as folder: ...; folder.write(results)``.
+    Use as ``with ResultsFolder(out).claim() as folder: ...; folder.write(results)``. The lock is the one every
+    command that writes an ``--out`` takes (:class:`feature_nets.folders.OutputFolder`); ``command`` is recorded
+    in it and named to a run that is refused (``gfnet compare --out`` claims its folder as ``compare``).
     """
 
-    def __init__(self, path: PathLike) -> None:
-        self.path = Path(path)
-        self._locked = False
-        self._created = False
+    def __init__(self, path: PathLike, command: str = "benchmark") -> None:
+        super().__init__(path, command)
 
     # --- before any work -----------------------------------------------------------------------------
     def claim(self) -> "ResultsFolder":
         """Check ``--out`` and take its lock; raises :class:`OutputFolderError` (one line) when it cannot be used."""
-        out = self.path
-        if out.exists() and not out.is_dir():
-            raise OutputFolderError(f"--out {out} is a file, not a folder; give a folder path (created if missing)")
-        try:
-            self._created = not out.exists()
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputFolderError(f"cannot create the output folder {out}: {e.strerror or e}") from None
-        lock = out / LOCK_FILE
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = _read_lock(lock)
-                if owner is not None and owner.get("host") == me["host"] and not _alive(owner.get("pid")):
-                    lock.unlink(missing_ok=True)  # its run died without cleaning up
-                    continue
-                who = f"pid {owner['pid']} on {owner['host']}" if owner else "another process"
-                raise OutputFolderError(f"--out {out} is in use by another benchmark ({who}); wait for it, choose "
-                                        f"another --out, or delete {lock} if no run uses it") from None
-            except OSError as e:
-                raise OutputFolderError(f"cannot write in the output folder {out}: {e.strerror or e}") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._locked = True
-            for stale in out.glob(".staging-*"):  # left by runs killed while writing
-                shutil.rmtree(stale, ignore_errors=True)
-            return self
-        raise OutputFolderError(f"could not take the lock {lock}")
-
-    def release(self) -> None:
-        """Drop the lock (and the folder itself if this run created it and left it empty)."""
-        if self._locked:
-            (self.path / LOCK_FILE).unlink(missing_ok=True)
-            self._locked = False
-        if self._created:
-            with contextlib.suppress(OSError):
-                self.path.rmdir()  # only succeeds when empty
-
-    def __enter__(self) -> "ResultsFolder":
+        super().claim()
+        for stale in self.path.glob(".staging-*"):  # left by runs killed while writing
+            shutil.rmtree(stale, ignore_errors=True)
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
     # --- at the end ----------------------------------------------------------------------------------
     def write(self, results: dict, arrays: dict[str, np.ndarray] | None = None) -> list[Path]:
@@ -183,26 +138,8 @@ class ResultsFolder:
                 _fsync_dir(out)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-            self._created = False  # it holds results now
+            self.keep()  # it holds results now
         return [out / name for name in names]
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        owner = json.loads(path.read_text())
-        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
-    except (OSError, ValueError):
-        return None  # being written right now, or not ours: treat as in use
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, TypeError, ValueError):
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -367,6 +367,7 @@ def train_policy(
     progress: bool = False,
     episode_images: int = 4,
     stop: bool = False,
+    on_start: Callable[[], None] | None = None,
     **env_kwargs,
 ) -> TrainedPolicy:
     """Train the paper's policy with its PPO on the frozen networks of ``env_id``.
@@ -395,6 +396,8 @@ def train_policy(
             fixed to ``feature_map`` / ``continuous``.
         stop: train ``paper-ppo-stop``: a :class:`~feature_nets.policy.StopPatchPolicy` on the env with the stop
             action (``stop_action=True`` and the unit action range, forced); give ``step_cost`` > 0.
+        on_start: called once the inputs are checked (env, policy, the state resumed), just before anything is
+            written into ``out_dir`` (``gfnet train-agent`` marks the folder unfinished there).
 
     Returns:
         :class:`TrainedPolicy` (:func:`agents.paper_ppo.agent.train_paper_ppo` wraps it as an agent).
@@ -421,6 +424,8 @@ def train_policy(
             plan.start = learner.load(plan.latest)
         elif resume:
             print(f"--resume: nothing to resume in {out_dir} (no {LATEST_FILE}); starting from scratch")
+        if on_start is not None:
+            on_start()
         with RunLog(out_dir) as log:
             _open_logs(log, plan, resume, progress)
             _train_batches(plan, learner, core, log, episode_images)

@@ -164,9 +164,10 @@ class SB3Agent(Agent):
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size`` (None: the recipe's), ``device``,
         ``eval_episodes``, ``trust_agent`` (for ``--resume``), ``hparams``, ``keep_replay_buffers``,
-        ``keep_checkpoints`` and the progress bar; the CLI trains with the recipe (:mod:`agents.sb3.recipes`)."""
+        ``keep_checkpoints``, ``on_start`` (called once the inputs are checked, before the first write) and the
+        progress bar; the CLI trains with the recipe (:mod:`agents.sb3.recipes`)."""
         keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes", "trust_agent",
-                "hparams", "keep_replay_buffers", "keep_checkpoints")
+                "hparams", "keep_replay_buffers", "keep_checkpoints", "on_start")
         out = {k: options[k] for k in keys if options.get(k) is not None}
         if "progress" in options:
             out["progress_bar"] = options["progress"]

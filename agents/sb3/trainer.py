@@ -80,6 +80,7 @@ def train_model(
     episode_images: int = 4,
     callback=None,
     verbose: int = 0,
+    on_start: Callable[[], None] | None = None,
     **env_kwargs,
 ) -> TrainedModel:
     """Train an SB3 algorithm on a GFNet env (:func:`agents.sb3.agent.train_sb3` wraps the model as an agent).
@@ -108,6 +109,8 @@ def train_model(
         keep_checkpoints: model checkpoints kept (the newest K; None: all). ``out_dir/best`` keeps the best.
         episode_images: episodes drawn into TensorBoard (``episodes/looks``) at each evaluation; 0: none.
         callback: extra SB3 callback(s), run after the checkpoint and evaluation callbacks.
+        on_start: called once the inputs are checked (recipe, envs, the model or the checkpoint resumed), just
+            before anything is written into ``out_dir`` (``gfnet train-agent`` marks the folder unfinished there).
         **env_kwargs: env arguments (``checkpoint=``, ``data_root=``, ``dataset=``, ``reward=``, …); ``split``
             defaults to ``"train"`` (not the env's evaluation split).
 
@@ -140,6 +143,8 @@ def train_model(
             if resume:
                 print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch")
             model = _new_model(algo, recipe, train_env, seed, device, tb_dir, verbose)
+        if on_start is not None:
+            on_start()
         out_dir.mkdir(parents=True, exist_ok=True)
 
         remaining = recipe.steps - int(model.num_timesteps)

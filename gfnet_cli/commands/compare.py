@@ -6,12 +6,18 @@ Prints the merged table; --out writes results.json / results.md of the merge. Ev
 recomputed from the folders' per_image.npz against one reference: the first folder's, or --reference NAME (one
 folder is then enough: e.g. a benchmark re-read against random instead of paper-ppo); folders benchmarked with
 different references are never shown under one "Δ vs" heading with their own numbers.
+
+--out is written as the benchmark writes its folder: locked for the run (a folder in use by another run is
+refused), every file (results.md, results.csv, the plots, per_image.npz, then results.json) staged and moved into
+place at once, so that it holds the old results or the new merge, never a mix (the merge can be compared again).
+It cannot be one of the compared folders, and a compared folder in use by a running benchmark is refused (its
+results may change while they are read).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
 
 from ._common import raw_formatter
@@ -33,18 +39,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder's)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from agents.benchmark.merge import merge_results
-    from agents.benchmark.tables import markdown_table
-    from feature_nets.files import atomic_write_text
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
-    merged = merge_results(args.folders, reference=args.reference, margin=args.margin)  # a ValueError naming the differing protocol fields otherwise
-    table = markdown_table(merged)
+
+def run(args: argparse.Namespace) -> int:
+    from agents.benchmark.merge import merge_folders
+    from agents.benchmark.results import ResultsFolder
+    from agents.benchmark.tables import markdown_table
+    from feature_nets.folders import LOCK_FILE, lock_holder
+
+    for folder in args.folders:
+        holder = lock_holder(Path(folder) / LOCK_FILE)
+        if holder is not None:
+            who = f"gfnet {holder.get('command') or 'benchmark'}, pid {holder.get('pid')} on {holder.get('host')}" \
+                if holder else "another process"
+            raise ValueError(f"{folder} is in use by a running benchmark ({who}): its results may change while they "
+                             f"are read; wait for it to finish (or delete {Path(folder) / LOCK_FILE} if no run uses it)")
+    out = None
     if args.out is not None:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file, not a folder")
-        atomic_write_text(out / "results.md", table)
-        atomic_write_text(out / "results.json", json.dumps(merged, indent=2))
+        for folder in args.folders:
+            if _same_folder(Path(args.out), Path(folder)):
+                raise ValueError(f"--out {args.out} is one of the compared folders ({folder}): the merge would replace "
+                                 "its results with another run's; choose another --out")
+        out = ResultsFolder(args.out, "compare").claim()  # the benchmark's lock, before any work
+    try:
+        # a ValueError naming the differing protocol fields otherwise
+        merged, arrays = merge_folders(args.folders, reference=args.reference, margin=args.margin)
+        table = markdown_table(merged)
+        if out is not None:
+            out.write(merged, arrays)  # staged, all files at once (results.json last), as the benchmark's
+    finally:
+        if out is not None:
+            out.release()
     print(table)
     return 0

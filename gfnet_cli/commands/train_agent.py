@@ -3,6 +3,11 @@
 Writes to --out: TensorBoard logs (tensorboard/), resumable checkpoints, the final agent and agent.json, which
 `gfnet benchmark --agent-dir NAME=DIR` and `gfnet show` read. Images come from the env's train split unless
 --env-kwarg split=... says otherwise.
+
+--out is locked for the run (one writer per folder: a second run on it is refused). A folder that holds a run
+(finished: agent.json; or interrupted: the UNFINISHED marker) is never started over: --resume continues it,
+--overwrite replaces it (its files are deleted once the new run's inputs are checked). The UNFINISHED marker is
+written only once the inputs are checked, so bad input never spoils a finished folder.
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train N independent copies with seeds SEED..SEED+N-1, each in OUT/seed_<s>/ "
                              "(the benchmark evaluates every copy of --agent-dir NAME=OUT); default 1: OUT itself")
     parser.add_argument("--out", required=True, help="output folder (created)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run that --out holds (finished or not): its files are deleted once the "
+                            "new run's inputs are checked (without --resume or --overwrite such a folder is refused)")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
     sb3 = parser.add_argument_group("SB3 agents")
     sb3.add_argument("--n-envs", type=int, default=None, help="episodes stepped as one batch (default: the recipe's)")
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     import_user_modules(args.imports)  # before any agent lookup: the user's code registers its agents
     import agents
     from agents.registry import factory_of
-    from agents.trained import UNFINISHED, mark_finished, mark_unfinished
+    from feature_nets.folders import OutputFolder
 
     env_kwargs = parse_env_kwargs(args.env_kwarg)
     try:
@@ -108,19 +117,64 @@ def run(args: argparse.Namespace) -> int:
         print("gfnet train-agent: --steps is required (only sb3-* agents have a recipe default)")
         return 2
     seeds = [args.seed + k for k in range(args.seeds)]
-    for seed in seeds:
-        out = args.out if args.seeds == 1 else str(Path(args.out) / f"seed_{seed}")
-        # an interrupted run leaves the marker: the benchmark refuses the folder and says how to resume it
-        fresh = not Path(out).exists()
-        mark_unfinished(out, f"Resume it with the same command and --resume (seed {seed}, --out {args.out}).")
-        try:
-            agent = factory.learn(args.env, args.steps, seed, out, resume=args.resume,
-                                  **{**factory.train_options(options), **env_kwargs})
-        except BaseException:
-            if fresh and [p.name for p in Path(out).iterdir()] == [UNFINISHED]:
-                shutil.rmtree(out)  # refused before any work: leave nothing behind
-            raise
-        mark_finished(out)
-        print(f"trained {agent.name} (seed {seed}) saved in {out}")
+    outs = [Path(args.out) if args.seeds == 1 else Path(args.out) / f"seed_{seed}" for seed in seeds]
+    existed = [out.exists() for out in outs]
+    with OutputFolder(args.out, "train-agent").claim():  # one writer per folder, before any work
+        _refuse_existing_runs(args, outs)
+        for seed, out, fresh in zip(seeds, outs, existed):
+            agent = _train_one(factory, args, options, env_kwargs, seed, out, not fresh)
+            print(f"trained {agent.name} (seed {seed}) saved in {out}")
     print(f"TensorBoard: tensorboard --logdir {args.out}")
     return 0
+
+
+def _refuse_existing_runs(args: argparse.Namespace, outs: list[Path]) -> None:
+    """A folder that holds a run is continued (--resume) or replaced (--overwrite), never started over."""
+    from agents.trained import AGENT_JSON, UNFINISHED, run_state
+
+    if args.resume or args.overwrite:
+        return
+    for out in outs:
+        state = run_state(out)
+        if state == "finished":
+            raise ValueError(f"--out {out} holds a finished run ({AGENT_JSON}); continue it with --resume, replace "
+                             "it with --overwrite, or choose another --out")
+        if state == "unfinished":
+            raise ValueError(f"--out {out} holds an unfinished run ({UNFINISHED} marker); continue it with --resume, "
+                             "replace it with --overwrite, or choose another --out")
+
+
+def _train_one(factory, args: argparse.Namespace, options: dict, env_kwargs: dict, seed: int, out: Path,
+               fresh: bool):
+    """One seed's run into ``out``: the UNFINISHED marker once the inputs are checked (the trainer's ``on_start``),
+    removed when the agent is saved; a run refused before its first write leaves the folder as it was."""
+    from agents.trained import UNFINISHED, clear_run, mark_finished, mark_unfinished, run_state
+    from feature_nets.folders import LOCK_FILE
+
+    state = run_state(out)
+    started = []
+
+    def on_start() -> None:
+        if started:
+            return
+        started.append(True)
+        if args.overwrite and state != "new":
+            clear_run(out, inputs=[*env_kwargs.values(), *args.imports])  # its checkpoints are never resumed
+        if not (args.resume and state == "finished"):  # a finished agent continued stays usable meanwhile
+            # an interrupted run leaves the marker: the benchmark refuses the folder and says how to resume it
+            mark_unfinished(out, f"Resume it with the same command and --resume (seed {seed}, --out {args.out}).")
+
+    train_options = factory.train_options({**options, "on_start": on_start})
+    if train_options.get("on_start") is not on_start:
+        on_start()  # an agent that does not take the hook: marked before it starts
+    try:
+        agent = factory.learn(args.env, args.steps, seed, str(out), resume=args.resume,
+                              **{**train_options, **env_kwargs})
+    except BaseException:
+        if state == "new" and out.is_dir() and {p.name for p in out.iterdir()} <= {UNFINISHED, LOCK_FILE}:
+            (out / UNFINISHED).unlink(missing_ok=True)  # refused before any work: leave the folder as it was
+            if fresh and not (out / LOCK_FILE).exists():
+                shutil.rmtree(out, ignore_errors=True)  # a new seed folder (--out itself goes with its lock)
+        raise
+    mark_finished(out)
+    return agent

@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from feature_nets.folders import OutputFolder
+
+    with OutputFolder(args.out, "train-default-task").claim():  # one writer per folder, before any work
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from gfnet_cli.default_task import PipelineConfig, evaluate_checkpoint, train_default_task

@@ -8,6 +8,8 @@ epochs, frozen global encoder for MobileNet-V3 / EfficientNet); every option bel
 Writes OUT/last.pth.tar every epoch, OUT/best.pth.tar (best last-step val top-1), OUT/history.json and
 TensorBoard logs in OUT/tensorboard; --resume continues exactly where a run stopped (Ctrl-C saves first).
 Under torchrun the same command trains on N processes (--batch-size is the global batch).
+--out is locked for the run (a second run on it is refused); a folder that holds a run (last.pth.tar,
+best.pth.tar, history.json) is continued with --resume or replaced with --overwrite, never started over.
 """
 
 from __future__ import annotations
@@ -103,7 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="torch CPU threads per process (on a shared CPU machine 1 avoids spin-wait slowdowns)")
     g.add_argument("--keep-epoch-checkpoints", action="store_true", help="also keep OUT/epoch_XXX.pth.tar")
     g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pth.tar")
+    again = g.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT/last.pth.tar")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run that --out holds: its checkpoints, history.json and TensorBoard logs "
+                            "are deleted once the inputs are checked (without --resume or --overwrite such a "
+                            "folder is refused)")
     g.add_argument("--trusted-pickle", action="store_true", help="allow full unpickling of --init files you trust")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -203,7 +210,46 @@ def _train_config(args, model, task):
     return cfg
 
 
+#: What a training stage writes into --out (feature_nets/training/loop.py): a folder holding one of the first three
+#: holds a run; --overwrite deletes all of them.
+RUN_FILES = ("last.pth.tar", "best.pth.tar", "history.json")
+RUN_OUTPUTS = RUN_FILES + ("tensorboard",)
+
+
+def _existing_run(out: Path) -> list[str]:
+    """The files of an earlier training run in ``out`` (empty: none)."""
+    names = [n for n in RUN_FILES if (out / n).exists()]
+    return names + sorted(p.name for p in out.glob("epoch_*.pth.tar"))
+
+
+def _clear_run(out: Path) -> None:
+    """Delete the outputs of the run that --overwrite replaces (nothing else in the folder)."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    for path in out.glob("epoch_*.pth.tar"):
+        path.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
+    from feature_nets.folders import OutputFolder
+
+    if _rank() != 0:  # under torchrun, rank 0 holds the folder (the others write nothing there)
+        return _run(args)
+    with OutputFolder(args.out, "train-features").claim():  # one writer per folder, before any work
+        existing = _existing_run(Path(args.out))
+        if existing and not (args.resume or args.overwrite):
+            return _fail(f"--out {args.out} holds a training run ({', '.join(existing)}); continue it with --resume, "
+                         "replace it with --overwrite, or choose another --out")
+        return _run(args, clear=bool(existing) and args.overwrite)
+
+
+def _run(args: argparse.Namespace, clear: bool = False) -> int:
     import torch
 
     from feature_nets.training import ensure_policy, load_backbone_weights, pretrain_into, train_stage
@@ -221,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         return _fail(str(e))
     cfg = _train_config(args, model, task)
+    if clear:  # the inputs are checked: the replaced run goes now (never mixed with the new one's files)
+        _clear_run(Path(args.out))
 
     fresh = not args.init and not args.resume and not args.backbone_weights
     pre_epochs = args.pretrain_epochs if args.pretrain_epochs is not None else 2

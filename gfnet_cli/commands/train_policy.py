@@ -5,6 +5,9 @@ Trains `paper-ppo` (as `gfnet train-agent --agent paper-ppo` does, on the env's 
 of the checkpoint in the official format with the learned policy in its `policy` entry:
 OUT/<checkpoint name>_stage2.pth.tar (results measured with the old policy are dropped from the copy).
 TensorBoard logs, progress.csv and the resumable agent are in OUT too.
+
+--out is locked for the run (a second run on it is refused); a folder that holds a run is continued with
+--resume or replaced with --overwrite (its files are deleted once the inputs are checked), never started over.
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=["fresh", "checkpoint"], default="fresh",
                         help="start from a fresh policy (the paper's stage 2, default) or the checkpoint's policy")
     parser.add_argument("--device", default="auto", help="torch device")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run that --out holds: its files are deleted once the inputs are checked "
+                            "(without --resume or --overwrite such a folder is refused)")
     parser.add_argument("--trusted-pickle", action="store_true",
                         help="allow full unpickling of a legacy checkpoint you trust")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,9 +57,30 @@ def stage2_checkpoint_path(checkpoint: str | Path, out_dir: str | Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from feature_nets.folders import OutputFolder
+
+    with OutputFolder(args.out, "train-policy").claim():  # one writer per folder, before any work
+        return _run(args)
+
+
+def _existing_run(args: argparse.Namespace) -> list[str]:
+    """The files of an earlier run in --out (empty: none)."""
+    from agents.paper_ppo.files import AGENT_FILE, LATEST_FILE
+    from agents.trained import AGENT_JSON
+
+    names = (AGENT_JSON, AGENT_FILE, LATEST_FILE, stage2_checkpoint_path(args.checkpoint, args.out).name)
+    return [n for n in names if (Path(args.out) / n).exists()]
+
+
+def _run(args: argparse.Namespace) -> int:
     from agents.paper_ppo import save_policy_into_checkpoint, train_paper_ppo
+    from agents.trained import clear_run
     from feature_nets.checkpoint import load_checkpoint, read_checkpoint_dict
 
+    existing = _existing_run(args)
+    if existing and not (args.resume or args.overwrite):
+        raise ValueError(f"--out {args.out} holds a run ({', '.join(existing)}); continue it with --resume, replace "
+                         "it with --overwrite, or choose another --out")
     env_kwargs = parse_env_kwargs(args.env_kwarg)
     if "checkpoint" in env_kwargs:
         raise ValueError("pass the checkpoint with --checkpoint, not --env-kwarg checkpoint=...")
@@ -65,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--init checkpoint, but the checkpoint stores no policy; use --init fresh")
     agent = train_paper_ppo(args.env, args.steps, args.out, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                             init_policy=model.policy if args.init == "checkpoint" else None, resume=args.resume,
-                            device=args.device, progress=not args.no_progress, checkpoint=model, **env_kwargs)
+                            device=args.device, progress=not args.no_progress, checkpoint=model,
+                            on_start=(lambda: clear_run(args.out, inputs=[args.checkpoint, *env_kwargs.values()]))
+                            if existing and args.overwrite else None,
+                            **env_kwargs)
     dst = save_policy_into_checkpoint(agent.policy.cpu(), args.checkpoint,
                                       stage2_checkpoint_path(args.checkpoint, args.out),
                                       trusted_pickle=args.trusted_pickle, stage=2)

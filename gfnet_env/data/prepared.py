@@ -7,7 +7,13 @@ CenterCrop) and stores the uint8 pixels:
 
 * ``PATH`` (``.npy``): uint8 array (N, 3, S, S), written through :func:`numpy.lib.format.open_memmap` to a
   temporary name and renamed when complete (a crash never leaves a half-written cache under the real name);
-  50,000 × 3 × 224² bytes = 7.5 GB, read back memory-mapped (pages on demand, never loaded whole).
+  50,000 × 3 × 224² bytes = 7.5 GB, read back memory-mapped (pages on demand, never loaded whole). The
+  temporary file's blocks are reserved up front (``os.posix_fallocate``), so a disk too small for it is an
+  ``OSError`` (ENOSPC) naming the size and the free space before any image is decoded, never a ``SIGBUS`` in
+  the middle of writing the memory map. It is named after the writer (``PATH.tmp.<host>.<pid>.npy``); a
+  writer first removes those left by writers of this host that are gone (``kill -9``, a crash), and holds
+  ``PATH.lock`` (:mod:`feature_nets.folders`) while it writes, so two ``prepare-data`` runs never write one
+  cache.
 * ``PATH.json``: labels, classes, the indices of images that could not be decoded, and the fingerprint —
   the source file list with sizes and modification times, the transform and the image size.
 
@@ -22,8 +28,12 @@ split folder, i.e. ``data_root/val.gfnet-prepared.npy``, or an explicit path) an
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -33,11 +43,13 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from feature_nets.folders import FolderLock, pid_alive
+
 from .image_folder import CorruptImageError, ImageFolderDataset
 from .decoding import normalize_uint8, split_normalize
 
 __all__ = ["PreparedDataset", "StalePreparedError", "default_prepared_path", "fingerprint", "open_prepared",
-           "pixel_steps", "prepare_split"]
+           "pixel_steps", "prepare_split", "remove_dead_temporaries"]
 
 #: Bumped when the file format changes (an older cache is then stale).
 FORMAT_VERSION = 1
@@ -118,12 +130,85 @@ def prepare_split(dataset: ImageFolderDataset, out: str | os.PathLike | None = N
     if not str(out).endswith(".npy"):
         raise ValueError(f"the prepared cache must be a .npy file, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out.with_name(out.name + ".lock"), "prepare-data", f"--out {out}"):
+        remove_dead_temporaries(out)
+        return _write_cache(dataset, out, steps, mean, std, size, threads, progress)
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _temporaries(out: Path) -> list[tuple[Path, str | None, int]]:
+    """(file, host tag or None for the older ``PATH.tmp<pid>.npy`` names, pid) of every temporary file of ``out``."""
+    pattern = re.compile(re.escape(out.name) + r"\.tmp(?:\.([A-Za-z0-9_-]+)\.|)(\d+)\.npy(?:\.json)?")
+    found = []
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return []
+    for path in entries:
+        m = pattern.fullmatch(path.name)
+        if m:
+            found.append((path, m.group(1), int(m.group(2))))
+    return found
+
+
+def remove_dead_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of the cache ``out`` whose writer, a process of this host, is gone (killed while
+    writing: a full-size ``.npy`` that nothing else removes); returns them. Those of live processes and of other
+    hosts are left alone."""
+    out = Path(out)
+    removed = []
+    for path, host, pid in _temporaries(out):
+        if host not in (None, _host_tag()):
+            continue
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _preallocate(path: Path, out: Path) -> None:
+    """Reserve the blocks of the memory-mapped file ``path`` now, so that a full disk is an ``OSError`` here and
+    not a ``SIGBUS`` when a page of the map is written."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is None:
+        return
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        allocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # this file system cannot reserve blocks: written as before
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            try:
+                free = f"{shutil.disk_usage(path.parent).free / 1e9:.2f} GB free"
+            except OSError:
+                free = "free space unknown"
+            raise OSError(e.errno, f"no space left on device for the prepared cache {out}: it needs "
+                                   f"{size / 1e9:.2f} GB ({size} bytes) in {out.parent}, {free} ({e.strerror}); free "
+                                   "some space or write it elsewhere with --out") from None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _write_cache(dataset: ImageFolderDataset, out: Path, steps, mean, std, size: int, threads: int | None,
+                 progress: Callable[[int, int], None] | None) -> Path:
     meta = fingerprint(dataset, size)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}.npy")
+    tmp = out.with_name(out.name + f".tmp.{_host_tag()}.{os.getpid()}.npy")
     n = len(dataset)
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+    arr = None
     corrupt: list[int] = []
     try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+        _preallocate(tmp, out)
         with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
             for start in range(0, n, 1000):
                 idx = range(start, min(n, start + 1000))
@@ -135,7 +220,7 @@ def prepare_split(dataset: ImageFolderDataset, out: str | os.PathLike | None = N
                 if progress is not None:
                     progress(idx[-1] + 1, n)
         arr.flush()
-        del arr
+        arr = None  # unmapped before the rename
         meta.update(labels=[int(y) for y in dataset.targets], corrupt=corrupt, mean=list(mean), std=list(std),
                     shape=[n, 3, size, size])
         side_tmp = Path(str(tmp) + ".json")
@@ -143,6 +228,7 @@ def prepare_split(dataset: ImageFolderDataset, out: str | os.PathLike | None = N
         os.replace(tmp, out)
         os.replace(side_tmp, Path(str(out) + ".json"))
     finally:
+        arr = None
         for leftover in (tmp, Path(str(tmp) + ".json")):
             if leftover.exists():
                 leftover.unlink()
