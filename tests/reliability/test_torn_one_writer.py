@@ -193,7 +193,7 @@ def test_two_runs_that_find_one_stale_lock_never_both_take_it(tmp_path):
     """The old lock unlinked a dead run's lock and created its own: two runs doing that at once both held it."""
     ctx = multiprocessing.get_context("fork")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    for r in range(10):
+    for r in range(25):
         folder = tmp_path / f"out{r}"
         folder.mkdir()
         (folder / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
