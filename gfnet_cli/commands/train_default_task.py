@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from gfnet_cli.default_task import STAGES
 
@@ -50,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default 1: on a shared 2-core machine more threads spin-wait "
                              "against other processes and run many times slower; use 2 on an idle machine)")
     parser.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files (default: search)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run that --out holds: everything in it is deleted first (without --resume "
+                            "or --overwrite such a folder is refused)")
     parser.add_argument("--install", action="store_true",
                         help="copy the final checkpoint to gfnet_env/weights/ (the env's default weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -59,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "write OUT/eval.json and exit")
     parser.add_argument("--oracle", action="store_true",
                         help="also measure the greedy 7×7 label oracle (an upper bound; a few minutes)")
+
+
+#: Files of a pipeline run in --out (the report, the first stage's output): a folder holding one holds a run.
+RUN_FILES = ("pipeline.json", "pretrained_encoder.pt")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +89,14 @@ def _run(args: argparse.Namespace) -> int:
                                  oracle=args.oracle)
         print(json.dumps(ev, indent=1))
         return 0
+    existing = [n for n in RUN_FILES if (Path(args.out) / n).exists()]
+    if existing and not (args.resume or args.overwrite):
+        raise ValueError(f"--out {args.out} holds a run ({', '.join(existing)}); continue it with --resume, replace it "
+                         "with --overwrite, or choose another --out")
+    if existing and args.overwrite:
+        from agents.trained import clear_run
+
+        clear_run(args.out, inputs=[args.data_root])  # no stage of the replaced run is ever resumed
     cfg = PipelineConfig(out=args.out, stop_after=args.stop_after, pretrain_epochs=args.pretrain_epochs,
                          epochs=args.epochs, batch_size=args.batch_size, ppo_steps=args.ppo_steps,
                          ppo_batch_size=args.ppo_batch_size, stage3_epochs=args.stage3_epochs,

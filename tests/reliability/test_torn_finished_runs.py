@@ -232,3 +232,24 @@ def test_train_policy_does_not_replace_a_finished_run(tiny_ckpt, tmp_path, capsy
     line = one_line(code, text, "train-policy")
     assert "holds a run" in line and "tiny_stage2.pth.tar" in line
     assert (out / "tiny_stage2.pth.tar").read_bytes() == b"a finished stage 2"
+
+
+# --- train-default-task -------------------------------------------------------------------------------------
+
+@needs_fashion_mnist
+def test_train_default_task_does_not_start_a_run_over(tmp_path, capsys):
+    out = tmp_path / "pipeline"
+    out.mkdir()
+    (out / "pipeline.json").write_text('{"stages": {"stage1": {}}}')
+    (out / "pretrained_encoder.pt").write_bytes(b"the first stage of a run")
+    before = snapshot(out)
+    code, text = run_cli(["train-default-task", "--out", str(out), "--stop-after", "pretrain", "--pretrain-epochs",
+                          "0", "--no-progress"], capsys)
+    line = one_line(code, text, "train-default-task")
+    assert "holds a run" in line and "--resume" in line and "--overwrite" in line
+    assert snapshot(out) == before  # before the fix: the pipeline started over and replaced its files
+    code, text = run_cli(["train-default-task", "--out", str(out), "--stop-after", "pretrain", "--pretrain-epochs",
+                          "0", "--no-progress", "--overwrite"], capsys)
+    assert code == 0, text
+    assert (out / "pretrained_encoder.pt").read_bytes() != b"the first stage of a run"
+    assert "--overwrite" in json.loads((out / "pipeline.json").read_text())["commands"][0]
