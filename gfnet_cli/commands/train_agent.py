@@ -118,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     seeds = [args.seed + k for k in range(args.seeds)]
     outs = [Path(args.out) if args.seeds == 1 else Path(args.out) / f"seed_{seed}" for seed in seeds]
-    existed = [out.exists() for out in outs]
+    fresh = [not out.exists() for out in outs]  # before the lock creates --out
     with OutputFolder(args.out, "train-agent").claim():  # one writer per folder, before any work
         _refuse_existing_runs(args, outs)
-        for seed, out, fresh in zip(seeds, outs, existed):
-            agent = _train_one(factory, args, options, env_kwargs, seed, out, not fresh)
+        for seed, out, new_folder in zip(seeds, outs, fresh):
+            agent = _train_one(factory, args, options, env_kwargs, seed, out, new_folder)
             print(f"trained {agent.name} (seed {seed}) saved in {out}")
     print(f"TensorBoard: tensorboard --logdir {args.out}")
     return 0
