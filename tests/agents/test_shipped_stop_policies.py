@@ -39,6 +39,12 @@ def mean_looks() -> dict[float, float]:
     return out
 
 
+def test_shipped_stop_policies_are_small():
+    for name in SHIPPED_STOP.values():
+        size = (WEIGHTS_DIR / name).stat().st_size
+        assert size <= 5 * 2**20, f"{name} is {size} bytes (> 5 MB, the limit of a shipped file)"
+
+
 def test_each_shipped_stop_policy_stops_on_most_images_but_not_all(mean_looks):
     assert set(mean_looks) == set(SHIPPED_STOP)
     assert all(1.0 < looks < 2.5 for looks in mean_looks.values()), mean_looks
