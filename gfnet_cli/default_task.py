@@ -214,9 +214,9 @@ def store_results(checkpoint, out=None, eval_samples: int | None = None, data_ro
     """Measure ``paper-ppo`` (``checkpoint``'s policy) with the benchmark's protocol on the test canvases (all of
     them unless ``eval_samples``), thresholds fitted on the val split, and write ``anytime_classification``,
     ``budgeted_batch_classification`` and ``dynamic_threshold`` into ``checkpoint``
-    (:func:`agents.benchmark.published.store_measured_results`: every other entry kept bit for bit). Returns what
+    (:func:`agents.benchmark.store_results.store_measured_results`: every other entry kept bit for bit). Returns what
     was stored and the seconds it took; with ``out`` also written to ``out/stored_results.json``."""
-    from agents.benchmark.published import store_measured_results
+    from agents.benchmark.store_results import store_measured_results
 
     t0 = time.time()
     res = store_measured_results(checkpoint, ENV_ID, env_kwargs={"data_root": data_root} if data_root else None,

@@ -9,33 +9,28 @@ confidence thresholds of that curve). :func:`feature_nets.checkpoint.load_checkp
   measured − published per step, for the agent that runs the checkpoint's own policy (:func:`published_agent`);
 * :func:`checkpoint_thresholds` — ``--thresholds checkpoint``: the stored thresholds that agent's budgeted curve is
   evaluated with (:func:`feature_nets.budgeted.curve_from_thresholds`) instead of fitted ones; every other agent
-  keeps thresholds fitted on its own outputs;
-* :func:`store_measured_results` — measure ``paper-ppo`` with the benchmark's protocol on a task's whole
-  evaluation split and write the three keys into the checkpoint, every other entry kept bit for bit (how the
-  shipped default-task checkpoint got its numbers; ``gfnet train-default-task --store-results``).
+  keeps thresholds fitted on its own outputs.
+
+:func:`agents.benchmark.store_results.store_measured_results` writes such numbers, measured here, into a checkpoint.
 """
 
 from __future__ import annotations
-
-import os
-import sys
-from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..registry import base_name
 
-__all__ = ["PUBLISHED_AGENT", "RESULT_KEYS", "THRESHOLDS", "as_published", "checkpoint_thresholds",
-           "published_agent", "store_measured_results"]
+__all__ = ["PUBLISHED_AGENT", "RESULT_KEYS", "THRESHOLDS", "WRITTEN_KEYS", "as_published", "checkpoint_thresholds",
+           "published_agent"]
 
 #: The agent whose policy a GFNet checkpoint stores.
 PUBLISHED_AGENT = "paper-ppo"
 #: Where the budgeted thresholds come from (``run_benchmark(thresholds=…)``, ``--thresholds``).
 THRESHOLDS = ("fit", "checkpoint")
-#: The checkpoint entries :func:`store_measured_results` writes (besides the note and the protocol).
+#: The results a checkpoint stores for its policy (docs/checkpoints.md).
 RESULT_KEYS = ("anytime_classification", "budgeted_batch_classification", "dynamic_threshold")
-#: The entries :func:`store_measured_results` writes in all.
+#: The entries :func:`agents.benchmark.store_results.store_measured_results` writes: the results, the note saying
+#: how they were measured, and the benchmark's protocol.
 WRITTEN_KEYS = RESULT_KEYS + ("anytime_classification_note", "results_protocol")
 
 
@@ -96,8 +91,9 @@ def as_published(results: dict, model, agents: list[str], agent_dirs: dict | Non
     points, over the steps both have), ``measured_images`` / ``eval_split_images`` / ``full_split`` (the stored
     numbers are over a whole split: only a full-split measurement is like for like), ``same_images`` (the stored
     protocol names the same images; None when the file does not say), ``thresholds`` (``"fit"`` or
-    ``"checkpoint"``) and ``budgeted_delta`` (measured − published per stored threshold row, ``madds`` and
-    ``top1``; only with ``"checkpoint"``, the same thresholds on both sides).
+    ``"checkpoint"``), ``same_thresholds`` (the measured curve used the stored thresholds: ``"checkpoint"``, or
+    fitted ones that came out identical) and ``budgeted_delta`` (measured − published per stored point, ``madds``
+    and ``top1``; only with the same thresholds, else None).
     """
     name = published_agent(agents, agent_dirs)
     stored = _stored(model)
@@ -108,8 +104,11 @@ def as_published(results: dict, model, agents: list[str], agent_dirs: dict | Non
     measured = [float(v) for v in entry["anytime_top1"]]
     delta = [m - float(p) for m, p in zip(measured, anytime)] if anytime is not None else None
     mine = entry["budgeted"]
+    rows = stored.get("dynamic_threshold")
+    same_thresholds = thresholds == "checkpoint" or (
+        rows is not None and entry["n_runs"] == 1 and _same_rows(entry["runs"][0]["budgeted"]["thresholds"], rows))
     budgeted_delta = None
-    if curve is not None and thresholds == "checkpoint" and len(mine["top1"]) == len(curve[1]):
+    if curve is not None and same_thresholds and len(mine["top1"]) == len(curve[1]):
         budgeted_delta = {"madds": [float(a) - float(b) for a, b in zip(mine["madds"], curve[0])],
                           "top1": [float(a) - float(b) for a, b in zip(mine["top1"], curve[1])]}
     protocol, here = stored.get("protocol"), results.get("protocol", {})
@@ -125,84 +124,12 @@ def as_published(results: dict, model, agents: list[str], agent_dirs: dict | Non
         "dynamic_threshold_rows": len(stored.get("dynamic_threshold") or []),
         "measured_anytime_top1": measured, "delta_per_step": delta,
         "measured_images": E, "eval_split_images": int(eval_split_size), "full_split": E == int(eval_split_size),
-        "same_images": same, "thresholds": thresholds, "budgeted_delta": budgeted_delta,
+        "same_images": same, "thresholds": thresholds, "same_thresholds": same_thresholds,
+        "budgeted_delta": budgeted_delta,
     }
 
 
-def store_measured_results(checkpoint: str | os.PathLike, env_id: str = "GFNet-ClutteredFashionMNIST-v0",
-                           out: str | os.PathLike | None = None, env_kwargs: dict[str, Any] | None = None,
-                           episodes: int | None = None, batch_size: int = 250, device: str = "cpu",
-                           verbose: bool = False) -> dict:
-    """Measure ``paper-ppo`` (``checkpoint``'s own policy) with the benchmark's protocol and write its numbers into
-    the checkpoint: ``anytime_classification`` (top-1 % per step), ``budgeted_batch_classification`` ([mean
-    multiply-adds, top-1] over p = 1 … 39, the benchmark's accounting: the env's looks plus the policy's
-    decisions), ``dynamic_threshold`` ((39, T) float32, fitted on the task's fit split as the benchmark fits
-    them), ``anytime_classification_note`` (what was measured, on which images) and ``results_protocol`` (the
-    benchmark's protocol, so a later benchmark can tell whether it measured the same images).
-
-    Every other entry is kept as read (tensors bit for bit: the file is re-read and compared before it replaces
-    ``out``). The write is atomic.
-
-    Args:
-        checkpoint: the GFNet checkpoint (with a trained ``policy``).
-        env_id: the task it belongs to (default: the embedded default task).
-        out: where to write (default: ``checkpoint`` itself).
-        env_kwargs: further env arguments (``data_root``, …; not ``checkpoint``).
-        episodes: evaluation images (default: the whole evaluation split, as published numbers are).
-        batch_size, device, verbose: as :func:`agents.benchmark.run_benchmark`.
-
-    Returns:
-        the benchmark's results dict.
-    """
-    from feature_nets.checkpoint import read_checkpoint_dict
-    from feature_nets.files import atomic_save
-
-    from .run import run_benchmark
-
-    checkpoint = Path(checkpoint)
-    out = Path(out) if out is not None else checkpoint
-    kwargs = {**(env_kwargs or {}), "checkpoint": str(checkpoint)}
-    blob = dict(read_checkpoint_dict(checkpoint))
-    results = run_benchmark(env_id, [PUBLISHED_AGENT], None, episodes=episodes or sys.maxsize, env_kwargs=kwargs,
-                            batch_size=batch_size, device=device, verbose=verbose, reference=None)
-    e = results["agents"][PUBLISHED_AGENT]
-    (run,) = e["runs"]
-    new = {
-        "anytime_classification": [float(v) for v in e["anytime_top1"]],
-        "budgeted_batch_classification": [[float(v) for v in e["budgeted"]["madds"]],
-                                          [float(v) for v in e["budgeted"]["top1"]]],
-        "dynamic_threshold": torch.tensor(run["budgeted"]["thresholds"], dtype=torch.float32),
-        "anytime_classification_note": (
-            f"measured by agents.benchmark.published.store_measured_results on {results['env_id']}: "
-            f"{PUBLISHED_AGENT} (this checkpoint's policy, deterministic) on {results['eval_images']} "
-            f"({results['episodes']} images, {results['image_source']}); budgeted thresholds fitted on "
-            f"{results['fit']['images']}; multiply-adds: the env's looks plus the policy's decisions"),
-        "results_protocol": {k: v for k, v in results["protocol"].items()},
-    }
-    kept = {k: v for k, v in blob.items() if k not in WRITTEN_KEYS}
-    blob.update(new)
-    staging = out.with_name(out.name + ".new")
-    atomic_save(blob, staging)
-    try:
-        written = read_checkpoint_dict(staging)
-        changed = [k for k in kept if not _identical(kept[k], written.get(k))] + \
-            [k for k in written if k not in kept and k not in WRITTEN_KEYS]
-        if changed:
-            raise RuntimeError(f"writing the results into {out} would change other entries {changed}; nothing "
-                               "written")
-        os.replace(staging, out)
-    finally:
-        staging.unlink(missing_ok=True)
-    return results
-
-
-def _identical(a, b) -> bool:
-    """Equal entries, tensors bit for bit (dtype, shape and every element), containers recursively."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
-                and a.shape == b.shape and torch.equal(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
+def _same_rows(a, b) -> bool:
+    """Whether two (P, T) threshold tables are the same float32 values."""
+    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    return a.shape == b.shape and torch.equal(a, b)

@@ -278,9 +278,10 @@ def run_benchmark(
                                         seeds=seeds, seed=seed, device=device),
                              agent_dirs, trust_agent, verbose, stored_thresholds=stored_thresholds)
         summarise(results, images, records, reference, settings, seed, margin=margin)
+        results["eval_split_images"] = len(images.eval_dataset)
         results["thresholds"] = {n: "checkpoint" if n in stored_thresholds else "fit" for n in results["agents"]}
-        results["as_published"] = as_published(results, images.model, agents, agent_dirs, len(images.eval_dataset),
-                                                thresholds)
+        results["as_published"] = as_published(results, images.model, agents, agent_dirs,
+                                                results["eval_split_images"], thresholds)
         if folder is not None:
             arrays = {"image_index": np.asarray(images.eval_indices),
                       "target": next(iter(records.values()))["target"]}

@@ -227,7 +227,7 @@ def _as_published_table(results: dict) -> list[str]:
     delta = " / ".join(f"{d:+.2f}" for d in pub["delta_per_step"]) if pub["delta_per_step"] is not None else "—"
     bd = pub.get("budgeted_delta")
     if bd:
-        curve = (f"same thresholds: top-1 {min(bd['top1']):+.2f} … {max(bd['top1']):+.2f} points, multiply-adds "
+        curve = (f"the same thresholds: top-1 {min(bd['top1']):+.2f} … {max(bd['top1']):+.2f} points, multiply-adds "
                  f"{min(bd['madds']):+.3g} … {max(bd['madds']):+.3g}")
     elif b:
         curve = "— (other thresholds: compare the curves in budgeted.png, or --thresholds checkpoint)"

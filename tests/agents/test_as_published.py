@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.benchmark.published import WRITTEN_KEYS, store_measured_results
+from agents.benchmark.published import WRITTEN_KEYS
+from agents.benchmark.store_results import store_measured_results
 from agents.benchmark.run import run_benchmark, spread_indices
 from agents.paper_ppo import PaperPPOAgent, save_policy_into_checkpoint
 from feature_nets.budgeted import evaluate_thresholds
@@ -69,7 +70,8 @@ def test_stored_numbers_show_the_as_published_row(tmp_path, stored_ckpt):
     assert pub["delta_per_step"] == pytest.approx([m - p for m, p in zip(measured, STORED["anytime_classification"])])
     assert pub["budgeted"] == {"madds": [1e5, 2e5, 3e5], "top1": [30.0, 35.0, 40.0]}
     assert (pub["measured_images"], pub["eval_split_images"], pub["full_split"]) == (EPISODES, IMAGES, False)
-    assert pub["thresholds"] == "fit" and pub["budgeted_delta"] is None and pub["same_images"] is None
+    assert pub["thresholds"] == "fit" and not pub["same_thresholds"] and pub["budgeted_delta"] is None
+    assert pub["same_images"] is None  # the file does not say which images it measured
     assert res["thresholds"] == {"random": "fit", "paper-ppo": "fit"}
     md = (tmp_path / "out" / "results.md").read_text()
     assert "### As published (stored in the checkpoint; not measured here): paper-ppo" in md
@@ -152,6 +154,9 @@ def test_store_measured_results_keeps_every_other_entry_bit_for_bit(tmp_path):
     pub = bench(str(ckpt), agents=("paper-ppo",), thresholds="checkpoint")["as_published"]
     assert pub["delta_per_step"] == [0.0] * 4 and pub["same_images"] is True
     assert pub["budgeted_delta"] == {"madds": [0.0] * 39, "top1": [0.0] * 39}
+    # thresholds fitted again on the same fit images are the stored ones: the curve is compared too
+    pub = bench(str(ckpt), agents=("paper-ppo",))["as_published"]
+    assert pub["thresholds"] == "fit" and pub["same_thresholds"] and pub["budgeted_delta"]["top1"] == [0.0] * 39
     # a new policy makes them stale: all dropped
     written = save_policy_into_checkpoint(load_checkpoint(ckpt).model.policy, ckpt, tmp_path / "new.pth.tar")
     assert not set(WRITTEN_KEYS) & set(read_checkpoint_dict(written))
@@ -162,7 +167,7 @@ def test_the_shipped_checkpoint_stores_its_own_numbers():
     assert len(ckpt.anytime_classification) == ckpt.T
     madds, top1 = ckpt.budgeted_batch_classification
     assert len(madds) == len(top1) == 39 and np.array(ckpt.dynamic_threshold).shape == (39, ckpt.T)
-    assert "10000 images" in ckpt.extra["anytime_classification_note"]
+    assert "10000 of the 10000 images" in ckpt.extra["anytime_classification_note"]
     assert ckpt.model.stored_results["source"] == str(DEFAULT_FMNIST_CHECKPOINT)
 
 
