@@ -175,7 +175,7 @@ def test_the_shipped_checkpoint_stores_its_own_numbers():
 @pytest.mark.slow
 def test_shipped_checkpoint_as_published_matches_the_full_test_split(tmp_path):
     """The reproduction check on the embedded task: paper-ppo on all 10,000 test canvases against the numbers the
-    shipped checkpoint stores (its budgeted curve with its stored thresholds too; about a minute on a CPU)."""
+    shipped checkpoint stores (its budgeted curve with its stored thresholds too)."""
     res = run_benchmark(FMNIST, ["paper-ppo"], tmp_path, episodes=10_000, batch_size=250, device="cpu", seed=0,
                         verbose=False, thresholds="checkpoint")
     pub = res["as_published"]
