@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
+    from gfnet_env.rollout import Rollout
     from gfnet_env.views import EnvView, PrivilegedView
 
 PathLike = str | os.PathLike
@@ -41,6 +42,16 @@ class Run:
 
 
 @dataclass
+class RecordedRun:
+    """What one run of an agent did in a benchmark: its rollouts on the evaluation and the fit images (looks,
+    exit steps, answers), kept for the null models that copy its looks (:mod:`agents.benchmark.null_models`)."""
+
+    label: str
+    eval: "Rollout"
+    fit: "Rollout"
+
+
+@dataclass
 class RunContext:
     """What an agent's :meth:`Agent.runs` hook may use to choose its evaluations.
 
@@ -52,6 +63,9 @@ class RunContext:
         seeds: how many seeds a stochastic baseline is run with.
         seed: base seed.
         device: torch device.
+        variant: the LABEL of a named variant ``BASE:LABEL`` (``name`` is then the base); "" otherwise.
+        reference: the benchmark's reference agent (None: no comparison).
+        looks: agents already run in this benchmark → their runs' :class:`RecordedRun` (for the null models).
     """
 
     name: str
@@ -61,6 +75,9 @@ class RunContext:
     seeds: int = 1
     seed: int = 0
     device: str = "auto"
+    variant: str = ""
+    reference: str | None = None
+    looks: dict[str, list[RecordedRun]] = field(default_factory=dict)
 
 
 def train_hint(name: str, env_id: str) -> str:
@@ -85,6 +102,11 @@ class Agent:
         trainable: whether ``learn`` / ``save`` / ``load`` are implemented.
         privileged: the agent reads the label through a :class:`~gfnet_env.views.PrivilegedView`; it is an
             upper bound, never a contender.
+        decision_madds: the agent's own cost, in multiply-adds per decision per image (one episode's action at one
+            step, apart from the env's looks), used by the benchmark instead of what it counts. None (default):
+            counted — the torch operations ``act`` runs (``torch.utils.flop_counter``); work in numpy or other
+            non-torch code is not seen, so such an agent should declare it (docs/benchmark.md, "Declaring an
+            agent's own cost"). A class or an instance attribute.
         view: the view :meth:`bind` received (None before).
     """
 
@@ -96,6 +118,7 @@ class Agent:
     stop_action: bool = False
     trainable: ClassVar[bool] = False
     privileged: ClassVar[bool] = False
+    decision_madds: float | None = None
     view: "EnvView | PrivilegedView | None" = None
 
     @property

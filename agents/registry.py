@@ -156,6 +156,8 @@ for _name, _entry in {
     "saliency": "agents.baselines:SaliencyAgent",
     "saliency-ior": "agents.baselines:SaliencyIORAgent",
     "oracle": "agents.baselines:OracleAgent",
+    "shuffle": "agents.benchmark.null_models:ShuffleAgent",
+    "prior": "agents.benchmark.null_models:PriorAgent",
     "paper-ppo": "agents.paper_ppo.agent:PaperPPOAgent",
     "paper-ppo-stop": "agents.paper_ppo.agent:PaperPPOStopAgent",
     "sb3-ppo": "agents.sb3.agent:SB3PPOAgent",

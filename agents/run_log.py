@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,7 +121,9 @@ class RunLog:
         new = keep_rows is None or not path.exists()
         if not new:
             truncate_csv(path, fields, keep_rows)
-        self._csv_file = open(path, "w" if new else "a", newline="")  # noqa: SIM115 (closed by close())
+        # never through a symlink planted under the name (it would write into the link's target): ELOOP instead
+        self._csv_file = open(path, "w" if new else "a", newline="",  # noqa: SIM115 (closed by close())
+                              opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NOFOLLOW", 0), 0o666))
         self._csv_writer = csv.DictWriter(self._csv_file, fieldnames=list(fields))
         if new:
             self._csv_writer.writeheader()

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +29,9 @@ from .registry import BACKBONE_CONFIGS, get_config
 from .files import atomic_save
 from .gfnet import GFNet, GFNetSpec, build_gfnet_from_spec, positive_int
 from .registry import build_encoder
-from .safe_pickle import check_path, check_trusted_pickle, pickled_globals, torch_reason
+from .safe_pickle import check_path
+from .trust import (CheckpointError, NotACheckpointError, UntrustedPickleError,  # noqa: F401 (re-exported)
+                    check_trusted_pickle, load_torch_file)
 
 #: Checkpoint entries holding state dicts, and the module of a GFNet each one fills.
 STATE_DICT_FIELDS = {
@@ -43,20 +43,8 @@ STATE_DICT_FIELDS = {
 _ENCODER_FIELDS = ("model_prime_state_dict", "model_state_dict")
 
 
-class CheckpointError(Exception):
-    """Base class of every checkpoint problem."""
-
-
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The path does not exist."""
-
-
-class NotACheckpointError(CheckpointError):
-    """The file is not a GFNet checkpoint (not a torch file, truncated, or lacks the GFNet entries)."""
-
-
-class UntrustedPickleError(CheckpointError):
-    """The file needs full unpickling, which runs code from the file; the caller must opt in."""
 
 
 class InvalidMetadataError(CheckpointError):
@@ -134,25 +122,7 @@ def read_checkpoint_dict(path: str | os.PathLike, trusted_pickle: bool = False) 
         )
     if path.is_dir():
         raise NotACheckpointError(f"{path} is a directory; pass the *.pth.tar file inside it")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=trusted_pickle is not True)
-    except pickle.UnpicklingError as e:
-        # The safe loader refused the file. A well-formed pickle it refuses holds Python objects (which would run
-        # code); a malformed one is not a checkpoint at all. The opcodes are read without running anything.
-        found = None if trusted_pickle is True else pickled_globals(path)
-        if found is not None:
-            shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-            raise UntrustedPickleError(
-                f"{path} contains pickled Python objects ({shown or 'objects the safe loader does not allow'}) "
-                "that would run code when loaded, so it was not loaded. If you trust this file (you made it, or it "
-                "comes from a source you trust), load it with trusted_pickle=True (CLI: --trusted-pickle, or "
-                "--env-kwarg trusted_pickle=true); otherwise re-save its tensors from a trusted environment."
-            ) from None
-        raise NotACheckpointError(f"{path} is not a readable torch checkpoint (truncated download or another file "
-                                  f"type?): {torch_reason(str(e))}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise NotACheckpointError(f"{path} is not a readable torch checkpoint (truncated download or another file "
-                                  f"type?): {torch_reason(str(e))}") from e
+    obj = load_torch_file(path, trusted_pickle, what="torch checkpoint")  # the one trust gate
     if not isinstance(obj, dict):
         raise NotACheckpointError(f"{path} holds a {type(obj).__name__}, not a GFNet checkpoint dict")
     missing = [k for k in ("model_name", "patch_size", "model_prime_state_dict", "model_state_dict", "fc")

@@ -1,9 +1,14 @@
 """Atomic file writes: a crash, Ctrl-C or a full disk never leaves a half-written file under the final name.
 
 Every file the project writes (checkpoints, agents, results, JSON sidecars) goes through these functions:
-the content is written to ``<name>.tmp`` in the same folder, flushed to disk, then renamed over the final
-name (``os.replace`` is atomic on POSIX and Windows). On any error the temporary file is removed and the
-previous file, if any, is left as it was.
+the content is written to a temporary file of its own, ``<name>.<random>.tmp`` in the same folder, flushed to
+disk, then renamed over the final name (``os.replace`` is atomic on POSIX and Windows). On any error the
+temporary file is removed and the previous file, if any, is left as it was.
+
+The temporary file comes from :func:`tempfile.mkstemp` in the target folder: created with ``O_CREAT | O_EXCL``
+under a fresh random name, it is never a planted file or symlink (``agent.json.tmp -> victim`` is left alone, the
+victim untouched), and two writers of one file (two threads, two processes) never share it, so the final name
+always holds one writer's complete file. It gets the mode ``open`` would give a new file (0666 less the umask).
 
 A full disk is reported as ``OSError(errno.ENOSPC, "no space left on device while writing <path> …")``, also
 when the writer hides the cause: torch's zip writer raises ``RuntimeError: … unexpected pos …`` (or ``… failed
@@ -17,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,23 +83,46 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = None
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name[:200] + ".", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            f = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""}))
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
+            os.fchmod(f.fileno(), _new_file_mode())
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
         clear = _write_error(path, e)
         if clear is not None:
             raise clear from e
         raise
     return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open`` gives a new file: 0666 less the process umask (read from /proc without changing it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (restored at once)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

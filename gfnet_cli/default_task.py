@@ -55,6 +55,7 @@ from typing import Any
 import torch
 
 from feature_nets.files import atomic_save, atomic_write_text
+from feature_nets.trust import load_torch_file
 from gfnet_env.settings import DEFAULT_GRID_SIZE
 
 __all__ = ["ENV_ID", "STAGES", "TASK", "PipelineConfig", "evaluate_checkpoint",
@@ -274,7 +275,7 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
     # 1. pretraining ------------------------------------------------------------------------------
     if cfg.resume and pre_path.exists():
         enc = build_small_cnn(**model.spec.encoder_kwargs)
-        enc.load_official_state_dict(torch.load(pre_path, map_location="cpu", weights_only=True))
+        enc.load_official_state_dict(load_torch_file(pre_path, False, what="pretrained encoder", opt_in=None))
         copy_encoder_into(model, enc)
     else:
         t0 = time.time()

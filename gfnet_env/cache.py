@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from feature_nets.crop import crop_corners, crop_patches
+from feature_nets.files import atomic_save
+from feature_nets.trust import load_torch_file
 
 
 class StaleCacheError(RuntimeError):
@@ -142,14 +144,14 @@ class GridFeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self._rows)
         rows = torch.as_tensor([self._rows[k] for k in keys], dtype=torch.long)
-        torch.save({"fingerprint": self.expected_fingerprint(core), "indices": keys,
-                    "pooled": self._pooled[rows.to(self._pooled.device)].cpu() if keys else None,
-                    "fmaps": self._fmaps[rows.to(self._fmaps.device)].cpu() if keys else None}, path)
+        atomic_save({"fingerprint": self.expected_fingerprint(core), "indices": keys,
+                     "pooled": self._pooled[rows.to(self._pooled.device)].cpu() if keys else None,
+                     "fmaps": self._fmaps[rows.to(self._fmaps.device)].cpu() if keys else None}, path)
         return path
 
     def load(self, path: str | Path, core) -> "GridFeatureCache":
         """Fill the store from ``path``; raises :class:`StaleCacheError` if it was made for anything else."""
-        blob = torch.load(path, map_location=core.device, weights_only=True)
+        blob = load_torch_file(path, False, what="feature cache", opt_in=None, map_location=core.device)
         want = self.expected_fingerprint(core)
         if blob["fingerprint"] != want:
             raise StaleCacheError(

@@ -12,7 +12,9 @@ faces. The policy is either an agent (``reset(num_envs)``, ``act(obs, determinis
 
 Before the first batch an agent with a ``bind`` method is given a view (docs/environment.md, "What agents
 see"): the public :class:`~gfnet_env.views.EnvView`, or — only when its class sets ``privileged = True`` —
-a :class:`~gfnet_env.views.PrivilegedView` that can read labels.
+a :class:`~gfnet_env.views.PrivilegedView` that can read labels. An agent with a ``begin_episodes`` method is
+told, after each ``reset``, the dataset index of every episode's image (never its label): the replay controls
+of the benchmark (:mod:`agents.benchmark.null_models`) play recorded looks per image with it.
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ def rollout(
         idx = idx + [idx[-1]] * (b - keep)
         if is_agent:
             policy.reset(b)
+            begin = getattr(policy, "begin_episodes", None)
+            if begin is not None:
+                begin(np.asarray(idx, dtype=np.int64))
         core.reset_slots(slots, idx)
         first = core.reset_info(slots)
         steps = [_probs(core)[:keep]]

@@ -3,27 +3,46 @@
 Every agent pays the env for its looks (encoders and classifier, :attr:`GFNetCore.madds_per_step`); its own
 ``act`` is extra. :class:`MeteredAgent` wraps an agent and measures that extra: multiply-adds of ``act``
 counted with ``torch.utils.flop_counter`` (FLOPs / 2; SB3 policies and the paper's policy are torch code), or
-the agent's declared ``decision_madds`` (non-torch code, or an upper bound whose search is not a decision
-a contender could make); and wall-clock seconds of ``act``. Divided by the decisions made (one per episode
-and step), they are per-decision costs.
+the agent's declared ``decision_madds`` (:attr:`agents.base.Agent.decision_madds`: non-torch code, or an
+upper bound whose search is not a decision a contender could make); and wall-clock seconds of ``act``. Divided by
+the decisions made (one per episode and step), they are per-decision costs.
+
+The counter sees torch operations only: an agent that computes in numpy and declares nothing is charged 0.
+:attr:`MeteredAgent.unaccounted` says so, and the benchmark notes it in its results (``decision_madds_note``),
+except for this package's own agents, whose 0 is documented (the baselines' few numpy sums and arg-maxes are not
+counted; docs/benchmark.md).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..base import Agent, num_envs_of
+from ..base import Agent, num_envs_of, source_of
 
-__all__ = ["MeteredAgent"]
+__all__ = ["MeteredAgent", "declared_madds"]
+
+
+def declared_madds(agent) -> float | None:
+    """The agent's declared ``decision_madds`` (multiply-adds per decision per image), checked; None when it
+    declares none."""
+    value = getattr(agent, "decision_madds", None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{type(agent).__name__}.decision_madds must be a finite number >= 0 (multiply-adds per "
+                         f"decision per image) or None (counted), got {value!r}")
+    return float(value)
 
 
 class MeteredAgent:
     """An agent whose ``act`` calls are timed and, when ``count_madds``, counted (see the module docstring).
 
-    It forwards the agent protocol (``bind``, ``reset``, ``act``, ``privileged``), so it can be rolled out
+    It forwards the agent protocol (``bind``, ``reset``, ``begin_episodes``, ``act``, ``privileged``), so it can be rolled out
     in the agent's place. Counting runs every ``act`` under ``FlopCounterMode``, which slows it: meter one
     batch with counting and the timed run without.
 
@@ -37,7 +56,7 @@ class MeteredAgent:
         self.agent = agent
         self.count_madds = count_madds
         self.privileged = bool(getattr(agent, "privileged", False))
-        self.declared = getattr(agent, "decision_madds", None)
+        self.declared = declared_madds(agent)
         self.decisions = 0
         self.seconds = 0.0
         self.madds = 0.0
@@ -49,6 +68,11 @@ class MeteredAgent:
 
     def reset(self, num_envs: int) -> None:
         self.agent.reset(num_envs)
+
+    def begin_episodes(self, image_index) -> None:
+        begin = getattr(self.agent, "begin_episodes", None)
+        if begin is not None:
+            begin(image_index)
 
     def act(self, obs, deterministic: bool = True):
         n = num_envs_of(obs)
@@ -66,6 +90,14 @@ class MeteredAgent:
                 self.madds += float(self.declared) * n
         self.decisions += n
         return actions
+
+    @property
+    def unaccounted(self) -> bool:
+        """True when the count found no multiply-adds in ``act`` although decisions were made, the agent declares
+        no ``decision_madds``, and it is not one of this package's own agents (whose 0 is known): its cost, if it
+        computes in numpy or other non-torch code, is missing from the results."""
+        return (self.count_madds and self.declared is None and self.decisions > 0 and self.madds == 0.0
+                and source_of(type(self.agent)) != "baseline")
 
     @property
     def madds_per_decision(self) -> float:

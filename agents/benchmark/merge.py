@@ -3,9 +3,11 @@
 Two benchmark runs can be put in one table only when they measured the same thing: the same env, networks,
 images, reward, horizon and grid. :func:`protocol_of` records that in ``results.json`` (with a ``fingerprint``,
 a hash of all of it); :func:`merge_results` (``gfnet compare A B …``) merges the agents of results folders that
-share a fingerprint and refuses, naming the differing fields, those that do not. With a ``reference`` the paired
-statistics (difference, interval, McNemar, oracle gap) are recomputed over the merged agents from the folders'
-``per_image.npz`` — e.g. every agent against random, or two folders' agents against each other.
+share a fingerprint and refuses, naming the differing fields, those that do not. The paired statistics
+(difference, interval, McNemar, oracle gap) and the equal-compute verdict of a merge are recomputed over the
+merged agents from the folders' ``per_image.npz``, against one reference — the first folder's, or the one asked
+for (e.g. every agent against random, or two folders' agents against each other) — never copied from folders
+that were compared with different references (or with different copies of an agent of the same name).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from ..base import PathLike
 
-__all__ = ["merge_results", "protocol_of", "read_per_image", "read_results"]
+__all__ = ["NO_REFERENCE", "merge_results", "protocol_of", "read_per_image", "read_results"]
 
 
 def _sha(data: bytes) -> str:
@@ -83,22 +85,36 @@ def read_per_image(folder: PathLike) -> tuple[np.ndarray, dict[str, dict[str, np
         return data["image_index"], records
 
 
+#: ``reference`` of :func:`merge_results` that asks for no paired comparison (``gfnet compare --reference none``).
+NO_REFERENCE = "none"
+
+
 def merge_results(folders: list[PathLike], reference: str | None = None, seed: int = 0,
                   margin: float | None = None) -> dict:
     """The agents of several benchmark outputs of the same protocol in one results dict.
 
     An agent benchmarked in several folders keeps the first; later copies are named ``name@folder``.
 
+    Every paired statistic is recomputed over the merged agents from the folders' per-image records
+    (:func:`agents.benchmark.comparison.compare_agents`, :func:`agents.benchmark.equal_compute.verdict`) against
+    one reference: each folder's own numbers were computed against its own reference agent — another agent, or
+    another copy of one of the same name — so copying them would put differences to different agents under one
+    "Δ vs NAME" heading. (A single folder re-read against its own reference gives its own numbers back.)
+
     Args:
         folders: benchmark output folders (two or more; one is enough with a ``reference``).
-        reference: recompute every agent's paired comparison against this (merged) agent name from the
-            per-image records (:func:`agents.comparison.compare_agents`); None keeps each folder's own.
+        reference: the (merged) agent every other one is compared with; None: the first folder's reference (none
+            if it had none); ``"none"`` (:data:`NO_REFERENCE`): no paired comparison.
         seed: of the recomputed bootstrap.
         margin: M (points) of the equivalence wording of the recomputed comparison (None: the first folder's).
 
+    Returns:
+        the merged results; ``merged_from`` lists the folders and ``folder_references`` the reference each folder
+        was benchmarked with (the table notes when they differed).
+
     Raises:
-        ValueError: too few folders, protocols differ (the message names the fields and values), or the
-            reference is not among the merged agents.
+        ValueError: too few folders, protocols differ (the message names the fields and values), a folder has no
+            ``per_image.npz``, or the reference is not among the merged agents.
     """
     if len(folders) < (1 if reference is not None else 2):
         raise ValueError("give at least two benchmark output folders to compare (or one with --reference)")
@@ -111,34 +127,40 @@ def merge_results(folders: list[PathLike], reference: str | None = None, seed: i
             diffs = "; ".join(f"{k}: {base.get(k)!r} vs {other.get(k)!r}" for k in fields)
             raise ValueError(f"{folders[0]} and {folder} measured different protocols ({diffs}); only results of "
                              "the same env, weights, images, reward, max_steps and grid can share a table")
+    if reference is None:
+        reference = all_results[0].get("reference")
+    elif reference == NO_REFERENCE:
+        reference = None
     merged = {k: v for k, v in all_results[0].items() if k != "agents"}
     merged["agents"] = {}
     merged["merged_from"] = [str(f) for f in folders]
+    merged["folder_references"] = [res.get("reference") for res in all_results]
     records: dict[str, dict[str, np.ndarray]] = {}
     images = None
     for folder, res in zip(folders, all_results):
-        if reference is not None:
-            index, per_folder = read_per_image(folder)
-            if images is not None and not np.array_equal(images, index):
-                raise ValueError(f"{folder}: its per-image records are of other images than {folders[0]}'s")
-            images = index
+        index, per_folder = read_per_image(folder)
+        if images is not None and not np.array_equal(images, index):
+            raise ValueError(f"{folder}: its per-image records are of other images than {folders[0]}'s")
+        images = index
         for name, entry in res["agents"].items():
             key = name if name not in merged["agents"] else f"{name}@{Path(folder).name}"
+            if name not in per_folder:
+                raise ValueError(f"{folder}: per_image.npz holds no records of agent {name!r}: rerun its benchmark")
             merged["agents"][key] = entry
-            if reference is not None:
-                records[key] = per_folder[name]
-    if reference is not None:
-        from .comparison import compare_agents
-        from .equal_compute import verdict
+            records[key] = per_folder[name]
+    if reference is not None and reference not in merged["agents"]:
+        raise ValueError(f"--reference {reference!r} is not among the merged agents {sorted(merged['agents'])}; "
+                         "an agent of a later folder whose name was taken is NAME@FOLDER")
+    from .comparison import compare_agents
+    from .equal_compute import verdict
 
-        if reference not in merged["agents"]:
-            raise ValueError(f"--reference {reference!r} is not among the merged agents {sorted(merged['agents'])}")
-        for entry in merged["agents"].values():
-            for key in ("vs_reference", "equal_compute", "auc", "learned_stop"):
-                entry.pop(key, None)
-        margin = margin if margin is not None else merged.get("margin")
-        compare_agents(merged["agents"], {n: r["correct"] for n, r in records.items()}, reference, seed=seed)
-        verdict(merged["agents"], records, merged["env_madds_cumulative"], reference, seed=seed, margin=margin)
-        merged["reference"] = reference
-        merged["margin"] = margin
+    for entry in merged["agents"].values():
+        for key in ("vs_reference", "equal_compute", "auc", "learned_stop", "oracle_gap_closed",
+                    "oracle_gap_closed_ci"):
+            entry.pop(key, None)
+    margin = margin if margin is not None else merged.get("margin")
+    compare_agents(merged["agents"], {n: r["correct"] for n, r in records.items()}, reference, seed=seed)
+    verdict(merged["agents"], records, merged["env_madds_cumulative"], reference, seed=seed, margin=margin)
+    merged["reference"] = reference
+    merged["margin"] = margin
     return merged

@@ -7,7 +7,8 @@ Each function takes the dict :func:`agents.benchmark.run_benchmark` returns and 
 
 * :func:`plot_anytime` — top-1 (%) after each step (0 = glance), 95 % band over runs; the checkpoint's stored
   numbers for its policy dotted ("as published") where the results have them;
-* :func:`plot_budgeted` — budgeted-batch curve: top-1 (%) vs mean multiply-adds per image; the stored curve dotted;
+* :func:`plot_budgeted` — budgeted-batch curve: top-1 (%) vs mean multiply-adds per image, and for an agent
+  that stops by itself its operating point (a star, with its intervals); the stored curve dotted;
 * :func:`plot_mean_return` — mean episode return, 95 % interval as error bars;
 * :func:`plot_madds_per_step` — the env's multiply-adds per step and each agent's running total;
 * :func:`plot_seconds` — wall-clock seconds of each agent's evaluation pass.
@@ -93,7 +94,15 @@ def plot_budgeted(results: dict, path) -> Path:
         order = np.argsort(b["madds"], kind="stable")
         x = np.asarray(b["madds"])[order] / div
         y = np.asarray(b["top1"])[order]
-        ax.plot(x, y, marker=".", label=name + (" (upper bound)" if e.get("upper_bound") else ""), **style)
+        line, = ax.plot(x, y, marker=".", label=name + (" (upper bound)" if e.get("upper_bound") else ""), **style)
+        op = e.get("operating_point")
+        if op is not None and op.get("stopped_share", 0.0) > 0:
+            # an agent that stops by itself: where its own stop lands (intervals over images and runs)
+            xerr = np.abs(np.array(op["madds_ci"], dtype=float)[:, None] / div - op["madds"] / div)
+            yerr = np.abs(np.array(op["top1_ci"], dtype=float)[:, None] - op["top1"])
+            ax.errorbar([op["madds"] / div], [op["top1"]], xerr=xerr, yerr=yerr, marker="*", markersize=11,
+                        color=line.get_color(), linestyle="none", capsize=3,
+                        label=f"{name}: its own stop (operating point)")
     pub = (results.get("as_published") or {}).get("budgeted")
     if pub:
         order = np.argsort(pub["madds"], kind="stable")

@@ -39,6 +39,12 @@ __all__ = ["OutputFolderError", "ResultsFolder", "aggregate_runs", "write_output
 RESULT_FILES = ("results.md", "results.csv", "per_image.npz", "anytime_top1.png", "budgeted.png", "mean_return.png",
                 "madds_per_step.png", "seconds.png", "results.json")
 LOCK_FILE = ".lock"
+#: ``decision_madds_note`` of an agent charged 0 multiply-adds for its own decisions without declaring it
+#: (:attr:`agents.benchmark.costs.MeteredAgent.unaccounted`).
+DECISION_MADDS_NOTE = ("charged 0 multiply-adds per decision: its act ran no torch operations (the only ones "
+                       "counted) and it declares no decision_madds; if it computes in numpy or other non-torch "
+                       "code, declare that cost (multiply-adds per decision per image) as decision_madds on the "
+                       "agent (docs/benchmark.md, 'Declaring an agent's own cost')")
 
 
 def aggregate_runs(per_run: list[dict], source: str, seed: int) -> dict:
@@ -70,6 +76,8 @@ def aggregate_runs(per_run: list[dict], source: str, seed: int) -> dict:
                  for r in per_run],
         "upper_bound": per_run[0]["upper_bound"],
         "source": source,
+        "decision_madds_note": DECISION_MADDS_NOTE if any(r.get("decision_madds_unaccounted") for r in per_run)
+        else None,
     }
     # anytime_top1_ci and mean_return_ci are replaced by the two-level, image-paired intervals
     # (agents.benchmark.comparison.compare_agents, agents.benchmark.equal_compute.verdict)

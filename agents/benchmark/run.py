@@ -46,7 +46,7 @@ from gfnet_env.settings import EnvSettings
 from gfnet_env.tasks import get_task
 from gfnet_env.rollout import rollout
 
-from ..base import Agent, PathLike, Run, RunContext, source_of
+from ..base import Agent, PathLike, RecordedRun, Run, RunContext, source_of
 from .merge import protocol_of
 from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
@@ -95,7 +95,7 @@ def resolve_runs(ctx: RunContext, agent_dirs: dict, trust_agent: bool = False) -
     if base == name:
         return hook(ctx)
     try:
-        return hook(dataclasses.replace(ctx, name=base))
+        return hook(dataclasses.replace(ctx, name=base, variant=name.partition(":")[2]))
     except ValueError as e:  # the hook's hint names the base; a variant's weights come from its own --agent-dir
         raise ValueError(f"{e}; for the variant {name!r} pass --agent-dir {name}=DIR") from e
 
@@ -166,7 +166,8 @@ def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indice
             "exit_step": np.asarray(exit_step, dtype=np.int64), "stopped": np.asarray(stopped, dtype=bool),
             "madds": spent_madds(np.cumsum(env_madds), [counted.madds_per_decision], exit_step[None],
                                  stopped[None])[0],
-            "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy()}
+            "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy(),
+            "decision_madds_unaccounted": counted.unaccounted, "recorded": RecordedRun(run.label, ev, fit)}
 
 
 def _bar(label: str | None, total: int):
@@ -275,7 +276,7 @@ def run_benchmark(
         }
         records = run_agents(results["agents"], agents, images, settings, batch_size,
                              RunContext(name="", env_id=env_id, model=images.model, env_kwargs=env_kwargs,
-                                        seeds=seeds, seed=seed, device=device),
+                                        seeds=seeds, seed=seed, device=device, reference=reference),
                              agent_dirs, trust_agent, verbose, stored_thresholds=stored_thresholds)
         summarise(results, images, records, reference, settings, seed, margin=margin)
         results["eval_split_images"] = len(images.eval_dataset)
@@ -313,6 +314,11 @@ def _checked_arguments(agents: list[str], reference: str | None, episodes: int, 
     unknown = set(agent_dirs or {}) - set(agents)
     if unknown:
         raise ValueError(f"agent_dirs names agents that are not benchmarked: {sorted(unknown)}")
+    for name in filter(copies_looks, agents):
+        source = factory_of(name).source_of_looks(name.partition(":")[2], reference)
+        if source not in agents or copies_looks(source):
+            raise ValueError(f"{name} copies the looks of {source!r}: benchmark {source} too (--agents ...,{source}), "
+                             "an agent that is not itself a null model")
     if margin is not None and not (isinstance(margin, (int, float)) and np.isfinite(margin) and margin > 0):
         raise ValueError(f"margin must be a positive number of points, got {margin!r}")
     if not isinstance(trust_agent, bool):
@@ -390,13 +396,17 @@ def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, s
     cores = CoreCache(images.model, {"eval": images.eval_dataset, "fit": images.fit_dataset}, settings,
                       batch_size, ctx.device)
     records: dict[str, dict[str, np.ndarray]] = {}
+    looks: dict[str, list[RecordedRun]] = {}
     try:
-        for name in agents:
-            runs, source = resolve_runs(dataclasses.replace(ctx, name=name), agent_dirs, trust_agent=trust_agent)
+        # the null models copy looks recorded in this run: they go after every other agent
+        for name in sorted(agents, key=copies_looks):
+            runs, source = resolve_runs(dataclasses.replace(ctx, name=name, looks=looks), agent_dirs,
+                                        trust_agent=trust_agent)
             per_run = [evaluate_run(run, cores, images.eval_indices, images.fit_indices,
                                     progress=f"{name} {run.label}".strip() if verbose else None,
                                     thresholds=(stored_thresholds or {}).get(name))
                        for run in runs]
+            looks[name] = [r.pop("recorded") for r in per_run]
             records[name] = {k: np.stack([np.asarray(r.pop(k)) for r in per_run]) for k in RECORD_FIELDS}
             records[name]["correct"] = records[name]["correct"].astype(bool)
             records[name]["p_true"] = records[name]["p_true"].astype(np.float32)
@@ -406,7 +416,14 @@ def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, s
             out[name] = aggregate_runs(per_run, source, ctx.seed)
     finally:
         cores.close()
-    return records
+    for name in agents:  # the table keeps the order the agents were asked for
+        out[name] = out.pop(name)
+    return {name: records[name] for name in agents}
+
+
+def copies_looks(name: str) -> bool:
+    """Whether agent ``name`` is a null model that copies another agent's looks (:mod:`.null_models`)."""
+    return bool(getattr(factory_of(name), "copies_looks", False))
 
 
 def summarise(results: dict[str, Any], images: ImageSelection, records: dict[str, dict[str, np.ndarray]],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def store_measured_results(checkpoint: str | os.PathLike, env_id: str = "GFNet-C
     benchmark's protocol, so a later benchmark can tell whether it measured the same images).
 
     Every other entry is kept as read (tensors bit for bit: the file is re-read and compared before it replaces
-    ``out``). The write is atomic.
+    ``out``). The write is atomic: a staging file of its own in ``out``'s folder, verified, then renamed over it.
 
     Args:
         checkpoint: the GFNet checkpoint (with a trained ``policy``).
@@ -74,9 +75,11 @@ def store_measured_results(checkpoint: str | os.PathLike, env_id: str = "GFNet-C
     }
     kept = {k: v for k, v in blob.items() if k not in WRITTEN_KEYS}
     blob.update(new)
-    staging = out.with_name(out.name + ".new")
-    atomic_save(blob, staging)
+    fd, name = tempfile.mkstemp(prefix=f"{out.name}.", suffix=".new", dir=out.parent)  # a name of its own
+    os.close(fd)
+    staging = Path(name)
     try:
+        atomic_save(blob, staging)
         written = read_checkpoint_dict(staging)
         changed = [k for k in kept if not _identical(kept[k], written.get(k))] + \
             [k for k in written if k not in kept and k not in WRITTEN_KEYS]

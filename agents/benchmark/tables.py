@@ -5,12 +5,13 @@ two-level 95 % interval of the last step, the paired difference to the reference
 McNemar's p-value (raw and Holm-adjusted over the contenders), the probability of improvement (only where both
 agents have ≥ 2 runs), the margin verdict (``--margin``), top-1 at the reference's 1-look and 2-look budgets
 and the AUC with their paired differences (the equal-compute verdict), the share of the oracle gap closed, the
-mean return, the multiply-adds per image (the env's looks plus the agent's own decisions) and the seconds per
-decision. Below it: the per-step Δ vs the reference, and each agent's operating point (what it spent, how often
-it was right), its exit oracle and, for an agent that stops, its learned stop against the reference's
-threshold curve at the same multiply-adds (docs/statistics.md, docs/benchmark.md). Last, where the env's
-checkpoint stores numbers for its policy, the "as published" table: those numbers beside the measured agent and
-measured − published per step (:func:`agents.benchmark.published.as_published`).
+mean return, the multiply-adds per image (the env's looks plus the agent's own decisions; marked † with a note
+below when an agent was charged 0 for its own decisions without declaring a cost) and the seconds per decision.
+Below it: the per-step Δ vs the reference, and each agent's operating point (what it spent, how often it was
+right), its exit oracle and, for an agent that stops, its learned stop against the reference's threshold curve at
+the same multiply-adds (docs/statistics.md, docs/benchmark.md). Last, where the env's checkpoint stores numbers for
+its policy, the "as published" table: those numbers beside the measured agent and measured − published per step
+(:func:`agents.benchmark.published.as_published`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from feature_nets.files import atomic_write_text
 from ..base import PathLike
 
 __all__ = ["csv_text", "markdown_table", "write_csv"]
+
+#: Marks the multiply-adds of an agent charged 0 for its own decisions without declaring it (and its note).
+UNACCOUNTED_MARK = "†"
 
 
 def _fmt_madds(x: float) -> str:
@@ -86,7 +90,9 @@ def markdown_table(results: dict) -> str:
             cells += [f"{share:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")]
         rlo, rhi = e["mean_return_ci"]
         own = float(np.sum(e.get("agent_madds_per_step", [0.0])))
-        cells += [f"{e['mean_return']:.4f} [{rlo:.4f}, {rhi:.4f}]", f"{_fmt_madds(e['madds'])} ({_fmt_madds(own)})",
+        unaccounted = UNACCOUNTED_MARK if e.get("decision_madds_note") else ""
+        cells += [f"{e['mean_return']:.4f} [{rlo:.4f}, {rhi:.4f}]",
+                  f"{_fmt_madds(e['madds'])} ({_fmt_madds(own)}){unaccounted}",
                   f"{1e6 * e.get('seconds_per_decision', 0.0):.1f}"]
         return "| " + " | ".join(cells) + " |"
 
@@ -121,6 +127,19 @@ def markdown_table(results: dict) -> str:
     if results.get("paper_madds_cumulative"):
         notes.append("Multiply-adds: the env's looks plus the agent's own decisions; the paper's accounting "
                      f"(looks + its policy) is {_fmt_madds(results['paper_madds_cumulative'][-1])} per image.")
+    folder_refs = results.get("folder_references")
+    if folder_refs and len(set(folder_refs)) > 1:
+        notes.append("Merged folders benchmarked against different references ("
+                     + ", ".join(f"{f}: {r or 'none'}" for f, r in zip(results.get("merged_from", []), folder_refs))
+                     + (f"); every comparison here is recomputed against {ref} from their per_image.npz."
+                        if ref else "); no paired comparison is shown (--reference NAME recomputes one)."))
+    unaccounted = [n for n, e in results["agents"].items() if e.get("decision_madds_note")]
+    if unaccounted:
+        notes.append(f"{UNACCOUNTED_MARK} {', '.join(unaccounted)}: charged 0 multiply-adds for "
+                     f"{'its' if len(unaccounted) == 1 else 'their'} own decisions — act ran no torch operations "
+                     "(the only ones counted) and no decision_madds is declared. Code in numpy (or anything else "
+                     "not torch) is not counted: set `decision_madds` (multiply-adds per decision per image) on the "
+                     "agent (docs/benchmark.md, \"Declaring an agent's own cost\").")
     published = _as_published_table(results)
     return "\n".join(lines + notes + ([""] + published if published else [])) + "\n"
 

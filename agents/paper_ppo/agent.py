@@ -27,7 +27,7 @@ from ..base import Agent, Run, RunContext, train_hint
 from .files import AGENT_FILE, read_policy_file, write_policy_file
 from .train import train_policy
 
-__all__ = ["PaperPPOAgent", "PaperPPOStopAgent", "train_paper_ppo"]
+__all__ = ["PaperPPOAgent", "PaperPPOStopAgent", "train_paper_ppo", "untrained_policy_error"]
 
 
 class PaperPPOAgent(Agent):
@@ -68,22 +68,32 @@ class PaperPPOAgent(Agent):
     @classmethod
     def from_checkpoint(cls, model, device: str | torch.device = "auto",
                         trusted_pickle: bool = False) -> "PaperPPOAgent":
-        """The policy stored in a GFNet checkpoint (a path or a loaded :class:`~feature_nets.gfnet.GFNet`), copied."""
-        if isinstance(model, (str, os.PathLike)):
-            from feature_nets.checkpoint import load_checkpoint
+        """The policy stored in a GFNet checkpoint (a path or a loaded :class:`~feature_nets.gfnet.GFNet`), copied.
 
-            model = load_checkpoint(model, trusted_pickle=trusted_pickle).model
+        Raises:
+            ValueError: the checkpoint stores no policy, or only the untrained one of a stage-1 checkpoint
+                (:func:`untrained_policy_error`).
+        """
+        if isinstance(model, (str, os.PathLike)):
+            from gfnet_env.tasks.task import load_model
+
+            model = load_model(model, trusted_pickle=trusted_pickle)
         if getattr(model, "policy", None) is None:
             raise ValueError("this GFNet checkpoint has no policy; train one with `gfnet train-policy`")
+        if getattr(model, "checkpoint_stage", None) == 1:
+            raise untrained_policy_error(model)
         return cls(copy.deepcopy(model.policy), device=device)
 
     # --- hooks for the benchmark and the CLI ---------------------------------------------------------
     @classmethod
     def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:
-        """Without a trained copy, the benchmark evaluates the policy stored in the env's checkpoint."""
+        """Without a trained copy, the benchmark evaluates the policy stored in the env's checkpoint — refused when
+        it has none, or when it is a stage-1 checkpoint, whose policy was never trained (:func:`untrained_policy_error`)."""
         model = ctx.model
         if getattr(model, "policy", None) is None:
             raise ValueError(train_hint(ctx.name, ctx.env_id) + "; the env's checkpoint stores no policy")
+        if getattr(model, "checkpoint_stage", None) == 1:
+            raise untrained_policy_error(model, ctx.env_id, ctx.name)
         return [Run("checkpoint policy", lambda: cls.from_checkpoint(model, device=ctx.device))], \
             "the policy stored in the env's checkpoint"
 
@@ -160,6 +170,26 @@ class PaperPPOStopAgent(PaperPPOAgent):
               **kwargs) -> "PaperPPOStopAgent":
         """:func:`train_paper_ppo` with ``stop=True``."""
         return train_paper_ppo(env_id, steps, out_dir, seed=seed, resume=resume, stop=True, **kwargs)
+
+
+def untrained_policy_error(model, env_id: str = "ENV_ID", name: str = "paper-ppo") -> ValueError:
+    """The refusal of a stage-1 checkpoint's policy (``model.checkpoint_stage == 1``, set by
+    :func:`gfnet_env.tasks.load_model`): stage 1 trains the encoders and the classifier on random patches and stores
+    the policy network as it was initialised, so evaluating it would report an untrained policy as the paper's.
+    The message names the checkpoint and gives the command that trains its policy (stage 2)."""
+    path = getattr(model, "checkpoint_path", None)
+    shown = path or "CHECKPOINT"
+    stem = Path(shown).name
+    for suffix in (".pth.tar", ".pth", ".pt", ".tar"):  # gfnet train-policy names its output <stem>_stage2.pth.tar
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return ValueError(
+        f"{name}: the checkpoint {path or '(a model given without its file)'} was written by stage 1 (its 'stage' entry is 1): its "
+        "policy was never trained (stage 1 trains the encoders and classifier with random patches). Train the "
+        f"policy (stage 2) with `gfnet train-policy --checkpoint {shown} --env {env_id} --steps N --out DIR` and "
+        f"benchmark with --env-kwarg checkpoint=DIR/{stem}_stage2.pth.tar, or pass a trained agent with "
+        f"--agent-dir {name}=DIR (`gfnet train-agent --agent paper-ppo`)")
 
 
 def train_paper_ppo(env_id: str, steps: int, out_dir, seed: int = 0, **kwargs) -> PaperPPOAgent:

@@ -1,6 +1,8 @@
 """The paper-ppo policy file: what :meth:`PaperPPOAgent.save` and the trainer write, and how it is read.
 
-A torch file (tensors and plain values only, loaded with ``weights_only=True``) holding
+A torch file (tensors and plain values only, read through the trust gate :func:`feature_nets.trust.load_torch_file`
+with ``weights_only=True``: a file whose pickle would run code is an ``UntrustedPickleError``, a truncated one a
+``NotACheckpointError``, each one line) holding
 ``{"format": "gfnet-paper-ppo", "version": 1, "policy_config", "policy_state_dict", "metadata"}``; a training
 run's resumable ``paper_ppo_latest.pt`` adds the optimizer and noise state and is readable the same way. A
 ``paper-ppo-stop`` policy (:class:`~feature_nets.policy.StopPatchPolicy`) is the same file with
@@ -12,14 +14,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from feature_nets.files import atomic_save
+from feature_nets.trust import load_torch_file
 from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..trained import jsonable
 
-__all__ = ["AGENT_FILE", "AGENT_FORMAT", "LATEST_FILE", "policy_config", "read_policy_file", "write_policy_file"]
+__all__ = ["AGENT_FILE", "AGENT_FORMAT", "LATEST_FILE", "load_policy_blob", "policy_config", "read_policy_file",
+           "write_policy_file"]
 
 #: ``format`` entry of the files written here.
 AGENT_FORMAT = "gfnet-paper-ppo"
@@ -45,15 +47,26 @@ def write_policy_file(policy: PatchPolicy, path: str | os.PathLike, metadata: di
     return atomic_save(blob, path)
 
 
+def load_policy_blob(path: str | os.PathLike) -> dict:
+    """The whole dict of a paper-ppo file, read through the trust gate (tensors and plain values only; there is no
+    opt-in: these files never need full unpickling) and checked to be one."""
+    blob = load_torch_file(path, False, what="paper-ppo policy file", opt_in=None)
+    if not isinstance(blob, dict) or blob.get("format") != AGENT_FORMAT:
+        raise ValueError(f"{path} is not a paper-ppo agent file (no format={AGENT_FORMAT!r} entry)")
+    missing = [k for k in ("policy_config", "policy_state_dict") if not isinstance(blob.get(k), dict)]
+    if missing:
+        raise ValueError(f"{path} is not a complete paper-ppo agent file: {' and '.join(missing)} missing or not a "
+                         "dict")
+    return blob
+
+
 def read_policy_file(path: str | os.PathLike) -> tuple[PatchPolicy, dict]:
     """(the policy, the whole file's dict) from a file :func:`write_policy_file` wrote."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no paper-ppo agent at {path}; train one with "
                                 "`gfnet train-agent --agent paper-ppo --env ID --out DIR`")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != AGENT_FORMAT:
-        raise ValueError(f"{path} is not a paper-ppo agent file (no format={AGENT_FORMAT!r} entry)")
+    blob = load_policy_blob(path)
     config = dict(blob["policy_config"])
     policy = (StopPatchPolicy if config.pop("stop_head", False) else PatchPolicy)(**config)
     policy.load_state_dict(blob["policy_state_dict"])

@@ -46,7 +46,7 @@ from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..run_log import RunLog
 from ..trained import write_agent_json
-from .files import AGENT_FILE, LATEST_FILE, write_policy_file
+from .files import AGENT_FILE, LATEST_FILE, load_policy_blob, write_policy_file
 from .ppo import RolloutMemory, make_optimizer, ppo_update
 
 __all__ = ["TrainedPolicy", "collect_rollout", "train_policy"]
@@ -203,7 +203,7 @@ class _Learner:
 
     def load(self, path: Path) -> int:
         """Continue from the latest save at ``path``; returns its batch count."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = load_policy_blob(path)  # the trust gate, as for every file
         self.policy.load_state_dict(blob["policy_state_dict"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.generator.set_state(blob["generator"].to(self.generator.get_state().device))

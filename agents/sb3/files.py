@@ -13,7 +13,12 @@ pickles. Replay buffers (``*.pkl``, off-policy resume) are read the same way.
 
 ``trust_agent=True`` (``--trust-agent`` on the CLI) uses SB3's loader unchanged, for files you made or trust
 (e.g. models whose schedules are pickled functions, as older SB3 versions wrote). It must be the boolean
-``True``; anything else is refused.
+``True``; anything else is refused (the same check as every opt-in: :func:`feature_nets.trust.check_opt_in`).
+
+The zip's ``*.pth`` entries (weights, optimizer state, ``pytorch_variables.pth``) are read by SB3 with
+``weights_only=True`` whatever the trust; one whose pickle would run code is refused by the project's one trust
+gate (:func:`feature_nets.trust.refuse_untrusted`): an :class:`UntrustedAgentError` (an
+:class:`~feature_nets.trust.UntrustedPickleError`) naming the file, the entry and the globals, without torch's advice.
 
 Saves go through :func:`feature_nets.files.atomic_write` (temporary file + rename), so a crash, ``kill -9`` or
 a full disk never leaves a partial zip under a checkpoint's name; :func:`latest_checkpoint` still skips
@@ -37,6 +42,8 @@ from typing import Any
 
 
 from feature_nets.files import atomic_write
+from feature_nets.safe_pickle import torch_reason
+from feature_nets.trust import UntrustedPickleError, check_opt_in, refuse_untrusted
 
 __all__ = ["RestrictedUnpickler", "UntrustedAgentError", "check_trust_flag", "checkpoint_problem", "latest_checkpoint",
            "load_replay_buffer", "load_sb3_model", "safe_custom_objects", "save_model", "save_replay_buffer"]
@@ -46,8 +53,14 @@ OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to t
           "(trust_agent=True in Python)")
 
 
-class UntrustedAgentError(ValueError):
-    """An agent file holds a pickled object that would run code (or is not understood) and trust was not given."""
+#: The refusal's advice for a tensor entry (``*.pth``): SB3 never unpickles those fully, whatever the trust.
+PTH_ADVICE = ("SB3 reads the tensor files (*.pth) of a model zip with torch's safe loader only, also with "
+              "--trust-agent, so this file cannot be loaded; re-save the model from a trusted environment.")
+
+
+class UntrustedAgentError(UntrustedPickleError, ValueError):
+    """An agent file holds a pickled object that would run code (or is not understood) and trust was not given;
+    the one refusal of the trust gate (:class:`~feature_nets.trust.UntrustedPickleError`), also a ``ValueError``."""
 
 
 #: (module, name) pairs that are always safe to build.
@@ -134,9 +147,7 @@ def _restricted_loads(data: bytes) -> Any:
 
 def check_trust_flag(trust_agent: Any) -> bool:
     """``trust_agent`` itself when it is a ``bool``; anything else (``"no"``, 1, None) is a ``TypeError``."""
-    if not isinstance(trust_agent, bool):
-        raise TypeError(f"trust_agent must be True or False, got {trust_agent!r}")
-    return trust_agent
+    return check_opt_in(trust_agent, "trust_agent", "CLI: --trust-agent")
 
 
 def _read_data(path: Path) -> dict:
@@ -181,10 +192,22 @@ def load_sb3_model(algo_class, path, trust_agent: bool = False, **load_kwargs):
         ValueError: the file is not an SB3 zip.
     """
     path = Path(path)
-    if check_trust_flag(trust_agent):
+    if not check_trust_flag(trust_agent):
+        load_kwargs["custom_objects"] = {**safe_custom_objects(path), **load_kwargs.pop("custom_objects", {})}
+    try:
         return algo_class.load(str(path), **load_kwargs)
-    custom = {**safe_custom_objects(path), **load_kwargs.pop("custom_objects", {})}
-    return algo_class.load(str(path), custom_objects=custom, **load_kwargs)
+    except pickle.UnpicklingError as e:  # a *.pth entry refused by torch's weights_only loader inside SB3
+        _refuse_tensor_entries(path)
+        raise ValueError(f"{path} holds a tensor file that is not readable (truncated or damaged?): "
+                         f"{torch_reason(str(e))}") from None
+
+
+def _refuse_tensor_entries(path: Path) -> None:
+    """The trust gate's refusal for the first ``*.pth`` entry of the zip ``path`` whose pickle would run code."""
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.endswith(".pth"):
+                refuse_untrusted(path, z.read(name), entry=name, opt_in=PTH_ADVICE, cls=UntrustedAgentError)
 
 
 def load_replay_buffer(model, path, trust_agent: bool = False) -> None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 
-import torch
-
-from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint_dict, strip_module_prefix
+from ..checkpoint import load_checkpoint, read_checkpoint_dict, strip_module_prefix
+from ..trust import NotACheckpointError, load_torch_file
 from ..gfnet import GFNet, build_gfnet
 from ..policy import PatchPolicy
 from ..registry import get_backbone
@@ -51,9 +50,14 @@ def load_model(path: str | os.PathLike, trusted_pickle: bool = False) -> GFNet:
 
 def load_backbone_weights(model: GFNet, path: str | os.PathLike, trusted_pickle: bool = False) -> None:
     """Load a plain pretrained backbone's state dict (torchvision / timm key names; pycls for RegNet, optionally
-    under ``state_dict`` and with ``module.`` prefixes) into both encoders, as stage 1 starts in the paper."""
-    sd = torch.load(path, map_location="cpu", weights_only=not trusted_pickle)
+    under ``state_dict`` and with ``module.`` prefixes) into both encoders, as stage 1 starts in the paper.
+
+    The file is read through the trust gate (:func:`feature_nets.trust.load_torch_file`): ``trusted_pickle`` must be
+    a bool, and a file that would run code is refused with :class:`~feature_nets.trust.UntrustedPickleError`."""
+    sd = load_torch_file(path, trusted_pickle, what="backbone weights file")
     sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    if not isinstance(sd, dict):
+        raise NotACheckpointError(f"{path} holds a {type(sd).__name__}, not a backbone state dict")
     sd = strip_module_prefix(sd)
     model.global_encoder.load_official_state_dict(sd)
     model.local_encoder.load_official_state_dict(sd)
@@ -61,12 +65,9 @@ def load_backbone_weights(model: GFNet, path: str | os.PathLike, trusted_pickle:
 
 def load_policy(model: GFNet, path: str | os.PathLike, trusted_pickle: bool = False) -> None:
     """Load the patch policy of a GFNet checkpoint (or of a bare policy state dict) into ``model``, building the
-    policy module first when the model has none."""
-    try:
-        sd = read_checkpoint_dict(path, trusted_pickle=trusted_pickle).get("policy")
-    except CheckpointError:
-        blob = torch.load(path, map_location="cpu", weights_only=not trusted_pickle)
-        sd = blob.get("policy_state_dict", blob.get("policy", blob)) if isinstance(blob, dict) else None
+    policy module first when the model has none. Read through the trust gate, as every file."""
+    blob = load_torch_file(path, trusted_pickle, what="policy file")
+    sd = blob.get("policy_state_dict", blob.get("policy", blob)) if isinstance(blob, dict) else None
     if not isinstance(sd, dict) or not any(k.startswith("actor.") for k in sd):
         raise ValueError(f"{path} holds no policy weights (expected a GFNet checkpoint with a 'policy' entry, "
                          "e.g. from `gfnet train-policy`)")

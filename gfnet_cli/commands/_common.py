@@ -103,12 +103,17 @@ def _import_file(name: str) -> ModuleType:
 
 
 def _import_dotted(name: str) -> ModuleType:
-    """The module of the dotted name ``name`` (the working directory first on sys.path, as ``python -m`` has it)."""
+    """The module of the dotted name ``name``, found on ``sys.path`` or in the working directory.
+
+    The working directory is added for this import only: appended to ``sys.path`` (installed modules win, also
+    for what the user's module imports) and removed right after, so that a stray ``matplotlib.py`` there is never
+    imported later in the run (the benchmark imports matplotlib when it draws its plots)."""
     if not all(part.isidentifier() for part in name.split(".")):
         raise ValueError(f"--import {name}: neither a dotted module name (my_pkg.my_agents) nor a .py file path")
     cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
     try:
         return importlib.import_module(name)
     except ImportError as e:
@@ -120,13 +125,17 @@ def _import_dotted(name: str) -> ModuleType:
                              "sys.path (pass a dotted module name importable from there, or a path to a .py "
                              "file)") from e
         raise
+    finally:
+        if added and cwd in sys.path:  # remove the entry this call appended (the last one equal to cwd)
+            del sys.path[len(sys.path) - 1 - sys.path[::-1].index(cwd)]
 
 
 def import_user_modules(names: list[str] | None) -> list[ModuleType]:
     """Import each ``--import`` module in order, running the user code that registers agents.
 
     A name ending in ``.py`` or holding a path separator is a file, imported by path; anything else is a dotted
-    module name, imported from the working directory or ``sys.path``.
+    module name, imported from ``sys.path`` or the working directory (added after ``sys.path`` for that import
+    only: a stray module there, e.g. ``matplotlib.py``, never shadows an installed one, during or after it).
 
     Raises:
         ValueError: a module or file that cannot be found (one line naming it and what was tried).

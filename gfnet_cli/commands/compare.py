@@ -2,9 +2,10 @@
 
 Each folder is a `gfnet benchmark --out` folder. They must share the protocol fingerprint in results.json (same
 env, weights, images, reward, max_steps and grid); otherwise the command says which fields differ and stops.
-Prints the merged table; --out writes results.json / results.md of the merge. --reference NAME recomputes every
-agent's paired comparison against NAME from the folders' per_image.npz (one folder is then enough: e.g. a
-benchmark re-read against random instead of paper-ppo).
+Prints the merged table; --out writes results.json / results.md of the merge. Every paired comparison is
+recomputed from the folders' per_image.npz against one reference: the first folder's, or --reference NAME (one
+folder is then enough: e.g. a benchmark re-read against random instead of paper-ppo); folders benchmarked with
+different references are never shown under one "Δ vs" heading with their own numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folders", nargs="+", help="benchmark output folders (two or more; one with --reference)")
     parser.add_argument("--out", default=None, help="folder for the merged results.json and results.md")
     parser.add_argument("--reference", default=None,
-                        help="recompute the paired comparison of every agent against this one from per_image.npz")
+                        help="the agent every other one is compared with, recomputed from per_image.npz (default: "
+                             "the first folder's reference; an agent of a later folder whose name was taken is "
+                             "NAME@FOLDER; none: no comparison)")
     parser.add_argument("--margin", type=float, default=None, metavar="M",
                         help="equivalence margin (top-1 points) of the recomputed comparison (default: the first "
                              "folder's)")

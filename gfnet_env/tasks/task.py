@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from feature_nets.checkpoint import check_trusted_pickle, load_checkpoint
 from feature_nets.gfnet import GFNet
 
-__all__ = ["Task", "TrainingOptions", "load_model"]
+__all__ = ["Task", "TrainingOptions", "checkpoint_stage", "load_model"]
 
 #: Gymnasium's id grammar (``Name-vN``; a ``namespace/`` prefix allowed), without the ``module:`` prefix.
 _ENV_ID = re.compile(r"^(?:[\w:.-]+/)?[\w:.-]+?(?:-v\d+)?$")
@@ -139,6 +139,12 @@ class Task:
 def load_model(checkpoint, trusted_pickle: bool = False) -> GFNet:
     """A GFNet from a path or an existing model (what task loaders call on their ``checkpoint=``).
 
+    A model loaded from a path remembers where it came from: ``model.checkpoint_path`` (the path, as a string)
+    and ``model.checkpoint_stage`` (the training stage that wrote the file — its ``stage`` entry: 1 for
+    ``gfnet train-features --stage 1``, whose policy is untrained, 2 after ``gfnet train-policy``, 3 — or None
+    for a released checkpoint, which stores none), so that an agent reading the stored policy can refuse an
+    untrained one (:meth:`agents.paper_ppo.PaperPPOAgent.runs`). A model passed in is returned as it is.
+
     Raises:
         TypeError: ``checkpoint`` is neither a path nor a GFNet, or ``trusted_pickle`` is not True/False (only the
             bool True turns on full unpickling, which runs code stored in the file).
@@ -149,4 +155,19 @@ def load_model(checkpoint, trusted_pickle: bool = False) -> GFNet:
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path to a GFNet *.pth.tar file or a feature_nets GFNet model, got "
                         f"{checkpoint!r:.100} ({type(checkpoint).__name__})")
-    return load_checkpoint(checkpoint, trusted_pickle=trusted_pickle).model
+    loaded = load_checkpoint(checkpoint, trusted_pickle=trusted_pickle)
+    model = loaded.model
+    model.checkpoint_path = os.fspath(checkpoint)
+    model.checkpoint_stage = checkpoint_stage(loaded.extra)
+    return model
+
+
+def checkpoint_stage(entries: dict) -> int | None:
+    """The training stage a checkpoint's entries say wrote it (its ``stage`` entry), or None when it says none
+    (a released checkpoint) or says it in a form that is not a whole number."""
+    stage = entries.get("stage")
+    try:
+        value = int(stage.item() if hasattr(stage, "item") else stage)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return value if not isinstance(stage, bool) else None
