@@ -130,7 +130,7 @@ def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indice
                  progress: str | None = None, thresholds: list | None = None) -> dict:
     """One run: the agent's own decision cost, then the agent on the evaluation and the fit images, and its
     budgeted curve on its total cost (the env's looks plus its own decisions). Given ``thresholds`` ((P, T')
-    rows, ``--thresholds checkpoint``) the curve uses them and the fit images are not run.
+    rows, ``--thresholds checkpoint``) the curve uses them instead of thresholds fitted on the fit images.
 
     The cost is measured on a fresh copy of the agent (so metering changes nothing it does): multiply-adds of
     ``act`` counted on the first batch, which also warms up caches and kernels; the timed evaluation pass then
@@ -146,8 +146,8 @@ def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indice
     env_madds = core.madds_per_step[:steps]
     agent_madds = np.array([0.0] + [counted.madds_per_decision] * (steps - 1))
     total = env_madds + agent_madds
+    fit = rollout(cores.get("fit", agent), agent, fit_indices)  # also the looks the null models replay
     if thresholds is None:
-        fit = rollout(cores.get("fit", agent), agent, fit_indices)
         curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, np.cumsum(total).tolist())
     else:
         curve = budgeted.curve_from_thresholds(ev.probs, ev.targets, thresholds, np.cumsum(total).tolist())

@@ -109,6 +109,10 @@ def test_thresholds_checkpoint_evaluates_the_stored_thresholds(tmp_path, stored_
     assert pub["thresholds"] == "checkpoint"
     assert pub["budgeted_delta"]["top1"] == pytest.approx([t - s for (t, _), s in zip(expected, [30.0, 35.0, 40.0])])
     assert "the checkpoint's stored thresholds" in (tmp_path / "out" / "results.md").read_text()
+    # the null models replaying paper-ppo's looks keep their own fitted thresholds
+    res = bench(str(stored_ckpt), agents=("paper-ppo", "shuffle", "prior"), thresholds="checkpoint")
+    assert res["thresholds"] == {"paper-ppo": "checkpoint", "shuffle": "fit", "prior": "fit"}
+    assert res["agents"]["paper-ppo"]["budgeted"]["top1"] == e["budgeted"]["top1"]
 
 
 def test_thresholds_checkpoint_errors_clearly(tmp_path, tiny_ckpt, stored_ckpt):
