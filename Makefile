@@ -37,9 +37,15 @@ dataset:
 
 setup: $(STAMP) dataset
 
+# The agents of the README's tables: baselines, the null models (copies of paper-ppo's looks), the shipped
+# policies, and the three shipped paper-ppo-stop policies (one per step cost) that decide when to stop.
+WEIGHTS := gfnet_env/weights
+STOPPERS := c5e-9 c7e-9 c1e-8
+DEMO_AGENTS := random,center,raster,saliency,saliency-ior,shuffle,prior,oracle,paper-ppo,sb3-ppo,paper-ppo-stop:c5e-9,paper-ppo-stop:c7e-9,paper-ppo-stop:c1e-8
+DEMO_DIRS := $(foreach c,$(STOPPERS),--agent-dir paper-ppo-stop:$(c)=$(WEIGHTS)/paper_ppo_stop_$(c)_cluttered_fmnist.pt)
+
 demo: setup
-	$(VENV)/bin/gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 \
-	  --agents random,center,raster,saliency,oracle,paper-ppo,sb3-ppo \
+	$(VENV)/bin/gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 --agents $(DEMO_AGENTS) $(DEMO_DIRS) \
 	  --episodes 10000 --seeds 3 --fit-episodes 5000 --batch-size 250 --out $(DEMO_OUT)
 
 test: setup

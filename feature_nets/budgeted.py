@@ -34,6 +34,7 @@ __all__ = [
     "fit_thresholds",
     "evaluate_thresholds",
     "budgeted_curve",
+    "curve_from_thresholds",
     "NO_EXIT_THRESHOLD",
     "LAST_THRESHOLD",
 ]
@@ -216,4 +217,48 @@ def budgeted_curve(
         out["top1"].append(top1)
         out["thresholds"].append(thresholds.tolist())
         out["exit_probs"].append(exit_probs.tolist())
+    return out
+
+
+def curve_from_thresholds(
+    test_probs: Tensor,
+    test_targets: Tensor,
+    thresholds,
+    flops: Sequence[float] | Tensor,
+    p_range: Iterable[int] | None = None,
+) -> dict:
+    """Accuracy vs expected multiply-adds with *given* thresholds: one :func:`evaluate_thresholds` per row (the
+    original's evaluation with the thresholds a checkpoint stores, ``dynamic_threshold``; nothing is fitted).
+
+    Args:
+        test_probs, test_targets: (T, N, C) softmax outputs and (N,) labels.
+        thresholds: (P, T) threshold vectors (a list of lists or a tensor; one (T,) vector counts as P = 1).
+        flops: (T,) cumulative cost per step.
+        p_range: the sweep index of each row (default 1 … P, the original's p = 1 … 39 for its 39 rows).
+
+    Returns:
+        dict of lists, one entry per row, as :func:`budgeted_curve`: ``p``, ``madds``, ``top1``, ``thresholds``
+        (``exit_probs`` is None: given thresholds come without them).
+
+    Raises:
+        ValueError: the thresholds are not (P, T) rows for this T, or ``p_range`` does not have P entries.
+    """
+    test_probs = _check_probs(test_probs, "test_probs")
+    T = test_probs.shape[0]
+    rows = torch.as_tensor(thresholds, dtype=torch.float32)
+    if rows.dim() == 1:
+        rows = rows[None]
+    if rows.dim() != 2 or rows.shape[1] != T or rows.shape[0] < 1:
+        raise ValueError(f"thresholds must be (P, T) rows with T = {T} (one per step of test_probs of shape "
+                         f"{tuple(test_probs.shape)}), got shape {tuple(rows.shape)}")
+    ps = list(range(1, rows.shape[0] + 1)) if p_range is None else [int(p) for p in p_range]
+    if len(ps) != rows.shape[0]:
+        raise ValueError(f"p_range has {len(ps)} entries for {rows.shape[0]} threshold rows")
+    out: dict = {"p": [], "madds": [], "top1": [], "thresholds": [], "exit_probs": None}
+    for p, row in zip(ps, rows):
+        top1, madds, _ = evaluate_thresholds(test_probs, test_targets, row, flops)
+        out["p"].append(p)
+        out["madds"].append(madds)
+        out["top1"].append(top1)
+        out["thresholds"].append(row.tolist())
     return out

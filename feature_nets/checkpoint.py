@@ -341,7 +341,7 @@ def load_checkpoint(
                       dynamic_threshold=_as_list(ckpt.get("dynamic_threshold")))
     except (TypeError, ValueError, RuntimeError) as e:
         raise _metadata_error(path, "multiply-add counts or results", e) from None
-    return LoadedCheckpoint(
+    loaded = LoadedCheckpoint(
         model=model,
         model_name=str(ckpt["model_name"]),
         patch_size=spec.patch_size,
@@ -351,6 +351,40 @@ def load_checkpoint(
         extra={k: v for k, v in ckpt.items() if k not in known},
         **stored,
     )
+    model.stored_results = stored_results(loaded, path)
+    return loaded
+
+
+def stored_results(loaded: LoadedCheckpoint, path) -> dict | None:
+    """The results a checkpoint stores, as plain lists (``GFNet.stored_results``), or None when it stores
+    neither ``anytime_classification`` nor ``budgeted_batch_classification`` nor ``dynamic_threshold``.
+
+    Keys: ``source`` (the file), ``anytime_classification`` (top-1 % per step), ``budgeted_batch_classification``
+    ([madds, top1]), ``dynamic_threshold`` ((P, T) rows, a single row as one), ``note`` (the file's
+    ``anytime_classification_note``) and ``protocol`` (its ``results_protocol``: how this project measured them);
+    each None when absent.
+
+    Raises:
+        InvalidMetadataError: the budgeted curve is not two lists of one length.
+    """
+    curve = loaded.budgeted_batch_classification
+    thresholds = loaded.dynamic_threshold
+    if loaded.anytime_classification is None and curve is None and thresholds is None:
+        return None
+    if curve is not None:
+        try:
+            madds, top1 = (_as_list(x) for x in curve)
+            if len(madds) != len(top1):
+                raise ValueError(f"{len(madds)} multiply-adds but {len(top1)} top-1 values")
+            curve = [madds, top1]
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise _metadata_error(path, "budgeted_batch_classification (a list of multiply-adds and a list of "
+                                  "top-1 values)", e) from None
+    if thresholds is not None and thresholds and not isinstance(thresholds[0], (list, tuple)):
+        thresholds = [thresholds]  # one threshold vector
+    return {"source": str(path), "anytime_classification": loaded.anytime_classification,
+            "budgeted_batch_classification": curve, "dynamic_threshold": thresholds,
+            "note": loaded.extra.get("anytime_classification_note"), "protocol": loaded.extra.get("results_protocol")}
 
 
 def _as_list(x):

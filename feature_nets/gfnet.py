@@ -147,6 +147,9 @@ class GFNet(nn.Module):
         #: Interpolation of the glance; training may switch it (bicubic for the released families, see
         #: docs/training.md).
         self.glance_interpolation = spec.config.glance_interpolation
+        #: The results the checkpoint this model was loaded from stores (its published numbers), set by
+        #: :func:`feature_nets.checkpoint.load_checkpoint`; None for a model built here or a file without them.
+        self.stored_results: dict | None = None
 
     # --- shape facts ------------------------------------------------------------------------------
     @property

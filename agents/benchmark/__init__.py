@@ -8,6 +8,9 @@
   oracle, learned stop, Holm, the margin wording);
 * :mod:`~agents.benchmark.results` — aggregating runs and the output folder;
 * :mod:`~agents.benchmark.merge` — the protocol fingerprint and merging results folders (``gfnet compare``);
+* :mod:`~agents.benchmark.published` — the checkpoint's stored numbers beside the measured paper-ppo ("as
+  published") and ``--thresholds checkpoint``; :mod:`~agents.benchmark.store_results` writes measured ones into a
+  checkpoint;
 * :mod:`~agents.benchmark.tables` — Markdown and CSV tables;
 * :mod:`~agents.benchmark.plots` — the PNG plots.
 """

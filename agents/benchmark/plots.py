@@ -5,9 +5,10 @@ matplotlib (the ``benchmark`` extra) is imported when the first plot is drawn, s
 
 Each function takes the dict :func:`agents.benchmark.run_benchmark` returns and writes one PNG:
 
-* :func:`plot_anytime` — top-1 (%) after each step (0 = glance), 95 % band over runs;
+* :func:`plot_anytime` — top-1 (%) after each step (0 = glance), 95 % band over runs; the checkpoint's stored
+  numbers for its policy dotted ("as published") where the results have them;
 * :func:`plot_budgeted` — budgeted-batch curve: top-1 (%) vs mean multiply-adds per image, and for an agent
-  that stops by itself its operating point (a star, with its intervals);
+  that stops by itself its operating point (a star, with its intervals); the stored curve dotted;
 * :func:`plot_mean_return` — mean episode return, 95 % interval as error bars;
 * :func:`plot_madds_per_step` — the env's multiply-adds per step and each agent's running total;
 * :func:`plot_seconds` — wall-clock seconds of each agent's evaluation pass.
@@ -70,6 +71,11 @@ def plot_anytime(results: dict, path) -> Path:
         ci = np.asarray(e.get("anytime_top1_ci", []))
         if ci.size and e.get("n_runs", 1) > 1:
             ax.fill_between(steps, ci[:, 0], ci[:, 1], alpha=0.2, color=line.get_color())
+    pub = results.get("as_published") or {}
+    if pub.get("anytime_top1"):
+        y = np.asarray(pub["anytime_top1"][: int(results.get("T", len(pub["anytime_top1"])))])
+        ax.plot(np.arange(len(y)), y, marker="x", linestyle=":", color="black",
+                label=f"{pub['agent']} as published (stored)")
     ax.set_xlabel("step (0 = glance)")
     ax.set_ylabel("top-1 (%)")
     ax.set_xticks(range(int(results.get("T", 1))))
@@ -97,6 +103,11 @@ def plot_budgeted(results: dict, path) -> Path:
             ax.errorbar([op["madds"] / div], [op["top1"]], xerr=xerr, yerr=yerr, marker="*", markersize=11,
                         color=line.get_color(), linestyle="none", capsize=3,
                         label=f"{name}: its own stop (operating point)")
+    pub = (results.get("as_published") or {}).get("budgeted")
+    if pub:
+        order = np.argsort(pub["madds"], kind="stable")
+        ax.plot(np.asarray(pub["madds"])[order] / div, np.asarray(pub["top1"])[order], marker="x", linestyle=":",
+                color="black", label=f"{results['as_published']['agent']} as published (stored)")
     ax.set_xlabel(f"mean multiply-adds per image ({unit}MAdds)" if unit else "mean multiply-adds per image")
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=0.3)

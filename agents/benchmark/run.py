@@ -51,6 +51,7 @@ from .merge import protocol_of
 from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
 from .equal_compute import RECORD_FIELDS, spent_madds, verdict
+from .published import THRESHOLDS, as_published, checkpoint_thresholds
 from ..registry import base_name, factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
 from ..trained import jsonable, load_agent, trained_paths
@@ -126,9 +127,10 @@ class CoreCache:
 
 
 def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indices: list[int],
-                 progress: str | None = None) -> dict:
+                 progress: str | None = None, thresholds: list | None = None) -> dict:
     """One run: the agent's own decision cost, then the agent on the evaluation and the fit images, and its
-    budgeted curve on its total cost (the env's looks plus its own decisions).
+    budgeted curve on its total cost (the env's looks plus its own decisions). Given ``thresholds`` ((P, T')
+    rows, ``--thresholds checkpoint``) the curve uses them instead of thresholds fitted on the fit images.
 
     The cost is measured on a fresh copy of the agent (so metering changes nothing it does): multiply-adds of
     ``act`` counted on the first batch, which also warms up caches and kernels; the timed evaluation pass then
@@ -140,12 +142,15 @@ def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indice
     rollout(core, counted, eval_indices[:core.num_envs])
     timed = MeteredAgent(agent)
     ev = rollout(core, timed, eval_indices, progress=_bar(progress, len(eval_indices)))
-    fit = rollout(cores.get("fit", agent), agent, fit_indices)
     steps = ev.probs.shape[0]
     env_madds = core.madds_per_step[:steps]
     agent_madds = np.array([0.0] + [counted.madds_per_decision] * (steps - 1))
     total = env_madds + agent_madds
-    curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, np.cumsum(total).tolist())
+    fit = rollout(cores.get("fit", agent), agent, fit_indices)  # also the looks the null models replay
+    if thresholds is None:
+        curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, np.cumsum(total).tolist())
+    else:
+        curve = budgeted.curve_from_thresholds(ev.probs, ev.targets, thresholds, np.cumsum(total).tolist())
     conf, pred = ev.probs.max(-1)
     exit_step = ev.exit_step if ev.exit_step is not None else np.full(ev.probs.shape[1], steps - 1)
     stopped = ev.stopped if ev.stopped is not None else np.zeros(ev.probs.shape[1], dtype=bool)
@@ -198,6 +203,7 @@ def run_benchmark(
     trust_agent: bool = False,
     reference: str | None = "auto",
     margin: float | None = None,
+    thresholds: str = "fit",
 ) -> dict:
     """Compare agents on ``env_id`` (see the module docstring for the protocol).
 
@@ -227,12 +233,17 @@ def run_benchmark(
             paired interval (docs/statistics.md); None: no verdict.
         trust_agent: ``True`` (the boolean) to load ``agent_dirs`` files with full unpickling, which may run
             code (``--trust-agent``); by default SB3 files are read with a restricted unpickler.
+        thresholds: ``"fit"`` (every agent's budgeted thresholds fitted on its own fit-split outputs) or
+            ``"checkpoint"`` (``paper-ppo`` with the checkpoint's policy uses the checkpoint's stored
+            ``dynamic_threshold``; the other agents keep fitted ones; docs/benchmark.md, "As published").
 
     Returns:
         dict with ``env_id``, ``episodes``, ``T``, ``madds_per_step``, ``madds_cumulative``, ``fit``, and
         ``agents``: name → ``anytime_top1`` (% per step, glance first), ``anytime_top1_ci`` ([lo, hi] per step),
         ``mean_return``, ``mean_return_ci``, ``budgeted`` (``p``, ``madds``, ``top1`` lists), ``madds_per_step``,
-        ``madds`` (per image, full episode), ``seconds``, ``n_runs``, ``runs``, ``upper_bound``, ``source``.
+        ``madds`` (per image, full episode), ``seconds``, ``n_runs``, ``runs``, ``upper_bound``, ``source``;
+        ``as_published`` where the env's checkpoint stores numbers for its policy
+        (:func:`agents.benchmark.published.as_published`).
     """
     env_id = env_id_of(env_id)
     reference = _checked_arguments(agents, reference, episodes, seeds, batch_size, agent_dirs, trust_agent, margin)
@@ -243,10 +254,14 @@ def run_benchmark(
         # looks it took; an env-level threshold under them would be a second, hidden stopping rule
         raise ValueError("the benchmark measures stopping rules itself (budgeted thresholds fitted on the fit "
                          "split, or an agent's own stop action): drop early_exit")
+    if thresholds not in THRESHOLDS:
+        raise ValueError(f"thresholds must be one of {list(THRESHOLDS)}, got {thresholds!r}")
     folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
     try:
         torch.manual_seed(seed)
         images = select_images(env_id, task_kwargs, episodes, fit_split, fit_episodes)
+        steps = (settings.max_steps if settings.max_steps is not None else int(images.model.T) - 1) + 1
+        stored_thresholds = checkpoint_thresholds(thresholds, images.model, agents, agent_dirs, steps)
         results: dict[str, Any] = {
             "env_id": env_id,
             "env_kwargs": jsonable(env_kwargs),
@@ -262,8 +277,12 @@ def run_benchmark(
         records = run_agents(results["agents"], agents, images, settings, batch_size,
                              RunContext(name="", env_id=env_id, model=images.model, env_kwargs=env_kwargs,
                                         seeds=seeds, seed=seed, device=device, reference=reference),
-                             agent_dirs, trust_agent, verbose)
+                             agent_dirs, trust_agent, verbose, stored_thresholds=stored_thresholds)
         summarise(results, images, records, reference, settings, seed, margin=margin)
+        results["eval_split_images"] = len(images.eval_dataset)
+        results["thresholds"] = {n: "checkpoint" if n in stored_thresholds else "fit" for n in results["agents"]}
+        results["as_published"] = as_published(results, images.model, agents, agent_dirs,
+                                                results["eval_split_images"], thresholds)
         if folder is not None:
             arrays = {"image_index": np.asarray(images.eval_indices),
                       "target": next(iter(records.values()))["target"]}
@@ -359,12 +378,14 @@ def select_images(env_id: str, task_kwargs: dict[str, Any], episodes: int, fit_s
 
 def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, settings: EnvSettings,
                batch_size: int, ctx: RunContext, agent_dirs: dict, trust_agent: bool,
-               verbose: bool) -> dict[str, dict[str, np.ndarray]]:
+               verbose: bool, stored_thresholds: dict[str, list] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Every run of every agent on the selected images (protocol steps 2 and 4); ``out[name]`` gets each agent's
     aggregate over its runs (:func:`agents.benchmark.results.aggregate_runs`).
 
     Args:
         ctx: the run context shared by the agents (its ``name`` is set per agent).
+        stored_thresholds: agent name → the thresholds its budgeted curve is evaluated with instead of fitted
+            ones (:func:`agents.benchmark.published.checkpoint_thresholds`).
 
     Returns:
         agent name → its per-image records, stacked over runs (``per_image.npz``,
@@ -382,7 +403,8 @@ def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, s
             runs, source = resolve_runs(dataclasses.replace(ctx, name=name, looks=looks), agent_dirs,
                                         trust_agent=trust_agent)
             per_run = [evaluate_run(run, cores, images.eval_indices, images.fit_indices,
-                                    progress=f"{name} {run.label}".strip() if verbose else None)
+                                    progress=f"{name} {run.label}".strip() if verbose else None,
+                                    thresholds=(stored_thresholds or {}).get(name))
                        for run in runs]
             looks[name] = [r.pop("recorded") for r in per_run]
             records[name] = {k: np.stack([np.asarray(r.pop(k)) for r in per_run]) for k in RECORD_FIELDS}

@@ -9,7 +9,9 @@ mean return, the multiply-adds per image (the env's looks plus the agent's own d
 below when an agent was charged 0 for its own decisions without declaring a cost) and the seconds per decision.
 Below it: the per-step Δ vs the reference, and each agent's operating point (what it spent, how often it was
 right), its exit oracle and, for an agent that stops, its learned stop against the reference's threshold curve at
-the same multiply-adds (docs/statistics.md, docs/benchmark.md).
+the same multiply-adds (docs/statistics.md, docs/benchmark.md). Last, where the env's checkpoint stores numbers for
+its policy, the "as published" table: those numbers beside the measured agent and measured − published per step
+(:func:`agents.benchmark.published.as_published`).
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ def markdown_table(results: dict) -> str:
     contenders = [(n, e) for n, e in results["agents"].items() if not e.get("upper_bound")]
     bounds = [(n, e) for n, e in results["agents"].items() if e.get("upper_bound")]
     source = f" read from the {results['image_source']}" if results.get("image_source") else ""
+    stored = [n for n, how in (results.get("thresholds") or {}).items() if how == "checkpoint"]
+    from_ckpt = f"; {', '.join(stored)}: the checkpoint's stored thresholds" if stored else ""
     lines = [f"## {results['env_id']}: {results['episodes']} images ({results['eval_images']}){source}, "
-             f"budgeted thresholds fitted on {results['fit']['images']}", ""]
+             f"budgeted thresholds fitted on {results['fit']['images']}{from_ckpt}", ""]
     if contenders:
         lines += [head] + [row(n, e) for n, e in contenders] + [""]
     if bounds:
@@ -136,7 +140,8 @@ def markdown_table(results: dict) -> str:
                      "(the only ones counted) and no decision_madds is declared. Code in numpy (or anything else "
                      "not torch) is not counted: set `decision_madds` (multiply-adds per decision per image) on the "
                      "agent (docs/benchmark.md, \"Declaring an agent's own cost\").")
-    return "\n".join(lines + notes) + "\n"
+    published = _as_published_table(results)
+    return "\n".join(lines + notes + ([""] + published if published else [])) + "\n"
 
 
 def _equal_compute_looks(results: dict) -> list[int]:
@@ -197,6 +202,59 @@ def _operating_point_table(results: dict) -> list[str]:
         out.append("| " + " | ".join(cells) + " |")
     return out + ["", "Exit oracle: each image stops at its first correct step (an image never right stops at "
                   "the glance): the bound on any stopping rule with the agent's looks.", ""]
+
+
+def _curve_summary(madds, top1) -> str:
+    """``39 points: 2.7M → 67.8 … 13.7M → 78.0`` (the cheapest and the costliest point)."""
+    if not madds:
+        return "—"
+    order = np.argsort(madds, kind="stable")
+    lo, hi = order[0], order[-1]
+    return (f"{len(madds)} points: {_fmt_madds(madds[lo])} → {top1[lo]:.1f} … "
+            f"{_fmt_madds(madds[hi])} → {top1[hi]:.1f}")
+
+
+def _as_published_table(results: dict) -> list[str]:
+    """The checkpoint's stored numbers for its policy beside the measured agent, and measured − published."""
+    pub = results.get("as_published")
+    if not pub:
+        return []
+    name, T = pub["agent"], len(pub["measured_anytime_top1"])
+    measured = results["agents"][name]
+    E, N = pub["measured_images"], pub["eval_split_images"]
+    scope = (f"all {N} images of the evaluation split" if pub["full_split"] else
+             f"{E} of the {N} images of the evaluation split — the stored numbers are over a whole split, so only "
+             f"--episodes {N} compares like with like")
+    if pub.get("same_images") is False:
+        scope += "; the stored numbers were measured on other images (results_protocol)"
+    out = [f"### As published (stored in the checkpoint; not measured here): {name}", "",
+           f"Stored in {pub['source'] or 'the env checkpoint'}" + (f" ({pub['note']})" if pub.get("note") else "")
+           + f". The measured row used {scope}.", "",
+           f"| row | top-1 per step (%), steps 0..{T - 1} | budgeted curve (multiply-adds → top-1) |", "|---|---|---|"]
+
+    def steps(values) -> str:
+        return " / ".join(f"{v:.2f}" for v in values[:T]) if values is not None else "—"
+
+    b = pub.get("budgeted")
+    out.append(f"| {name} as published | {steps(pub['anytime_top1'])} | "
+               f"{_curve_summary(b['madds'], b['top1']) if b else '—'} |")
+    how = ("the checkpoint's thresholds" if pub["thresholds"] == "checkpoint"
+           else "thresholds fitted on the fit split")
+    mb = measured["budgeted"]
+    out.append(f"| {name} measured ({E} images) | {steps(pub['measured_anytime_top1'])} | "
+               f"{_curve_summary(mb['madds'], mb['top1'])} ({how}) |")
+    delta = " / ".join(f"{d:+.2f}" for d in pub["delta_per_step"]) if pub["delta_per_step"] is not None else "—"
+    bd = pub.get("budgeted_delta")
+    if bd:
+        curve = (f"the same thresholds: top-1 {min(bd['top1']):+.2f} … {max(bd['top1']):+.2f} points, multiply-adds "
+                 f"{min(bd['madds']):+.3g} … {max(bd['madds']):+.3g}")
+    elif b:
+        curve = "— (other thresholds: compare the curves in budgeted.png, or --thresholds checkpoint)"
+    else:
+        curve = "—"
+    out.append(f"| measured − published (points) | {delta} | {curve} |")
+    return out + ["", "The stored budgeted multiply-adds are in the checkpoint's own accounting (released files: "
+                  "the paper's `flops`, looks plus its policy)."]
 
 
 def csv_text(results: dict) -> str:

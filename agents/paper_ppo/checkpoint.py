@@ -9,8 +9,10 @@ from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 __all__ = ["STALE_RESULTS", "save_policy_into_checkpoint"]
 
-#: Checkpoint entries measured with the old policy, dropped when the policy is replaced.
-STALE_RESULTS = ("anytime_classification", "budgeted_batch_classification", "dynamic_threshold")
+#: Checkpoint entries measured with the old policy, dropped when the policy is replaced (the three results, the
+#: note saying how they were measured and the protocol they were measured under).
+STALE_RESULTS = ("anytime_classification", "budgeted_batch_classification", "dynamic_threshold",
+                 "anytime_classification_note", "results_protocol")
 
 
 def save_policy_into_checkpoint(policy: PatchPolicy, checkpoint, out_path, trusted_pickle: bool = False,
@@ -19,7 +21,8 @@ def save_policy_into_checkpoint(policy: PatchPolicy, checkpoint, out_path, trust
 
     Every other entry is kept as stored (encoder keys keep their spelling), except the results measured
     with the old policy (``anytime_classification``, ``budgeted_batch_classification``,
-    ``dynamic_threshold``), which are dropped. ``extra`` entries are added. The file is written atomically.
+    ``dynamic_threshold``, and the ``anytime_classification_note`` / ``results_protocol`` describing them), which
+    are dropped. ``extra`` entries are added. The file is written atomically.
     """
     from feature_nets.checkpoint import read_checkpoint_dict
 

@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="equivalence margin in top-1 points: the table says 'equivalent within ±M' when the "
                              "last-step difference's paired 95%% interval lies inside ±M, 'not worse than −M' when "
                              "only its lower end is above −M (default: no verdict)")
+    parser.add_argument("--thresholds", choices=("fit", "checkpoint"), default="fit",
+                        help="budgeted thresholds: 'fit' (default: each agent's fitted on its own fit-split outputs) "
+                             "or 'checkpoint' (paper-ppo with the checkpoint's policy uses the checkpoint's stored "
+                             "dynamic_threshold; the other agents keep fitted ones)")
     add_trust_agent(parser)
 
 
@@ -81,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                   agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
                   fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
                   device=args.device, seed=args.seed, trust_agent=args.trust_agent,
-                  reference=None if args.reference.lower() == "none" else args.reference, margin=args.margin)
+                  reference=None if args.reference.lower() == "none" else args.reference, margin=args.margin,
+                  thresholds=args.thresholds)
     print(f"results in {args.out}: results.json, results.csv, results.md, *.png")
     return 0

@@ -33,10 +33,10 @@ EXAMPLE = """  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNI
   gfnet train-agent --agent paper-ppo --env GFNet-ImageNet-v0 \\
       --env-kwarg checkpoint=resnet50_patch_size_96_T5.pth.tar \\
       --env-kwarg data_root=/data/imagenet --steps 1000000 --out runs/paper_ppo --resume
-  gfnet train-agent --agent paper-ppo-stop --env GFNet-ClutteredFashionMNIST-v0 --env-kwarg step_cost=4e-8 \
-      --steps 300000 --out runs/ppo_stop          # decides when to stop; a look costs step_cost per multiply-add
-  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNIST-v0 --env-kwarg stop_action=true \
-      --env-kwarg step_cost=4e-8 --out runs/sb3_ppo_stop
+  gfnet train-agent --agent paper-ppo-stop --env GFNet-ClutteredFashionMNIST-v0 --env-kwarg step_cost=1e-8 \\
+      --steps 440000 --out runs/ppo_stop          # decides when to stop; a look costs step_cost per multiply-add
+  gfnet train-agent --agent sb3-ppo --env GFNet-ClutteredFashionMNIST-v0 --env-kwarg stop_action=true \\
+      --env-kwarg step_cost=1e-8 --out runs/sb3_ppo_stop
   gfnet train-agent --import my_agents.py --agent my-trainable-agent --env GFNet-ClutteredFashionMNIST-v0 \\
       --steps 100000 --out runs/mine
   tensorboard --logdir runs/"""

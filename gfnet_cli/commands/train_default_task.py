@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluate", metavar="CHECKPOINT", default=None,
                         help="only evaluate CHECKPOINT on the test canvases (per-step top-1 per patch choice), "
                              "write OUT/eval.json and exit")
+    parser.add_argument("--store-results", metavar="CHECKPOINT", default=None,
+                        help="only measure paper-ppo (CHECKPOINT's policy) with the benchmark's protocol on all test "
+                             "canvases (--eval-samples: fewer), thresholds fitted on the val split, and write "
+                             "anytime_classification, budgeted_batch_classification and dynamic_threshold into "
+                             "CHECKPOINT (every other entry kept bit for bit); the benchmark's results go to "
+                             "OUT/stored_results.json")
     parser.add_argument("--oracle", action="store_true",
                         help="also measure the greedy 7×7 label oracle (an upper bound; a few minutes)")
 
@@ -80,10 +86,15 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from gfnet_cli.default_task import PipelineConfig, evaluate_checkpoint, train_default_task
+    from gfnet_cli.default_task import PipelineConfig, evaluate_checkpoint, store_results, train_default_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.store_results:
+        stored = store_results(args.store_results, args.out, eval_samples=args.eval_samples, data_root=args.data_root,
+                               progress=not args.no_progress)
+        print(json.dumps(stored, indent=1))
+        return 0
     if args.evaluate:
         ev = evaluate_checkpoint(args.evaluate, args.out, eval_samples=args.eval_samples, data_root=args.data_root,
                                  oracle=args.oracle)

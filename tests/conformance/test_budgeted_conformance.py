@@ -15,6 +15,7 @@ import torch
 
 from feature_nets.budgeted import (
     budgeted_curve,
+    curve_from_thresholds,
     evaluate_thresholds,
     exit_distribution,
     fit_thresholds,
@@ -84,6 +85,21 @@ def test_conformance_budgeted_curve(budgeted_batch, official_curve):
         assert got == r["exit_probs"]
     for got, r in zip(official_curve["thresholds"], res):
         assert max(abs(a - b) for a, b in zip(got, r["thresholds"])) <= 1e-6
+
+
+def test_conformance_curve_from_stored_thresholds(budgeted_batch):
+    """The original's evaluation with thresholds a checkpoint stores (its eval_mode 1: ``dynamic_threshold``, 39 rows
+    of T) reproduces its curve exactly."""
+    d = budgeted_batch
+    rows = torch.tensor([r["thresholds"] for r in d["results"]], dtype=torch.float32)
+    curve = curve_from_thresholds(d["probs"], d["targets"], rows, d["flops"])
+    assert curve["p"] == [r["p"] for r in d["results"]]
+    assert curve["top1"] == [r["accuracy"] for r in d["results"]]
+    assert curve["madds"] == [r["expected_flops"] for r in d["results"]]
+    one = curve_from_thresholds(d["probs"], d["targets"], rows[4], d["flops"], p_range=[5])  # one vector: one row
+    assert one["p"] == [5] and one["top1"] == [d["results"][4]["accuracy"]]
+    with pytest.raises(ValueError, match=r"\(P, T\) rows"):
+        curve_from_thresholds(d["probs"], d["targets"], rows[:, :-1], d["flops"])
 
 
 # --------------------------------------------------------------------------------------------------
