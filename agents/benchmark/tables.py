@@ -56,7 +56,7 @@ def markdown_table(results: dict) -> str:
             cols += ["AUC (top-1 over budgets), Δ [95% CI]"]
     if gap:
         cols += ["oracle gap closed [95% CI]"]
-    cols += ["mean return (95% CI)", "multiply-adds / image (agent's own)", "µs / decision"]
+    cols += ["mean return (95% CI)", "multiply-adds spent / image (agent's own)", "µs / decision"]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
 
     def row(name: str, e: dict) -> str:
@@ -89,10 +89,10 @@ def markdown_table(results: dict) -> str:
             share = e.get("oracle_gap_closed", float("nan"))
             cells += [f"{share:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")]
         rlo, rhi = e["mean_return_ci"]
-        own = float(np.sum(e.get("agent_madds_per_step", [0.0])))
+        spent, own = _spent_madds(e)
         unaccounted = UNACCOUNTED_MARK if e.get("decision_madds_note") else ""
         cells += [f"{e['mean_return']:.4f} [{rlo:.4f}, {rhi:.4f}]",
-                  f"{_fmt_madds(e['madds'])} ({_fmt_madds(own)}){unaccounted}",
+                  f"{_fmt_madds(spent)} ({_fmt_madds(own)}){unaccounted}",
                   f"{1e6 * e.get('seconds_per_decision', 0.0):.1f}"]
         return "| " + " | ".join(cells) + " |"
 
@@ -202,6 +202,17 @@ def _operating_point_table(results: dict) -> list[str]:
         out.append("| " + " | ".join(cells) + " |")
     return out + ["", "Exit oracle: each image stops at its first correct step (an image never right stops at "
                   "the glance): the bound on any stopping rule with the agent's looks.", ""]
+
+
+def _spent_madds(e: dict) -> tuple[float, float]:
+    """Mean multiply-adds an agent spent per image, and the part its own decisions took: the full episode for an
+    agent that never stops, its operating point for one that does (a stop is a decision too)."""
+    per_step = e.get("agent_madds_per_step", [0.0])
+    op = e.get("operating_point")
+    if op is None or op.get("stopped_share", 0.0) == 0.0:
+        return float(e["madds"]), float(np.sum(per_step))
+    decision = float(per_step[1]) if len(per_step) > 1 else 0.0
+    return float(op["madds"]), decision * (op["mean_exit_step"] + op["stopped_share"])
 
 
 def _curve_summary(madds, top1) -> str:

@@ -89,7 +89,7 @@ def test_numpy_agent_without_a_declared_cost_is_noted(user_agents, tmp_path):
     table = (out / "results.md").read_text()
     main = table.split("###")[0]
     rows = {line.split("|")[1].strip(): line.split("|")[1:-1] for line in main.splitlines() if line.startswith("| ")}
-    madds_column = rows["agent"].index(" multiply-adds / image (agent's own) ")
+    madds_column = rows["agent"].index(" multiply-adds spent / image (agent's own) ")
     assert rows["numpy-agent"][madds_column].strip().endswith("(0)†")
     for name in ("center", "declaring-agent", "torch-agent"):
         assert "†" not in "|".join(rows[name])
