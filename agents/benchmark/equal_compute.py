@@ -183,6 +183,12 @@ def verdict(entries: dict[str, dict], records: dict[str, dict], env_cumulative, 
         any_ok = ag.correct.any(1)                                                     # (R, E)
         first = np.where(any_ok, ag.correct.argmax(1), 0)
         oracle_cost = np.take_along_axis(ag.cost, first[:, None, :], 1)[:, 0, :]
+        if ag.stops:
+            # the fitted curve charged every step of every episode; one that ended earlier did not spend them: the
+            # curve of what each image spent (the same thresholds; its last point is the agent's own stop)
+            e["budgeted"] = {"p": None, "charged": "what each image spent (its own exit)",
+                             "madds": np.mean([m for m, _ in ag.curves], 0).tolist(),
+                             "top1": (np.mean([c.mean(1) for _, c in ag.curves], 0) * 100.0).tolist()}
         e["exit_oracle"] = {"top1": float(any_ok.mean() * 100.0),
                             "top1_ci": ci(boot.means(any_ok.astype(np.float64), name) * 100.0),
                             "madds": float(oracle_cost.mean())}

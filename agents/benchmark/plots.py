@@ -55,10 +55,27 @@ def _title(results: dict, what: str) -> str:
 
 
 def _agents(results: dict):
-    """(name, entry, style) in table order, contenders first."""
+    """(name, entry, style) in table order, contenders first; a colour of its own per contender (matplotlib's 10
+    default colours, then tab20's, so that a long list of agents never repeats one)."""
     items = list(results["agents"].items())
     items.sort(key=lambda kv: bool(kv[1].get("upper_bound")))
-    return [(n, e, {"linestyle": "--", "color": "0.35"} if e.get("upper_bound") else {}) for n, e in items]
+    n = sum(not e.get("upper_bound") for _, e in items)
+    if n > 10:
+        cmap = require("matplotlib", "benchmark", "the benchmark's plots").colormaps["tab20"]
+        colours = [cmap(i % 20) for i in range(n)]
+    else:
+        colours = [f"C{i}" for i in range(n)]
+    return [(name, e, {"linestyle": "--", "color": "0.35"} if e.get("upper_bound") else {"color": colours[i]})
+            for i, (name, e) in enumerate(items)]
+
+
+def _legend_outside(fig, ax, entries: int) -> None:
+    """The legend beside the axes when it has many entries (inside, it hides the curves)."""
+    if entries <= 8:
+        ax.legend(fontsize=8)
+        return
+    fig.set_size_inches(fig.get_figwidth() + 3.2, max(fig.get_figheight(), 0.22 * entries + 1.0))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def plot_anytime(results: dict, path) -> Path:
@@ -80,7 +97,7 @@ def plot_anytime(results: dict, path) -> Path:
     ax.set_ylabel("top-1 (%)")
     ax.set_xticks(range(int(results.get("T", 1))))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(fig, ax, len(ax.get_legend_handles_labels()[0]))
     ax.set_title(_title(results, "Anytime top-1"), fontsize=9)
     return _save(fig, path)
 
@@ -111,7 +128,7 @@ def plot_budgeted(results: dict, path) -> Path:
     ax.set_xlabel(f"mean multiply-adds per image ({unit}MAdds)" if unit else "mean multiply-adds per image")
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(fig, ax, len(ax.get_legend_handles_labels()[0]))
     ax.set_title(_title(results, "Budgeted batch classification"), fontsize=9)
     return _save(fig, path)
 
@@ -165,7 +182,7 @@ def plot_madds_per_step(results: dict, path) -> Path:
     ax.set_xlabel("step (0 = glance)")
     ax.set_ylabel(f"multiply-adds ({unit}MAdds)" if unit else "multiply-adds")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend_outside(fig, ax, len(ax.get_legend_handles_labels()[0]))
     ax.set_title(_title(results, "Multiply-adds: the env's looks plus each agent's own decisions"), fontsize=8)
     return _save(fig, path)
 
