@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import importlib
 import io
 import json
+import math
+import numbers
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 import os
@@ -124,13 +128,40 @@ def _safe_class(module: str, obj: Any) -> bool:
     return False
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+#: What the restricted unpickler may build: bytes created from a number (``bytearray(n)``, an array's shape given
+#: as arguments) rather than copied from the file, and how deep containers and objects may nest.
+MAX_CREATED_BYTES = 64 * 2**20
+MAX_NESTING = 100
+_SIZED = {("builtins", "bytearray"), ("numpy", "ndarray"), ("numpy._core.multiarray", "_reconstruct"),
+          ("numpy.core.multiarray", "_reconstruct")}
+
+
+class RestrictedUnpickler(pickle._Unpickler):
     """An unpickler that builds only known-safe globals (see the module docstring); anything else raises
-    :class:`UntrustedAgentError` naming the global. Persistent ids are refused by :mod:`pickle` itself."""
+    :class:`UntrustedAgentError` naming the global. Persistent ids are refused by :mod:`pickle` itself.
+
+    It also bounds what a few bytes of pickle can make it allocate (this is pickle's pure-Python unpickler, whose
+    opcodes can be checked one by one; entries are small and replay buffers are a few large arrays, so speed is
+    not an issue): the classes of the allowed families (spaces, SB3 classes, ``torch.nn`` layers, optimizers) are
+    rebuilt only the way pickle saves objects (``cls.__new__`` and their state), never by calling them, so a
+    43-byte ``torch.nn.Linear(20000, 20000)`` is refused; ``bytearray(n)`` and arrays whose size comes from a
+    number rather than from bytes in the file are limited to :data:`MAX_CREATED_BYTES`; a ``BYTEARRAY8`` longer
+    than what is left of the data is refused before it is allocated; and nesting deeper than :data:`MAX_NESTING`
+    (which would crash whatever walks the object later) is refused after loading."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, *args, **kwargs) -> None:
+        super().__init__(file, *args, **kwargs)
+        self._data_size = _remaining(file)
+        self._sized: dict[int, tuple[str, str]] = {}  # id of an allowed callable that sizes memory by a number
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _EXACT:
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            if (module, name) in _SIZED:
+                self._sized[id(found)] = (module, name)
+            return found
         if module.startswith(_CLASS_PREFIXES) and "." not in name and not name.startswith("_"):
             try:
                 obj = getattr(importlib.import_module(module), name)
@@ -139,6 +170,107 @@ class RestrictedUnpickler(pickle.Unpickler):
             if _safe_class(module, obj):
                 return obj
         raise UntrustedAgentError(f"it refers to {module}.{name}, which is not a known-safe data type")
+
+    def load(self) -> Any:
+        return _check_nesting(super().load())
+
+    # --- the opcodes that call something or allocate from a number ----------------------------------------
+    def _call(self, func: Any, args: tuple) -> Any:
+        if id(func) in self._sized:
+            _check_size(self._sized[id(func)], args)
+        if isinstance(func, type) and _family_class(func):
+            raise UntrustedAgentError(f"it calls {func.__module__}.{func.__qualname__}(...) to construct an object, "
+                                      "which pickle never does for data (it could allocate without limit)")
+        return func(*args)
+
+    def load_reduce(self) -> None:
+        stack = self.stack
+        args = stack.pop()
+        stack[-1] = self._call(stack[-1], args)
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def _instantiate(self, klass, args) -> None:
+        self.append(self._call(klass, tuple(args)))
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, {}))
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, kwargs))
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+    def _new(self, cls: Any, args: tuple, kwargs: dict) -> Any:
+        """``cls.__new__(cls, *args, **kwargs)`` (NEWOBJ), with the size of an ``ndarray`` checked first."""
+        if not isinstance(cls, type):
+            raise pickle.UnpicklingError(f"NEWOBJ of a {type(cls).__name__}, not of a class")
+        if id(cls) in self._sized:
+            _check_size(self._sized[id(cls)], args)
+        return cls.__new__(cls, *args, **kwargs)
+
+    def load_bytearray8(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        if self._data_size is not None and size > self._data_size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {size} bytes in {self._data_size} bytes of data "
+                                         "(truncated or crafted)")
+        self.append(bytearray(self.read(size)))
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
+
+def _check_size(name: tuple[str, str], args: tuple) -> None:
+    """Refuse ``bytearray(n)`` and array shapes of more than :data:`MAX_CREATED_BYTES`."""
+    if name == ("builtins", "bytearray"):
+        sizes = [int(a) for a in args[:1] if isinstance(a, numbers.Integral)]
+    else:  # ndarray(shape, ...) / _reconstruct(cls, shape, dtype): the shape's element count, 8 bytes each at most
+        shape = next((a for a in args if isinstance(a, (tuple, list, numbers.Integral)) and not isinstance(a, bool)),
+                     ())
+        shape = (shape,) if isinstance(shape, numbers.Integral) else shape
+        sizes = [8 * math.prod(abs(int(n)) for n in shape if isinstance(n, numbers.Integral))]
+    if any(n > MAX_CREATED_BYTES for n in sizes):
+        raise UntrustedAgentError(f"it asks {name[0]}.{name[1]} for {max(sizes):,} bytes that the file does not "
+                                  f"hold (at most {MAX_CREATED_BYTES:,} may be created from a number)")
+
+
+def _family_class(cls: type) -> bool:
+    """A class of the allowed families (spaces, SB3 classes, layers, optimizers), not an exact-listed type."""
+    return (cls.__module__, cls.__qualname__) not in _EXACT and cls.__module__.startswith(_CLASS_PREFIXES)
+
+
+def _remaining(file: Any) -> int | None:
+    try:
+        return len(file.getbuffer()) - file.tell()
+    except (AttributeError, ValueError):
+        return None
+
+
+def _children(obj: Any) -> list:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+        return list(obj)
+    d = None if isinstance(obj, type) else getattr(obj, "__dict__", None)
+    return list(d.values()) if isinstance(d, dict) else []
+
+
+def _check_nesting(root: Any) -> Any:
+    """``root`` if no chain of containers / object attributes in it is deeper than :data:`MAX_NESTING` (walked
+    without recursion; a shared object is walked again only when reached deeper than before)."""
+    deepest: dict[int, int] = {}
+    todo = [(root, 0)]
+    while todo:
+        obj, depth = todo.pop()
+        if depth > MAX_NESTING:
+            raise UntrustedAgentError(f"it nests containers or objects more than {MAX_NESTING} levels deep")
+        if deepest.get(id(obj), -1) >= depth:
+            continue
+        deepest[id(obj)] = depth
+        todo.extend((child, depth + 1) for child in _children(obj))
+    return root
 
 
 def _restricted_loads(data: bytes) -> Any:
@@ -155,7 +287,7 @@ def _read_data(path: Path) -> dict:
     try:
         with zipfile.ZipFile(path) as z:
             return json.loads(z.read("data").decode())
-    except (zipfile.BadZipFile, KeyError, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, KeyError, EOFError, ValueError, RecursionError) as e:
         raise ValueError(f"{path} is not a Stable-Baselines3 model file (a zip archive with a 'data' entry): "
                          f"{e}; it may be truncated or empty") from e
 
