@@ -237,15 +237,17 @@ def guess_architecture(keys) -> str | None:
     return best if best_score > 0.5 else None
 
 
-def _check_fits(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool) -> None:
+def _check_fits(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool,
+                released: bool = True) -> None:
     """Keys, shapes and sizes of ``state_dict`` against ``module`` (which may live on the ``meta`` device: nothing is
-    allocated here), each problem a :class:`CheckpointError` naming it."""
+    allocated here), each problem a :class:`CheckpointError` naming it (and, for an encoder of a ``released``
+    architecture, the released architecture its keys look like)."""
     own = module.official_state_dict() if is_encoder else module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
         hint = ""
-        if is_encoder and len(set(state_dict) & set(own)) < len(own) / 2:  # another architecture's keys: which?
+        if is_encoder and released:  # which released architecture the keys look like (built once, on meta: ~3 s)
             guess = guess_architecture(state_dict.keys())
             if guess:
                 hint = f" The file's keys look like a {guess} encoder."
@@ -315,8 +317,9 @@ def build_to_fit(factory, state_dict: dict, where: str) -> nn.Module:
     return factory()
 
 
-def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool) -> None:
-    _check_fits(module, state_dict, field_name, path, is_encoder)
+def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool,
+                    released: bool = True) -> None:
+    _check_fits(module, state_dict, field_name, path, is_encoder, released)
     _check_finite(state_dict, field_name, path)
     if is_encoder:
         module.load_official_state_dict(state_dict)
@@ -348,8 +351,9 @@ def load_state_dicts(model: GFNet, ckpt: dict, path: str | os.PathLike, with_pol
         NotACheckpointError, StateDictMismatchError, ShapeMismatchError, NonFiniteWeightsError: the model is
             left partly loaded.
     """
+    released = model.spec.config.model_name in BACKBONE_CONFIGS
     for field_name, module, sd, is_encoder in _state_dicts(model, ckpt, path, with_policy):
-        _check_and_load(module, sd, field_name, path, is_encoder)
+        _check_and_load(module, sd, field_name, path, is_encoder, released)
 
 
 def _state_dicts(model: GFNet, ckpt: dict, path, with_policy: bool):
@@ -372,7 +376,7 @@ def check_fits_spec(spec: GFNetSpec, ckpt: dict, path, with_policy: bool) -> Non
     with torch.device("meta"):
         probe = build_gfnet_from_spec(spec, with_policy=with_policy)
     for field_name, module, sd, is_encoder in _state_dicts(probe, ckpt, path, with_policy):
-        _check_fits(module, sd, field_name, path, is_encoder)
+        _check_fits(module, sd, field_name, path, is_encoder, spec.config.model_name in BACKBONE_CONFIGS)
     max_looks = probe.classifier.max_looks
     if max_looks is not None and spec.T > max_looks:
         raise InvalidMetadataError(f"{path}: T={spec.T} steps (len(flops)) but the classifier has heads for only "

@@ -99,8 +99,9 @@ class PaperPPOAgent(Agent):
 
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """``batch_size``, ``lr``, ``device`` and ``progress`` of the CLI's options (those given)."""
-        return {k: options[k] for k in ("batch_size", "lr", "device", "progress") if options.get(k) is not None}
+        """``batch_size``, ``lr``, ``device``, ``progress`` and ``force_settings`` of the CLI's options (those given)."""
+        return {k: options[k] for k in ("batch_size", "lr", "device", "progress", "force_settings")
+                if options.get(k) is not None}
 
     # --- acting -------------------------------------------------------------------------------------
     def reset(self, num_envs: int) -> None:

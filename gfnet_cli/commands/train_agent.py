@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the benchmark evaluates every copy of --agent-dir NAME=OUT); default 1: OUT itself")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--force-settings", action="store_true",
+                        help="with --resume: accept settings that differ from the saved run's (applied from here on and "
+                             "recorded); without it such a resume is refused, naming the differences")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
     sb3 = parser.add_argument_group("SB3 agents")
     sb3.add_argument("--n-envs", type=int, default=None, help="episodes stepped as one batch (default: the recipe's)")
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"device": args.device, "progress": not args.no_progress, "n_envs": args.n_envs,
                "obs_mode": args.obs_mode, "action_mode": args.action_mode, "grid_size": args.grid_size,
                "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr,
-               "trust_agent": args.trust_agent,
+               "trust_agent": args.trust_agent, "force_settings": args.force_settings,
                "hparams": {k: parse_value(v) for k, v in parse_pairs(args.hparams, "--hparams")} or None,
                "keep_replay_buffers": args.keep_replay_buffers or ("latest" if args.save_replay_buffer else "none"),
                "keep_checkpoints": args.keep_checkpoints}

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from a fresh policy (the paper's stage 2, default) or the checkpoint's policy")
     parser.add_argument("--device", default="auto", help="torch device")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--force-settings", action="store_true",
+                        help="with --resume: accept settings that differ from the saved run's (recorded)")
     parser.add_argument("--trusted-pickle", action="store_true",
                         help="allow full unpickling of a legacy checkpoint you trust")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--init checkpoint, but the checkpoint stores no policy; use --init fresh")
     agent = train_paper_ppo(args.env, args.steps, args.out, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                             init_policy=model.policy if args.init == "checkpoint" else None, resume=args.resume,
-                            device=args.device, progress=not args.no_progress, checkpoint=model, **env_kwargs)
+                            force_settings=args.force_settings, device=args.device,
+                            progress=not args.no_progress, checkpoint=model, **env_kwargs)
     dst = save_policy_into_checkpoint(agent.policy.cpu(), args.checkpoint,
                                       stage2_checkpoint_path(args.checkpoint, args.out),
                                       trusted_pickle=args.trusted_pickle, stage=2)
