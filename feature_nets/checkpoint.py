@@ -247,7 +247,7 @@ def _check_fits(module: nn.Module, state_dict: dict, field_name: str, path, is_e
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
         hint = ""
-        if is_encoder and released:  # which released architecture the keys look like (built once, on meta: ~3 s)
+        if is_encoder and released:  # which released architecture the keys look like (all built once, on meta)
             guess = guess_architecture(state_dict.keys())
             if guess:
                 hint = f" The file's keys look like a {guess} encoder."

@@ -326,12 +326,34 @@ def load_sb3_model(algo_class, path, trust_agent: bool = False, **load_kwargs):
     path = Path(path)
     if not check_trust_flag(trust_agent):
         load_kwargs["custom_objects"] = {**safe_custom_objects(path), **load_kwargs.pop("custom_objects", {})}
+        check_policy_size(path, load_kwargs["custom_objects"].get("policy_kwargs"))
     try:
         return algo_class.load(str(path), **load_kwargs)
     except pickle.UnpicklingError as e:  # a *.pth entry refused by torch's weights_only loader inside SB3
         _refuse_tensor_entries(path)
         raise ValueError(f"{path} holds a tensor file that is not readable (truncated or damaged?): "
                          f"{torch_reason(str(e))}") from None
+
+
+def check_policy_size(path: Path, policy_kwargs: Any) -> None:
+    """Sizes before allocation: refuse a zip whose ``policy_kwargs`` ask for layers whose weights alone (the products
+    of consecutive ``net_arch`` widths, float32) exceed what its ``policy.pth`` holds, before SB3 builds the policy
+    (``net_arch=[200000, 200000]`` in a 4 MB zip is 160 GB of weights)."""
+    arch = policy_kwargs.get("net_arch") if isinstance(policy_kwargs, dict) else None
+    chains = list(arch.values()) if isinstance(arch, dict) else \
+        [[w for w in arch if isinstance(w, numbers.Integral)]] + [c for d in arch if isinstance(d, dict)
+                                                                   for c in d.values()] if isinstance(arch, list) else []
+    need = 4 * sum(int(a) * int(b) for c in chains if isinstance(c, list) for a, b in zip(c, c[1:])
+                   if isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral))
+    try:
+        with zipfile.ZipFile(path) as z:
+            stored = z.getinfo("policy.pth").file_size
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return
+    if need > stored:
+        raise UntrustedAgentError(f"refusing to load {path}: its policy_kwargs net_arch={arch!r:.80} asks for "
+                                  f"{need:,} bytes of weights but its policy.pth holds {stored:,} bytes (crafted or "
+                                  "damaged)")
 
 
 def _refuse_tensor_entries(path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Each file below is small (kilobytes; the ``per_image.npz`` 2 MB) and asked the loader for gigabytes: a checkpoint whose
 ``gfnet_spec`` says two million classes or 8192-channel convolutions, an SB3 zip whose data entry is
-``bytearray(1.5e9)`` or ``torch.nn.Linear(20000, 20000)`` (43 bytes of pickle), a paper-ppo file with
+``bytearray(1.5e9)`` or ``torch.nn.Linear(20000, 20000)`` (43 bytes of pickle) or whose ``policy_kwargs`` ask for
+``net_arch=[200000, 200000]`` (160 GB of weights; not in the issue, the same principle), a paper-ppo file with
 ``hidden_dim=200000``, and a ``per_image.npz`` of two billion zero bools. Each must now be refused with the
 project's one-line error within 5 s and 500 MB.
 
@@ -191,6 +192,9 @@ BOMBS = {
                             "UntrustedPickleError", "bytes"),
     "sb3-linear-20000": ("sb3", lambda d: sb3_zip_with_entry(d / "linear.zip", Calls(torch.nn.Linear, 20_000, 20_000)),
                          "UntrustedPickleError", r"torch\.nn\.modules\.linear\.Linear"),
+    "sb3-net-arch-200000": ("sb3", lambda d: sb3_zip_with_entry(d / "net_arch.zip", {
+        "net_arch": {"pi": [200_000, 200_000], "vf": [64, 64]}, "activation_fn": torch.nn.ReLU}, "policy_kwargs"),
+        "UntrustedPickleError", r"policy\.pth holds"),
     "paper-ppo-hidden-200000": ("paper_ppo", lambda d: paper_ppo_file(d / "paper_ppo.pt", 200_000),
                                 "CheckpointError", "shape|does not fit"),
     "per-image-2e9-bools": ("compare", lambda d: results_folder(d / "bench", (1, 1, 2_000_000_000)),

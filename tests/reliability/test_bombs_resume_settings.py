@@ -16,7 +16,7 @@ import json
 import pytest
 import torch
 
-from helpers import ENV_ID, env_kwargs, run_cli, train_tiny_paper_ppo, train_tiny_ppo, write_image_folder
+from helpers import ENV_ID, env_kwargs, run_cli, train_tiny_ppo, write_image_folder
 
 pytestmark = pytest.mark.reliability
 
