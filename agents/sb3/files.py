@@ -49,8 +49,9 @@ from feature_nets.files import atomic_write
 from feature_nets.safe_pickle import torch_reason
 from feature_nets.trust import UntrustedPickleError, check_opt_in, refuse_untrusted
 
-__all__ = ["RestrictedUnpickler", "UntrustedAgentError", "check_trust_flag", "checkpoint_problem", "latest_checkpoint",
-           "load_replay_buffer", "load_sb3_model", "safe_custom_objects", "save_model", "save_replay_buffer"]
+__all__ = ["OversizedPickleError", "RestrictedUnpickler", "UntrustedAgentError", "check_policy_size",
+           "check_trust_flag", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer", "load_sb3_model",
+           "safe_custom_objects", "save_model", "save_replay_buffer"]
 
 #: How to opt in, appended to every refusal.
 OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to the gfnet command "
@@ -65,6 +66,11 @@ PTH_ADVICE = ("SB3 reads the tensor files (*.pth) of a model zip with torch's sa
 class UntrustedAgentError(UntrustedPickleError, ValueError):
     """An agent file holds a pickled object that would run code (or is not understood) and trust was not given;
     the one refusal of the trust gate (:class:`~feature_nets.trust.UntrustedPickleError`), also a ``ValueError``."""
+
+
+class OversizedPickleError(UntrustedAgentError):
+    """A pickled entry asks for memory the file does not hold (``bytearray(1.5e9)``, a layer built by calling its
+    class, nesting too deep): crafted or damaged, whatever the trust."""
 
 
 #: (module, name) pairs that are always safe to build.
@@ -179,7 +185,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         if id(func) in self._sized:
             _check_size(self._sized[id(func)], args)
         if isinstance(func, type) and _family_class(func):
-            raise UntrustedAgentError(f"it calls {func.__module__}.{func.__qualname__}(...) to construct an object, "
+            raise OversizedPickleError(f"it calls {func.__module__}.{func.__qualname__}(...) to construct an object, "
                                       "which pickle never does for data (it could allocate without limit)")
         return func(*args)
 
@@ -232,7 +238,7 @@ def _check_size(name: tuple[str, str], args: tuple) -> None:
         shape = (shape,) if isinstance(shape, numbers.Integral) else shape
         sizes = [8 * math.prod(abs(int(n)) for n in shape if isinstance(n, numbers.Integral))]
     if any(n > MAX_CREATED_BYTES for n in sizes):
-        raise UntrustedAgentError(f"it asks {name[0]}.{name[1]} for {max(sizes):,} bytes that the file does not "
+        raise OversizedPickleError(f"it asks {name[0]}.{name[1]} for {max(sizes):,} bytes that the file does not "
                                   f"hold (at most {MAX_CREATED_BYTES:,} may be created from a number)")
 
 
@@ -265,7 +271,7 @@ def _check_nesting(root: Any) -> Any:
     while todo:
         obj, depth = todo.pop()
         if depth > MAX_NESTING:
-            raise UntrustedAgentError(f"it nests containers or objects more than {MAX_NESTING} levels deep")
+            raise OversizedPickleError(f"it nests containers or objects more than {MAX_NESTING} levels deep")
         if deepest.get(id(obj), -1) >= depth:
             continue
         deepest[id(obj)] = depth
@@ -300,6 +306,9 @@ def safe_custom_objects(path: Path) -> dict[str, Any]:
             continue
         try:
             out[key] = _restricted_loads(base64.b64decode(item[":serialized:"].encode()))
+        except OversizedPickleError as e:
+            raise OversizedPickleError(f"refusing to load {path}: its entry {key!r} is a pickled object and {e}; the "
+                                       "file was crafted or damaged") from None
         except UntrustedAgentError as e:
             raise UntrustedAgentError(f"refusing to load {path}: its entry {key!r} is a pickled object and {e} "
                                       f"(unpickling it could run code); {OPT_IN}") from None
@@ -351,7 +360,7 @@ def check_policy_size(path: Path, policy_kwargs: Any) -> None:
     except (KeyError, zipfile.BadZipFile, OSError):
         return
     if need > stored:
-        raise UntrustedAgentError(f"refusing to load {path}: its policy_kwargs net_arch={arch!r:.80} asks for "
+        raise OversizedPickleError(f"refusing to load {path}: its policy_kwargs net_arch={arch!r:.80} asks for "
                                   f"{need:,} bytes of weights but its policy.pth holds {stored:,} bytes (crafted or "
                                   "damaged)")
 
@@ -373,6 +382,9 @@ def load_replay_buffer(model, path, trust_agent: bool = False) -> None:
         return
     try:
         buffer = _restricted_loads(Path(path).read_bytes())
+    except OversizedPickleError as e:
+        raise OversizedPickleError(f"refusing to load the replay buffer {path}: {e}; the file was crafted or "
+                                   "damaged") from None
     except UntrustedAgentError as e:
         raise UntrustedAgentError(f"refusing to load the replay buffer {path}: {e} (unpickling it could run "
                                   f"code); {OPT_IN}") from None

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ENV_ID, env_kwargs, run_cli, tiny_dataset, tiny_model, with_tiny_hparams
+from helpers import ENV_ID, env_kwargs, run_cli, tiny_dataset, tiny_model, with_tiny_hparams, write_image_folder
 
 pytestmark = pytest.mark.reliability
 
@@ -113,10 +113,18 @@ def test_sb3_buffers_larger_than_memory_are_refused(tmp_path, hparams, words):
 
 
 def test_bad_hparams_on_the_command_line_are_one_line(tmp_path, capsys):
-    """Refused before the task is loaded (no data needed), in one line, and no output folder is left."""
+    """Refused before the env is built, in one line, and no output folder is left (the code before trained: a few
+    seconds with these tiny settings)."""
+    from feature_nets.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "tiny.pth.tar")
+    data = write_image_folder(tmp_path / "data", split="train", n_per_class=4, size=48)
+    write_image_folder(data, split="val", n_per_class=2, size=48)
     out = tmp_path / "out"
-    code, text = run_cli(["train-agent", "--agent", "sb3-ppo", "--env", "GFNet-ClutteredFashionMNIST-v0", "--out",
-                          str(out), "--hparams", "gamma=-5", "--no-progress"], capsys)
+    code, text = run_cli(["train-agent", "--agent", "sb3-ppo", "--env", ENV_ID, "--env-kwarg", f"checkpoint={ckpt}",
+                          "--env-kwarg", f"data_root={data}", "--out", str(out), "--hparams", "gamma=-5", "--hparams",
+                          "n_steps=4", "--hparams", "batch_size=8", "--steps", "8", "--n-envs", "2", "--eval-episodes",
+                          "2", "--device", "cpu", "--no-progress"], capsys)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1, text
     assert lines[0].startswith("gfnet train-agent: hparams: gamma (the discount factor) must be a number in (0, 1]")
