@@ -27,7 +27,7 @@ from .base import Agent, PathLike
 from .registry import factory_of
 
 __all__ = ["AGENT_JSON", "UNFINISHED", "clear_run", "jsonable", "load_agent", "mark_finished", "mark_unfinished",
-           "read_agent_json", "run_state", "trained_paths", "write_agent_json"]
+           "read_agent_json", "run_state", "settings_changes", "settings_refusal", "trained_paths", "write_agent_json"]
 
 #: Name of the file that describes a trained agent inside its folder.
 AGENT_JSON = "agent.json"
@@ -170,6 +170,25 @@ def write_agent_json(folder: PathLike, name: str, file: str, **extra) -> Path:
     """Write ``agent.json`` describing the agent saved as ``folder/file`` (atomically)."""
     text = json.dumps({"agent": name, "file": file, **jsonable(extra)}, indent=2, sort_keys=True)
     return atomic_write_text(Path(folder) / AGENT_JSON, text)
+
+
+#: Settings a resumed run may change without --force-settings: the total it trains for.
+RESUMABLE_CHANGES = ("steps",)
+
+
+def settings_changes(saved: dict, now: dict, ignore=RESUMABLE_CHANGES) -> dict[str, tuple]:
+    """``{setting: (saved, now)}`` for every setting of ``now`` that differs from ``saved`` (both as recorded in
+    JSON: models and datasets passed as objects are not compared)."""
+    saved, now = jsonable(saved), jsonable(now)
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+            if k not in ignore and k != "forced_settings" and saved.get(k) != now.get(k)}
+
+
+def settings_refusal(changes: dict[str, tuple], what: str) -> ValueError:
+    """The one-line refusal of a resume with other settings."""
+    listed = "; ".join(f"{k}: {old!r} saved, {new!r} now" for k, (old, new) in changes.items())
+    return ValueError(f"--resume with other settings than {what} ({listed}); resume with the saved settings, or "
+                      "pass --force-settings to apply these from here on (it is recorded)")
 
 
 def jsonable(obj):

@@ -146,8 +146,15 @@ def _checked_flops(ckpt: dict, path) -> list[float] | None:
     flops = ckpt.get("flops")
     if flops is None:
         return None
+    if isinstance(flops, torch.Tensor):
+        flops = flops.tolist() if flops.ndim == 1 else flops
+    if not isinstance(flops, (list, tuple)):  # a string "11111" would iterate as five counts: T=5
+        raise InvalidMetadataError(f"{path}: 'flops' must be a list of numbers (cumulative multiply-adds per "
+                                   f"number of steps), got {type(flops).__name__} {flops!r:.200}")
     try:
-        values = [float(v) for v in (flops.tolist() if isinstance(flops, torch.Tensor) else flops)]
+        if any(isinstance(v, (str, bytes, bool)) for v in flops):
+            raise TypeError
+        values = [float(v) for v in flops]
     except (TypeError, ValueError):
         raise InvalidMetadataError(f"{path}: 'flops' must be a list of numbers (cumulative multiply-adds per "
                                    f"number of steps), got {flops!r:.200}") from None
@@ -230,13 +237,17 @@ def guess_architecture(keys) -> str | None:
     return best if best_score > 0.5 else None
 
 
-def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool) -> None:
+def _check_fits(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool,
+                released: bool = True) -> None:
+    """Keys, shapes and sizes of ``state_dict`` against ``module`` (which may live on the ``meta`` device: nothing is
+    allocated here), each problem a :class:`CheckpointError` naming it (and, for an encoder of a ``released``
+    architecture, the released architecture its keys look like)."""
     own = module.official_state_dict() if is_encoder else module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
         hint = ""
-        if is_encoder:
+        if is_encoder and released:  # which released architecture the keys look like (all built once, on meta)
             guess = guess_architecture(state_dict.keys())
             if guess:
                 hint = f" The file's keys look like a {guess} encoder."
@@ -246,6 +257,10 @@ def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, 
             f"{len(unexpected)} unexpected keys {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}.{hint} "
             "Check that model_name/patch_size match the weights, or that the file is not truncated."
         )
+    not_tensors = [k for k in own if not isinstance(state_dict[k], torch.Tensor)]
+    if not_tensors:
+        raise NotACheckpointError(f"{path}: '{field_name}' holds values that are not tensors "
+                                  f"({', '.join(not_tensors[:5])}: {type(state_dict[not_tensors[0]]).__name__})")
     bad = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
            if tuple(state_dict[k].shape) != tuple(v.shape)]
     if bad:
@@ -255,6 +270,56 @@ def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, 
             f"{'; …' if len(bad) > 5 else ''}). The weights were made for another configuration (patch size, "
             "class count or width) than model_name/patch_size say."
         )
+    check_stored_sizes(state_dict, f"{path}: '{field_name}'")
+
+
+def check_stored_sizes(state_dict: dict, where: str) -> None:
+    """Refuse tensors that hold more elements than the file stores for them (a stride-0 or overlapping view of a
+    small storage, which a file can declare in a few bytes but copying it into a model would allocate in full)."""
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor) or v.numel() == 0 or v.is_meta:
+            continue
+        extent = 1 + sum((n - 1) * abs(s) for n, s in zip(v.shape, v.stride()))
+        if extent < v.numel():
+            raise NotACheckpointError(
+                f"{where}: tensor {k!r} of shape {tuple(v.shape)} repeats the {extent} stored values of the file "
+                f"{v.numel() // extent}-fold (strides {tuple(v.stride())}); a saved weight stores every value. "
+                "The file was crafted or damaged.")
+
+
+def build_to_fit(factory, state_dict: dict, where: str) -> nn.Module:
+    """``factory()`` (a module built from a file's settings), after checking on the ``meta`` device (no memory, no
+    random draws) that ``state_dict`` fits it: the same keys, shapes, and no tensor larger than what the file stores.
+    Settings such as ``hidden_dim=200000`` in a 40 kB file are refused here instead of allocating gigabytes.
+
+    Raises:
+        StateDictMismatchError, ShapeMismatchError, NotACheckpointError: naming ``where`` and the tensors.
+    """
+    with torch.device("meta"):
+        probe = factory()
+    own = probe.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing or unexpected:
+        raise StateDictMismatchError(f"{where}: the weights do not fit the settings stored with them: "
+                                     f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+                                     f"{unexpected[:5]}")
+    not_tensors = [k for k in own if not isinstance(state_dict[k], torch.Tensor)]
+    if not_tensors:
+        raise NotACheckpointError(f"{where}: values that are not tensors ({', '.join(not_tensors[:5])})")
+    bad = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
+           if tuple(state_dict[k].shape) != tuple(v.shape)]
+    if bad:
+        listed = "; ".join(f"{k}: file {got}, settings {want}" for k, got, want in bad[:5])
+        raise ShapeMismatchError(f"{where}: {len(bad)} tensors do not have the shapes the stored settings give "
+                                 f"({listed}); the settings were edited or the file is damaged")
+    check_stored_sizes(state_dict, where)
+    return factory()
+
+
+def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, is_encoder: bool,
+                    released: bool = True) -> None:
+    _check_fits(module, state_dict, field_name, path, is_encoder, released)
     _check_finite(state_dict, field_name, path)
     if is_encoder:
         module.load_official_state_dict(state_dict)
@@ -286,6 +351,13 @@ def load_state_dicts(model: GFNet, ckpt: dict, path: str | os.PathLike, with_pol
         NotACheckpointError, StateDictMismatchError, ShapeMismatchError, NonFiniteWeightsError: the model is
             left partly loaded.
     """
+    released = model.spec.config.model_name in BACKBONE_CONFIGS
+    for field_name, module, sd, is_encoder in _state_dicts(model, ckpt, path, with_policy):
+        _check_and_load(module, sd, field_name, path, is_encoder, released)
+
+
+def _state_dicts(model: GFNet, ckpt: dict, path, with_policy: bool):
+    """(field, the module of ``model`` it fills, its state dict, whether it is an encoder) per state-dict entry."""
     for field_name, attr in STATE_DICT_FIELDS.items():
         if attr == "policy" and not with_policy:
             continue
@@ -293,9 +365,23 @@ def load_state_dicts(model: GFNet, ckpt: dict, path: str | os.PathLike, with_pol
         if not isinstance(sd, dict):
             raise NotACheckpointError(f"{path}: '{field_name}' is a {type(sd).__name__}, not a state dict")
         is_encoder = field_name in _ENCODER_FIELDS
-        if is_encoder:
-            sd = strip_module_prefix(sd)
-        _check_and_load(getattr(model, attr), sd, field_name, path, is_encoder)
+        yield field_name, getattr(model, attr), strip_module_prefix(sd) if is_encoder else sd, is_encoder
+
+
+def check_fits_spec(spec: GFNetSpec, ckpt: dict, path, with_policy: bool) -> None:
+    """Sizes before allocation: the model ``spec`` describes, built on the ``meta`` device (no memory, no random
+    draws), against the checkpoint's state dicts (keys, shapes, stored sizes) and its step count. A small file whose
+    ``gfnet_spec`` asks for two million classes or 8192-channel convolutions is refused here, in milliseconds,
+    instead of allocating gigabytes for random weights that its tensors could never fill."""
+    with torch.device("meta"):
+        probe = build_gfnet_from_spec(spec, with_policy=with_policy)
+    for field_name, module, sd, is_encoder in _state_dicts(probe, ckpt, path, with_policy):
+        _check_fits(module, sd, field_name, path, is_encoder, spec.config.model_name in BACKBONE_CONFIGS)
+    max_looks = probe.classifier.max_looks
+    if max_looks is not None and spec.T > max_looks:
+        raise InvalidMetadataError(f"{path}: T={spec.T} steps (len(flops)) but the classifier has heads for only "
+                                   f"{max_looks} looks; the file's 'flops' list is wrong. Re-save it with "
+                                   "save_checkpoint.")
 
 
 def load_checkpoint(
@@ -323,12 +409,8 @@ def load_checkpoint(
     spec = _spec_from_checkpoint(ckpt, path)
     if with_policy and "policy" not in ckpt:
         raise StateDictMismatchError(f"{path}: no 'policy' entry; load it with with_policy=False")
+    check_fits_spec(spec, ckpt, path, with_policy)  # before anything is allocated
     model = build_gfnet_from_spec(spec, with_policy=with_policy)
-    max_looks = model.classifier.max_looks
-    if max_looks is not None and spec.T > max_looks:
-        raise InvalidMetadataError(f"{path}: T={spec.T} steps (len(flops)) but the classifier has heads for only "
-                                   f"{max_looks} looks; the file's 'flops' list is wrong. Re-save it with "
-                                   "save_checkpoint.")
     load_state_dicts(model, ckpt, path, with_policy=with_policy)
     model.eval().to(map_location)
     known = {"model_name", "patch_size", "flops", "model_flops", "policy_flops", "fc_flops",

@@ -15,20 +15,27 @@ when the writer hides the cause: torch's zip writer raises ``RuntimeError: … u
 writing file …``), mapped to the ``OSError`` in its exception chain when there is one (ENOSPC → the message
 above, e.g. EFBIG → "could not write <path>: File too large"), else to ENOSPC when the disk has less than
 16 MiB free, else to ``EIO`` naming the file. Other errors are re-raised as they are.
+
+Reading: :func:`check_npz` reads the array headers of an ``.npz`` archive (a few hundred bytes each) and refuses
+one whose arrays are larger than the caller's bound or than the memory, before ``numpy.load`` inflates anything:
+a 2 MB archive can hold two billion zero bools.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
-__all__ = ["atomic_write", "atomic_save", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_save", "atomic_write_text", "check_npz", "npz_headers"]
 
 #: Below this many free bytes a failed write is reported as a full disk.
 LOW_SPACE_BYTES = 16 * 2**20
@@ -133,3 +140,70 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path``, atomically."""
     return atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+# --- reading .npz archives: sizes before inflating ---------------------------------------------------------
+def npz_headers(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{array name: (shape, dtype)}`` of an ``.npz`` archive, read from each member's ``.npy`` header only (at most
+    a few kB inflated per member), each checked to agree with the size the archive declares for the member.
+
+    Raises:
+        ValueError: not an ``.npz`` archive, a member that is not a plain ``.npy`` array (object arrays hold pickles),
+            or one whose header and declared size disagree (crafted or damaged).
+    """
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _fortran, dtype = read(f, max_header_size=10_000)
+                    header = f.tell()
+                if dtype.hasobject:
+                    raise ValueError(f"{path}: array {name!r} holds Python objects (a pickle), not numbers")
+                stored = info.file_size - header
+                if stored != math.prod(shape) * dtype.itemsize:
+                    raise ValueError(f"{path}: array {name!r} says shape {shape} of {dtype} "
+                                     f"({math.prod(shape) * dtype.itemsize:,} bytes) but the archive holds "
+                                     f"{stored:,} bytes for it (crafted or damaged)")
+                out[name] = (tuple(int(n) for n in shape), dtype)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, SyntaxError) as e:
+        if isinstance(e, ValueError) and str(e).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path} is not a readable .npz archive of numeric arrays: {e}") from None
+    return out
+
+
+def check_npz(path: str | os.PathLike, max_elements: int, what: str = "") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """:func:`npz_headers` of ``path``, refused before anything is inflated when an array has more than
+    ``max_elements`` elements (the caller's bound, from what it knows of the file: e.g. runs × steps × images) or the
+    arrays together need more than half the available memory.
+
+    Raises:
+        ValueError: naming the array, its shape and the bound (``what`` says where the bound comes from).
+    """
+    headers = npz_headers(path)
+    for name, (shape, _dtype) in headers.items():
+        if math.prod(shape) > max_elements:
+            raise ValueError(f"{path}: array {name!r} has shape {shape} ({math.prod(shape):,} elements), more than the "
+                             f"{max_elements:,} {what or 'allowed'}; the file was crafted or belongs to another run")
+    need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+    free = _available_memory()
+    if free is not None and need > free // 2:
+        raise ValueError(f"{path}: its arrays need {need / 1e9:.1f} GB in memory but only {free / 1e9:.1f} GB is "
+                         "available")
+    return headers
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

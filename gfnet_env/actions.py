@@ -82,6 +82,8 @@ class ContinuousActions:
     def decode(self, actions, n: int, single: bool = False) -> DecodedActions:
         d = self.dim
         if torch.is_tensor(actions):
+            if actions.dtype == torch.bool or actions.is_complex():
+                raise ValueError(f"continuous actions must be real numbers, got a tensor of dtype {actions.dtype}")
             a = actions.detach().float()
             if tuple(a.shape) != (n, d):
                 raise _shape_error(tuple(a.shape[1:] if single else a.shape), n, single, (n, d), (d,), self._what())
@@ -95,6 +97,8 @@ class ContinuousActions:
                 a = (a + 1.0) * 0.5
             return DecodedActions(a.clamp(0.0, 1.0), stop=stop)
         a = np.asarray(actions)
+        if a.dtype.kind not in "fiu":  # strings ("0.5" would be parsed), bools, objects, complex numbers
+            raise ValueError(f"continuous actions must be real numbers ({self._what()}), got dtype {a.dtype}")
         if a.shape != (n, d):
             raise _shape_error(a.shape[1:] if single else a.shape, n, single, (n, d), (d,), self._what())
         a = a.astype(np.float32, copy=False)

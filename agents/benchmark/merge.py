@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from feature_nets.files import check_npz
+
 from ..base import PathLike
 
 __all__ = ["NO_REFERENCE", "merge_folders", "merge_results", "protocol_of", "read_per_image", "read_results"]
@@ -74,6 +76,9 @@ def read_per_image(folder: PathLike) -> tuple[np.ndarray, dict[str, dict[str, np
     path = Path(folder) / "per_image.npz"
     if not path.is_file():
         raise ValueError(f"{folder} holds no per_image.npz, needed to recompute paired statistics: rerun its benchmark")
+    res = read_results(folder)  # sizes before inflating: no array larger than runs × steps × images it declares
+    check_npz(path, int(res["episodes"]) * int(res.get("T", 1)) * max([1, *(int(a.get("n_runs", 1)) for a in
+              res["agents"].values())]), "elements (runs × steps × images) its results.json declares")
     records: dict[str, dict[str, np.ndarray]] = {}
     with np.load(path, allow_pickle=False) as data:
         for key in data.files:

@@ -99,9 +99,9 @@ class PaperPPOAgent(Agent):
 
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """``batch_size``, ``lr``, ``device``, ``progress`` and ``on_start`` (called once the inputs are checked,
-        before the first write) of the CLI's options (those given)."""
-        return {k: options[k] for k in ("batch_size", "lr", "device", "progress", "on_start")
+        """``batch_size``, ``lr``, ``device``, ``progress``, ``force_settings`` and ``on_start`` (called once the
+        inputs are checked, before the first write) of the CLI's options (those given)."""
+        return {k: options[k] for k in ("batch_size", "lr", "device", "progress", "force_settings", "on_start")
                 if options.get(k) is not None}
 
     # --- acting -------------------------------------------------------------------------------------

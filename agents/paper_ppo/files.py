@@ -11,9 +11,12 @@ run's resumable ``paper_ppo_latest.pt`` adds the optimizer and noise state and i
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from pathlib import Path
 
+from feature_nets.checkpoint import build_to_fit
 from feature_nets.files import atomic_save
 from feature_nets.trust import load_torch_file
 from feature_nets.policy import PatchPolicy, StopPatchPolicy
@@ -67,7 +70,32 @@ def read_policy_file(path: str | os.PathLike) -> tuple[PatchPolicy, dict]:
         raise FileNotFoundError(f"no paper-ppo agent at {path}; train one with "
                                 "`gfnet train-agent --agent paper-ppo --env ID --out DIR`")
     blob = load_policy_blob(path)
-    config = dict(blob["policy_config"])
-    policy = (StopPatchPolicy if config.pop("stop_head", False) else PatchPolicy)(**config)
+    config = checked_policy_config(blob["policy_config"], path)
+    cls = StopPatchPolicy if config.pop("stop_head", False) else PatchPolicy
+    # sizes before allocation: the stored settings are checked against the stored weights on the meta device
+    policy = build_to_fit(lambda: cls(**config), blob["policy_state_dict"], f"{path}: policy_state_dict")
     policy.load_state_dict(blob["policy_state_dict"])
     return policy, blob
+
+
+def checked_policy_config(config: dict, path) -> dict:
+    """``policy_config`` of a paper-ppo file with its types checked (a ``ValueError`` naming the entry otherwise)."""
+    known = {"feature_map_channels", "feature_map_size", "hidden_dim", "conv", "action_std", "stop_head"}
+    unknown = sorted(set(config) - known, key=str)
+    missing = sorted({"feature_map_channels", "feature_map_size", "hidden_dim", "conv"} - set(config))
+    if unknown or missing:
+        raise ValueError(f"{path}: policy_config has unknown entries {unknown} or lacks {missing}; it is not a "
+                         "paper-ppo policy file this version wrote")
+    out = dict(config)
+    for key in ("feature_map_channels", "feature_map_size", "hidden_dim"):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{path}: policy_config[{key!r}] must be a positive integer, got {value!r:.60}")
+        out[key] = int(value)
+    for key in ("conv", "stop_head"):
+        if key in out and not isinstance(out[key], bool):
+            raise ValueError(f"{path}: policy_config[{key!r}] must be True or False, got {out[key]!r:.60}")
+    std = out.get("action_std", 0.1)
+    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not (math.isfinite(std) and std > 0):
+        raise ValueError(f"{path}: policy_config['action_std'] must be a finite number > 0, got {std!r:.60}")
+    return out

@@ -45,7 +45,7 @@ import torch
 from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..run_log import RunLog
-from ..trained import write_agent_json
+from ..trained import settings_changes, settings_refusal, write_agent_json
 from .files import AGENT_FILE, LATEST_FILE, load_policy_blob, write_policy_file
 from .ppo import RolloutMemory, make_optimizer, ppo_update
 
@@ -201,19 +201,25 @@ class _Learner:
         policy.to(core.device)
         return cls(policy, make_optimizer(policy, lr=lr), torch.Generator(device=core.device).manual_seed(seed))
 
-    def load(self, path: Path) -> int:
-        """Continue from the latest save at ``path``; returns its batch count."""
+    def load(self, path: Path) -> dict:
+        """Continue from the latest save at ``path``; returns the file's dict (``batches_done``, ``metadata``, …)."""
         blob = load_policy_blob(path)  # the trust gate, as for every file
         self.policy.load_state_dict(blob["policy_state_dict"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.generator.set_state(blob["generator"].to(self.generator.get_state().device))
-        return int(blob["batches_done"])
+        return blob
 
-    def save(self, path: Path, meta: dict, batches_done: int) -> None:
+    def set_lr(self, lr: float) -> None:
+        """Adam's learning rate from now on (loading its state restores the saved one)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def save(self, path: Path, meta: dict, batches_done: int, images_done: int, env_steps_done: int) -> None:
         """Write the resumable save atomically; only ever called at a batch boundary, so weights, Adam and noise
-        state are all those after ``batches_done``."""
+        state are all those after ``batches_done`` (which took ``images_done`` images and ``env_steps_done`` steps)."""
         write_policy_file(self.policy, path, meta, optimizer=self.optimizer.state_dict(),
-                          generator=self.generator.get_state().cpu(), batches_done=batches_done)
+                          generator=self.generator.get_state().cpu(), batches_done=batches_done,
+                          images_done=images_done, env_steps_done=env_steps_done)
 
     def snapshot(self) -> tuple:
         """Copies of the weights, the optimiser state and the noise generator's state (a batch boundary)."""
@@ -245,10 +251,20 @@ class _Plan:
     save_every: int
     meta: dict        # the settings recorded in every policy file
     stop: bool = False  # paper-ppo-stop: also records the looks taken per episode
+    images_before: int = 0  # images and env steps of the batches before ``start`` (made with the saved batch size,
+    steps_before: int = 0   # which a resume with --force-settings may have changed)
 
     @property
     def per_batch(self) -> int:
         return self.batch_size * self.n_steps
+
+    def images_at(self, batch: int) -> int:
+        """Images drawn before batch number ``batch`` (from 0): where its images start in the seeded order."""
+        return self.images_before + (batch - self.start) * self.batch_size
+
+    def steps_at(self, batch: int) -> int:
+        """Env steps made by the first ``batch`` batches."""
+        return self.steps_before + (batch - self.start) * self.per_batch
 
     @property
     def latest(self) -> Path:
@@ -264,7 +280,7 @@ def _one_batch(plan: _Plan, learner: _Learner, core, memory: RolloutMemory, batc
     """Steps 1–3 of the module docstring for batch number ``batch`` (from 0); returns its ``progress.csv`` row."""
     # 1. the next B images
     dataset = core.dataset
-    indices, epoch = _image_order(plan.seed, len(dataset), batch * plan.batch_size, plan.batch_size)
+    indices, epoch = _image_order(plan.seed, len(dataset), plan.images_at(batch), plan.batch_size)
     if hasattr(dataset, "set_epoch") and getattr(dataset, "epoch", epoch) != epoch:
         dataset.set_epoch(epoch)
     # 2. the rollout: T − 1 focus steps with sampled actions
@@ -274,7 +290,7 @@ def _one_batch(plan: _Plan, learner: _Learner, core, memory: RolloutMemory, batc
     stats = ppo_update(learner.policy, learner.optimizer, memory, gamma=plan.gamma, clip=plan.clip,
                        epochs=plan.epochs)
     memory.clear()
-    row = {"batch": batch + 1, "env_steps": (batch + 1) * plan.per_batch,
+    row = {"batch": batch + 1, "env_steps": plan.steps_at(batch + 1),
            "mean_return": float(episodes.returns.mean()), "loss": stats["loss"],
            "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
            "clip_fraction": stats["clip_fraction"], "seconds": time.perf_counter() - t0}
@@ -322,7 +338,7 @@ def _train_batches(plan: _Plan, learner: _Learner, core, log: RunLog, episode_im
             # trains exactly as an uninterrupted one
             log.open_pictures(evaluation_core(plan.env_id, plan.env_kwargs, int(episode_images), model=core.model,
                                               device=core.device), int(episode_images))
-            _draw(log, learner.policy, core.device, plan.start * plan.per_batch)  # the policy the run starts from
+            _draw(log, learner.policy, core.device, plan.steps_before)  # the policy the run starts from
         for batch in range(plan.start, plan.n_batches):
             snapshot = learner.snapshot()
             row = _one_batch(plan, learner, core, memory, batch, t0)
@@ -332,21 +348,45 @@ def _train_batches(plan: _Plan, learner: _Learner, core, log: RunLog, episode_im
             if done in draw_at:
                 _draw(log, learner.policy, core.device, row["env_steps"])
             if done % plan.save_every == 0:
-                learner.save(plan.latest, plan.meta, done)
+                learner.save(plan.latest, plan.meta, done, plan.images_at(done), plan.steps_at(done))
     finally:
         memory.clear()
         if snapshot is not None:
             learner.restore(snapshot)
-        learner.save(plan.latest, plan.meta, done)
+        learner.save(plan.latest, plan.meta, done, plan.images_at(done), plan.steps_at(done))
+
+
+def _resume(plan: _Plan, learner: _Learner, blob: dict, lr: float, steps: int, force: bool) -> None:
+    """Continue ``plan`` from the loaded save ``blob``: check the settings against the saved ones (refused unless
+    ``force``; forced ones applied and recorded) and place the run after its saved batches."""
+    saved = blob.get("metadata") or {}
+    changes = settings_changes(saved, plan.meta)
+    if changes and not force:
+        raise settings_refusal(changes, f"the run saved in {plan.latest}")
+    done = int(blob["batches_done"])
+    old_batch = int(saved.get("batch_size", plan.batch_size))
+    plan.start = done
+    plan.images_before = int(blob.get("images_done", done * old_batch))
+    plan.steps_before = int(blob.get("env_steps_done", done * old_batch * plan.n_steps))
+    plan.n_batches = done + max(0, math.ceil((steps - plan.steps_before) / plan.per_batch))
+    history = list(saved.get("forced_settings") or [])
+    if changes:
+        learner.set_lr(lr)
+        history.append({"batch": done, "env_steps": plan.steps_before,
+                        "changed": {k: {"saved": old, "now": new} for k, (old, new) in changes.items()}})
+        print(f"--force-settings: from batch {done + 1} on, " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new)
+                                                                       in changes.items()))
+    if history:
+        plan.meta["forced_settings"] = history
 
 
 def _open_logs(log: RunLog, plan: _Plan, resume: bool, progress: bool) -> None:
     """TensorBoard (events of batches a resumed run redoes hidden), ``progress.csv`` (truncated to the resumed
     batches) and the progress bar."""
-    log.open_tensorboard(purge_step=plan.start * plan.per_batch if plan.start else None)
+    log.open_tensorboard(purge_step=plan.steps_before if plan.start else None)
     log.open_csv(plan.csv_fields(), keep_rows=plan.start if resume else None)
     if progress:
-        log.open_progress(plan.n_batches * plan.per_batch, plan.start * plan.per_batch,
+        log.open_progress(plan.steps_at(plan.n_batches), plan.steps_before,
                           desc=STOP_AGENT_NAME if plan.stop else AGENT_NAME)
 
 
@@ -359,6 +399,7 @@ def train_policy(
     lr: float = 3e-4,
     init_policy: PatchPolicy | None = None,
     resume: bool = False,
+    force_settings: bool = False,
     device: str = "auto",
     gamma: float = 0.7,
     clip: float = 0.2,
@@ -385,7 +426,13 @@ def train_policy(
         seed: seeds the fresh policy's weights, the image order and the action noise.
         init_policy: start from a copy of this policy (e.g. a checkpoint's ``model.policy``) instead of a fresh one.
         resume: continue from ``out_dir/paper_ppo_latest.pt`` (exactly: weights, Adam state, image stream, noise;
-            after Ctrl-C or ``kill -9`` alike), truncating ``progress.csv`` to the resumed batches.
+            after Ctrl-C or ``kill -9`` alike), truncating ``progress.csv`` to the resumed batches. Settings that
+            differ from the saved run's (``seed``, ``batch_size``, ``lr``, env, …; ``steps`` may grow) are refused,
+            naming them, unless ``force_settings``.
+        force_settings: resume with other settings anyway: they apply from the resumed batch on (the new ``lr`` in
+            Adam, the new ``batch_size`` for the remaining batches, the new ``seed`` ordering their images; the
+            action noise continues its saved stream), and each such resume is recorded in the metadata under
+            ``forced_settings`` (the batch, the env steps and every changed setting, saved and new).
         device: torch device of the networks and the policy.
         progress: show a tqdm progress bar.
         episode_images: images of the evaluation split (``val``; a ``dataset=``'s own first images) drawn with
@@ -421,7 +468,7 @@ def train_policy(
                            "batch_size": batch_size, "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs},
                      stop=stop)
         if resume and plan.latest.exists():
-            plan.start = learner.load(plan.latest)
+            _resume(plan, learner, learner.load(plan.latest), lr, steps, force_settings)
         elif resume:
             print(f"--resume: nothing to resume in {out_dir} (no {LATEST_FILE}); starting from scratch")
         if on_start is not None:
@@ -432,7 +479,7 @@ def train_policy(
     finally:
         core.close()
 
-    metadata = {**plan.meta, "batches": plan.n_batches, "env_steps": plan.n_batches * plan.per_batch}
+    metadata = {**plan.meta, "batches": plan.n_batches, "env_steps": plan.steps_at(plan.n_batches)}
     write_policy_file(learner.policy, out_dir / AGENT_FILE, metadata)
     write_agent_json(out_dir, STOP_AGENT_NAME if stop else AGENT_NAME, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
     return TrainedPolicy(learner.policy, device, metadata)

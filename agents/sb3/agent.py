@@ -163,11 +163,11 @@ class SB3Agent(Agent):
     @classmethod
     def train_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """``n_envs``, ``obs_mode``, ``action_mode``, ``grid_size`` (None: the recipe's), ``device``,
-        ``eval_episodes``, ``trust_agent`` (for ``--resume``), ``hparams``, ``keep_replay_buffers``,
-        ``keep_checkpoints``, ``on_start`` (called once the inputs are checked, before the first write) and the
-        progress bar; the CLI trains with the recipe (:mod:`agents.sb3.recipes`)."""
+        ``eval_episodes``, ``trust_agent`` and ``force_settings`` (for ``--resume``), ``hparams``,
+        ``keep_replay_buffers``, ``keep_checkpoints``, ``on_start`` (called once the inputs are checked, before the
+        first write) and the progress bar; the CLI trains with the recipe (:mod:`agents.sb3.recipes`)."""
         keys = ("n_envs", "obs_mode", "action_mode", "grid_size", "device", "eval_episodes", "trust_agent",
-                "hparams", "keep_replay_buffers", "keep_checkpoints", "on_start")
+                "hparams", "keep_replay_buffers", "keep_checkpoints", "force_settings", "on_start")
         out = {k: options[k] for k in keys if options.get(k) is not None}
         if "progress" in options:
             out["progress_bar"] = options["progress"]
@@ -212,10 +212,12 @@ def train_sb3(algo: str, env_id: str, steps: int | None, out_dir: PathLike, seed
     agent_cls = AGENT_CLASSES[algo_key(algo)]
     run = train_model(agent_cls.algo, agent_cls, env_id, steps, out_dir, seed=seed, **options)
     agent = agent_cls(run.model, env_kwargs=run.env_kwargs)
-    agent.metadata = {"env_id": env_id, "seed": seed, "steps": run.steps, "hparams": run.hparams}
+    agent.metadata = {"env_id": env_id, "seed": seed, "steps": run.steps, "hparams": run.hparams,
+                      **({"forced_settings": run.forced_settings} if run.forced_settings else {})}
     file = f"sb3_{agent_cls.algo.replace('-', '_')}.zip"
     out_dir = Path(out_dir)
     agent.save(out_dir / file)
     write_agent_json(out_dir, agent_cls.name, file, env_id=env_id, env_kwargs=run.env_kwargs, seed=seed,
-                     steps=run.steps, num_timesteps=int(run.model.num_timesteps))
+                     steps=run.steps, num_timesteps=int(run.model.num_timesteps),
+                     **({"forced_settings": run.forced_settings} if run.forced_settings else {}))
     return agent

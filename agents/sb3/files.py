@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import importlib
 import io
 import json
+import math
+import numbers
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 import os
@@ -45,8 +49,9 @@ from feature_nets.files import atomic_write
 from feature_nets.safe_pickle import torch_reason
 from feature_nets.trust import UntrustedPickleError, check_opt_in, refuse_untrusted
 
-__all__ = ["RestrictedUnpickler", "UntrustedAgentError", "check_trust_flag", "checkpoint_problem", "latest_checkpoint",
-           "load_replay_buffer", "load_sb3_model", "safe_custom_objects", "save_model", "save_replay_buffer"]
+__all__ = ["OversizedPickleError", "RestrictedUnpickler", "UntrustedAgentError", "check_policy_size",
+           "check_trust_flag", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer", "load_sb3_model",
+           "safe_custom_objects", "save_model", "save_replay_buffer"]
 
 #: How to opt in, appended to every refusal.
 OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to the gfnet command "
@@ -61,6 +66,11 @@ PTH_ADVICE = ("SB3 reads the tensor files (*.pth) of a model zip with torch's sa
 class UntrustedAgentError(UntrustedPickleError, ValueError):
     """An agent file holds a pickled object that would run code (or is not understood) and trust was not given;
     the one refusal of the trust gate (:class:`~feature_nets.trust.UntrustedPickleError`), also a ``ValueError``."""
+
+
+class OversizedPickleError(UntrustedAgentError):
+    """A pickled entry asks for memory the file does not hold (``bytearray(1.5e9)``, a layer built by calling its
+    class, nesting too deep): crafted or damaged, whatever the trust."""
 
 
 #: (module, name) pairs that are always safe to build.
@@ -124,13 +134,40 @@ def _safe_class(module: str, obj: Any) -> bool:
     return False
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+#: What the restricted unpickler may build: bytes created from a number (``bytearray(n)``, an array's shape given
+#: as arguments) rather than copied from the file, and how deep containers and objects may nest.
+MAX_CREATED_BYTES = 64 * 2**20
+MAX_NESTING = 100
+_SIZED = {("builtins", "bytearray"), ("numpy", "ndarray"), ("numpy._core.multiarray", "_reconstruct"),
+          ("numpy.core.multiarray", "_reconstruct")}
+
+
+class RestrictedUnpickler(pickle._Unpickler):
     """An unpickler that builds only known-safe globals (see the module docstring); anything else raises
-    :class:`UntrustedAgentError` naming the global. Persistent ids are refused by :mod:`pickle` itself."""
+    :class:`UntrustedAgentError` naming the global. Persistent ids are refused by :mod:`pickle` itself.
+
+    It also bounds what a few bytes of pickle can make it allocate (this is pickle's pure-Python unpickler, whose
+    opcodes can be checked one by one; entries are small and replay buffers are a few large arrays, so speed is
+    not an issue): the classes of the allowed families (spaces, SB3 classes, ``torch.nn`` layers, optimizers) are
+    rebuilt only the way pickle saves objects (``cls.__new__`` and their state), never by calling them, so a
+    43-byte ``torch.nn.Linear(20000, 20000)`` is refused; ``bytearray(n)`` and arrays whose size comes from a
+    number rather than from bytes in the file are limited to :data:`MAX_CREATED_BYTES`; a ``BYTEARRAY8`` longer
+    than what is left of the data is refused before it is allocated; and nesting deeper than :data:`MAX_NESTING`
+    (which would crash whatever walks the object later) is refused after loading."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, *args, **kwargs) -> None:
+        super().__init__(file, *args, **kwargs)
+        self._data_size = _remaining(file)
+        self._sized: dict[int, tuple[str, str]] = {}  # id of an allowed callable that sizes memory by a number
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _EXACT:
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            if (module, name) in _SIZED:
+                self._sized[id(found)] = (module, name)
+            return found
         if module.startswith(_CLASS_PREFIXES) and "." not in name and not name.startswith("_"):
             try:
                 obj = getattr(importlib.import_module(module), name)
@@ -139,6 +176,107 @@ class RestrictedUnpickler(pickle.Unpickler):
             if _safe_class(module, obj):
                 return obj
         raise UntrustedAgentError(f"it refers to {module}.{name}, which is not a known-safe data type")
+
+    def load(self) -> Any:
+        return _check_nesting(super().load())
+
+    # --- the opcodes that call something or allocate from a number ----------------------------------------
+    def _call(self, func: Any, args: tuple) -> Any:
+        if id(func) in self._sized:
+            _check_size(self._sized[id(func)], args)
+        if isinstance(func, type) and _family_class(func):
+            raise OversizedPickleError(f"it calls {func.__module__}.{func.__qualname__}(...) to construct an object, "
+                                      "which pickle never does for data (it could allocate without limit)")
+        return func(*args)
+
+    def load_reduce(self) -> None:
+        stack = self.stack
+        args = stack.pop()
+        stack[-1] = self._call(stack[-1], args)
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def _instantiate(self, klass, args) -> None:
+        self.append(self._call(klass, tuple(args)))
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, {}))
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, kwargs))
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+    def _new(self, cls: Any, args: tuple, kwargs: dict) -> Any:
+        """``cls.__new__(cls, *args, **kwargs)`` (NEWOBJ), with the size of an ``ndarray`` checked first."""
+        if not isinstance(cls, type):
+            raise pickle.UnpicklingError(f"NEWOBJ of a {type(cls).__name__}, not of a class")
+        if id(cls) in self._sized:
+            _check_size(self._sized[id(cls)], args)
+        return cls.__new__(cls, *args, **kwargs)
+
+    def load_bytearray8(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        if self._data_size is not None and size > self._data_size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {size} bytes in {self._data_size} bytes of data "
+                                         "(truncated or crafted)")
+        self.append(bytearray(self.read(size)))
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
+
+def _check_size(name: tuple[str, str], args: tuple) -> None:
+    """Refuse ``bytearray(n)`` and array shapes of more than :data:`MAX_CREATED_BYTES`."""
+    if name == ("builtins", "bytearray"):
+        sizes = [int(a) for a in args[:1] if isinstance(a, numbers.Integral)]
+    else:  # ndarray(shape, ...) / _reconstruct(cls, shape, dtype): the shape's element count, 8 bytes each at most
+        shape = next((a for a in args if isinstance(a, (tuple, list, numbers.Integral)) and not isinstance(a, bool)),
+                     ())
+        shape = (shape,) if isinstance(shape, numbers.Integral) else shape
+        sizes = [8 * math.prod(abs(int(n)) for n in shape if isinstance(n, numbers.Integral))]
+    if any(n > MAX_CREATED_BYTES for n in sizes):
+        raise OversizedPickleError(f"it asks {name[0]}.{name[1]} for {max(sizes):,} bytes that the file does not "
+                                  f"hold (at most {MAX_CREATED_BYTES:,} may be created from a number)")
+
+
+def _family_class(cls: type) -> bool:
+    """A class of the allowed families (spaces, SB3 classes, layers, optimizers), not an exact-listed type."""
+    return (cls.__module__, cls.__qualname__) not in _EXACT and cls.__module__.startswith(_CLASS_PREFIXES)
+
+
+def _remaining(file: Any) -> int | None:
+    try:
+        return len(file.getbuffer()) - file.tell()
+    except (AttributeError, ValueError):
+        return None
+
+
+def _children(obj: Any) -> list:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+        return list(obj)
+    d = None if isinstance(obj, type) else getattr(obj, "__dict__", None)
+    return list(d.values()) if isinstance(d, dict) else []
+
+
+def _check_nesting(root: Any) -> Any:
+    """``root`` if no chain of containers / object attributes in it is deeper than :data:`MAX_NESTING` (walked
+    without recursion; a shared object is walked again only when reached deeper than before)."""
+    deepest: dict[int, int] = {}
+    todo = [(root, 0)]
+    while todo:
+        obj, depth = todo.pop()
+        if depth > MAX_NESTING:
+            raise OversizedPickleError(f"it nests containers or objects more than {MAX_NESTING} levels deep")
+        if deepest.get(id(obj), -1) >= depth:
+            continue
+        deepest[id(obj)] = depth
+        todo.extend((child, depth + 1) for child in _children(obj))
+    return root
 
 
 def _restricted_loads(data: bytes) -> Any:
@@ -155,7 +293,7 @@ def _read_data(path: Path) -> dict:
     try:
         with zipfile.ZipFile(path) as z:
             return json.loads(z.read("data").decode())
-    except (zipfile.BadZipFile, KeyError, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, KeyError, EOFError, ValueError, RecursionError) as e:
         raise ValueError(f"{path} is not a Stable-Baselines3 model file (a zip archive with a 'data' entry): "
                          f"{e}; it may be truncated or empty") from e
 
@@ -168,6 +306,9 @@ def safe_custom_objects(path: Path) -> dict[str, Any]:
             continue
         try:
             out[key] = _restricted_loads(base64.b64decode(item[":serialized:"].encode()))
+        except OversizedPickleError as e:
+            raise OversizedPickleError(f"refusing to load {path}: its entry {key!r} is a pickled object and {e}; the "
+                                       "file was crafted or damaged") from None
         except UntrustedAgentError as e:
             raise UntrustedAgentError(f"refusing to load {path}: its entry {key!r} is a pickled object and {e} "
                                       f"(unpickling it could run code); {OPT_IN}") from None
@@ -194,12 +335,34 @@ def load_sb3_model(algo_class, path, trust_agent: bool = False, **load_kwargs):
     path = Path(path)
     if not check_trust_flag(trust_agent):
         load_kwargs["custom_objects"] = {**safe_custom_objects(path), **load_kwargs.pop("custom_objects", {})}
+        check_policy_size(path, load_kwargs["custom_objects"].get("policy_kwargs"))
     try:
         return algo_class.load(str(path), **load_kwargs)
     except pickle.UnpicklingError as e:  # a *.pth entry refused by torch's weights_only loader inside SB3
         _refuse_tensor_entries(path)
         raise ValueError(f"{path} holds a tensor file that is not readable (truncated or damaged?): "
                          f"{torch_reason(str(e))}") from None
+
+
+def check_policy_size(path: Path, policy_kwargs: Any) -> None:
+    """Sizes before allocation: refuse a zip whose ``policy_kwargs`` ask for layers whose weights alone (the products
+    of consecutive ``net_arch`` widths, float32) exceed what its ``policy.pth`` holds, before SB3 builds the policy
+    (``net_arch=[200000, 200000]`` in a 4 MB zip is 160 GB of weights)."""
+    arch = policy_kwargs.get("net_arch") if isinstance(policy_kwargs, dict) else None
+    chains = list(arch.values()) if isinstance(arch, dict) else \
+        [[w for w in arch if isinstance(w, numbers.Integral)]] + [c for d in arch if isinstance(d, dict)
+                                                                   for c in d.values()] if isinstance(arch, list) else []
+    need = 4 * sum(int(a) * int(b) for c in chains if isinstance(c, list) for a, b in zip(c, c[1:])
+                   if isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral))
+    try:
+        with zipfile.ZipFile(path) as z:
+            stored = z.getinfo("policy.pth").file_size
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return
+    if need > stored:
+        raise OversizedPickleError(f"refusing to load {path}: its policy_kwargs net_arch={arch!r:.80} asks for "
+                                  f"{need:,} bytes of weights but its policy.pth holds {stored:,} bytes (crafted or "
+                                  "damaged)")
 
 
 def _refuse_tensor_entries(path: Path) -> None:
@@ -219,6 +382,9 @@ def load_replay_buffer(model, path, trust_agent: bool = False) -> None:
         return
     try:
         buffer = _restricted_loads(Path(path).read_bytes())
+    except OversizedPickleError as e:
+        raise OversizedPickleError(f"refusing to load the replay buffer {path}: {e}; the file was crafted or "
+                                   "damaged") from None
     except UntrustedAgentError as e:
         raise UntrustedAgentError(f"refusing to load the replay buffer {path}: {e} (unpickling it could run "
                                   f"code); {OPT_IN}") from None

@@ -37,12 +37,14 @@ Example::
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from typing import Any
 
 from gfnet_env.settings import DEFAULT_GRID_SIZE
 
-__all__ = ["ENV_KEYS", "RECIPES", "available_memory", "policy_kwargs", "replay_buffer_size",
-           "resolve_recipe", "sized_rollout", "split_recipe"]
+__all__ = ["ENV_KEYS", "RECIPES", "available_memory", "check_hparams", "check_model_memory", "policy_kwargs",
+           "replay_buffer_size", "resolve_recipe", "sized_rollout", "split_recipe"]
 
 OFF_POLICY = ("sac", "td3", "dqn")
 #: Keys that are env settings or training options, not algorithm arguments.
@@ -165,3 +167,116 @@ def policy_kwargs(settings: dict[str, Any], algo_kwargs: dict[str, Any]) -> dict
         out["activation_fn"] = act
     out.update(algo_kwargs.get("policy_kwargs") or {})
     return out
+
+
+# --- checked values -----------------------------------------------------------------------------------------
+#: key -> (kind, low, high, what it is): ``float`` / ``int`` in [low, high]; a ``(`` / ``)`` in the bounds' text
+#: marks an open end. SB3 itself checks few of these: ``gamma=-5`` trained, ``learning_rate=nan`` was an
+#: AssertionError deep in the optimizer.
+_RANGES: dict[str, tuple[str, str, str]] = {
+    "learning_rate": ("float", "(0", "inf)", "the optimizer's step size"),
+    "gamma": ("float", "(0", "1]", "the discount factor"),
+    "gae_lambda": ("float", "[0", "1]", "the GAE parameter"),
+    "clip_range": ("float", "(0", "inf)", "PPO's clipping parameter"),
+    "clip_range_vf": ("float", "(0", "inf)", "PPO's value clipping parameter"),
+    "ent_coef": ("float", "[0", "inf)", "the entropy coefficient"),
+    "vf_coef": ("float", "[0", "inf)", "the value loss coefficient"),
+    "max_grad_norm": ("float", "(0", "inf]", "the gradient clipping norm"),
+    "target_kl": ("float", "(0", "inf)", "the KL limit of an update"),
+    "tau": ("float", "(0", "1]", "the target networks' update rate"),
+    "exploration_fraction": ("float", "[0", "1]", "the share of training over which epsilon decays"),
+    "exploration_initial_eps": ("float", "[0", "1]", "the initial epsilon"),
+    "exploration_final_eps": ("float", "[0", "1]", "the final epsilon"),
+    "target_policy_noise": ("float", "[0", "inf)", "TD3's target smoothing noise"),
+    "target_noise_clip": ("float", "[0", "inf)", "TD3's target noise clip"),
+    "action_noise_std": ("float", "[0", "inf)", "the exploration noise's standard deviation"),
+    "n_steps": ("int", "[1", "inf)", "env steps per env and rollout"),
+    "batch_size": ("int", "[1", "inf)", "the minibatch size"),
+    "n_epochs": ("int", "[1", "inf)", "passes over each rollout"),
+    "buffer_size": ("int", "[1", "inf)", "the replay buffer's transitions"),
+    "learning_starts": ("int", "[0", "inf)", "env steps before learning starts"),
+    "gradient_steps": ("int", "[-1", "inf)", "gradient steps per collection (-1: as many as env steps)"),
+    "target_update_interval": ("int", "[1", "inf)", "env steps between target network updates"),
+    "policy_delay": ("int", "[1", "inf)", "critic updates per actor update"),
+    "sde_sample_freq": ("int", "[-1", "inf)", "steps between gSDE noise draws"),
+    "n_envs": ("int", "[1", "inf)", "episodes stepped as one batch"),
+    "grid_size": ("int", "[1", "inf)", "G of grid actions"),
+    "rollout_steps": ("int", "[1", "inf)", "env steps per update"),
+    "buffer_bytes": ("int", "[1", "inf)", "the replay buffer's byte cap"),
+}
+#: keys whose value may also be a schedule (a callable of the remaining progress) in Python, or a SAC string
+_SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def _in_range(value: float, low: str, high: str) -> bool:
+    lo, hi = float(low[1:]), float(high[:-1])
+    return (value > lo if low[0] == "(" else value >= lo) and (value < hi if high[-1] == ")" else value <= hi)
+
+
+def check_hparams(values: dict[str, Any]) -> None:
+    """Refuse out-of-range or mistyped recipe values and constructor arguments before anything is built: ``gamma``
+    in (0, 1], ``learning_rate`` finite and > 0, counts positive integers, … (:data:`_RANGES`), ``net_arch`` a list of
+    positive layer widths (or a dict of such lists). None leaves a value to its default.
+
+    Raises:
+        ValueError: naming the key, its meaning, the range and the value given (one line on the command line).
+    """
+    for key, value in values.items():
+        if value is None or key not in _RANGES and key != "net_arch":
+            continue
+        if key == "net_arch":
+            _check_net_arch(value)
+            continue
+        kind, low, high, meaning = _RANGES[key]
+        if key in _SCHEDULES and callable(value) or key == "ent_coef" and isinstance(value, str) \
+                and value.startswith("auto"):
+            continue  # a schedule (Python API), or SAC's "auto" / "auto_0.1"
+        ok_type = not isinstance(value, bool) and isinstance(value, numbers.Integral if kind == "int" else
+                                                              numbers.Real)
+        if not ok_type or not (kind == "int" or math.isfinite(value) or high == "inf]") or \
+                not _in_range(float(value), low, high):
+            want = ("an integer" if kind == "int" else "a number") + f" in {low}, {high}"
+            raise ValueError(f"hparams: {key} ({meaning}) must be {want}, got {value!r:.60}")
+
+
+def _check_net_arch(value: Any) -> None:
+    def widths(v) -> bool:
+        return isinstance(v, (list, tuple)) and all(isinstance(w, numbers.Integral) and not isinstance(w, bool)
+                                                    and w >= 1 for w in v)
+
+    if not (widths(value) or isinstance(value, dict) and value and all(isinstance(k, str) and widths(v)
+                                                                        for k, v in value.items())):
+        raise ValueError(f"hparams: net_arch must be a list of positive layer widths ([64, 64]) or a dict of such "
+                         f"lists ({{'pi': [64], 'vf': [64]}}), got {value!r:.80}")
+
+
+def check_model_memory(algo: str, kwargs: dict[str, Any], settings: dict[str, Any], obs_floats: int,
+                       action_dim: int, n_envs: int, net_free: int | None, host_free: int | None) -> None:
+    """Refuse settings whose networks or rollout buffer exceed free memory, before SB3 allocates them (as the env
+    refuses ``num_envs`` whose buffers do not fit): ``net_arch=[200000, 200000]`` or ``n_steps=10**12`` were
+    allocator errors (or an exhausted machine). The estimates are lower bounds: the weights of each network
+    (float32; the gradient and Adam's moments come on top), and an on-policy rollout of ``n_steps · n_envs``
+    observations, actions and five scalars (float32).
+
+    Args:
+        obs_floats: the flattened observation's size; action_dim: the action's size (1 for a grid cell).
+        net_free, host_free: free bytes where the networks live and on the host (None: unknown, not checked).
+
+    Raises:
+        ValueError: with the estimate and the free memory.
+    """
+    arch = settings.get("net_arch")
+    extractor = settings.get("extractor") or "none"
+    first = int(obs_floats) if extractor == "none" else 256
+    nets = list(arch.values()) if isinstance(arch, dict) else [arch, arch] if arch else []
+    weights = sum(sum(a * b for a, b in zip([first, *net], net)) + net[-1] for net in nets if net) * 4
+    if net_free is not None and weights > net_free:
+        raise ValueError(f"net_arch={arch} needs at least {weights / 1e9:.1f} GB for its weights alone (gradients and "
+                         f"optimizer state come on top), but only {net_free / 1e9:.1f} GB is free; use smaller layers")
+    if algo not in OFF_POLICY and kwargs.get("n_steps") is not None:
+        rollout = int(kwargs["n_steps"]) * int(n_envs) * (int(obs_floats) + int(action_dim) + 5) * 4
+        if host_free is not None and rollout > host_free:
+            fits = max(1, host_free // max(1, int(n_envs) * (int(obs_floats) + int(action_dim) + 5) * 4))
+            raise ValueError(f"n_steps={kwargs['n_steps']} with n_envs={n_envs} needs about {rollout / 1e9:.1f} GB for "
+                             f"the rollout buffer, but only {host_free / 1e9:.1f} GB is free; use at most about "
+                             f"n_steps={fits}")

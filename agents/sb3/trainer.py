@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -25,11 +26,14 @@ import numpy as np
 
 from ..base import PathLike
 from ..run_log import RunLog
-from ..trained import jsonable
+from ..trained import jsonable, settings_changes, settings_refusal
 from .algorithms import ACTION_MODES, algo_key, algorithm_class
 from .callbacks import (below_random_callback, best_model_callback, checkpoint_callback, episode_image_callback,
                         progress_callback, random_policy_reward, step_unit)
-from .files import check_trust_flag, latest_checkpoint, load_replay_buffer, load_sb3_model, safe_custom_objects
+from feature_nets.files import atomic_write_text
+
+from .files import (_read_data, check_trust_flag, latest_checkpoint, load_replay_buffer, load_sb3_model,
+                    safe_custom_objects)
 from .recipes import OFF_POLICY
 
 
@@ -39,8 +43,9 @@ class TrainedModel:
 
     model: Any
     env_kwargs: dict[str, Any]  # of the training env (``split`` and the recipe's env settings included)
-    hparams: dict[str, Any]     # the resolved recipe
+    hparams: dict[str, Any]     # the resolved recipe, with the values the model ran with
     steps: int                  # the requested total (SB3 may have made more: ``model.num_timesteps``)
+    forced_settings: list | None = None  # resumes with other settings (--force-settings): when, and what changed
 
 
 def _default_eval_split(env_id: str, env_kwargs: dict) -> str | None:
@@ -71,6 +76,7 @@ def train_model(
     eval_freq: int | None = None,
     checkpoint_freq: int | None = None,
     resume: bool = False,
+    force_settings: bool = False,
     trust_agent: bool = False,
     progress_bar: bool = False,
     algo_kwargs: dict | None = None,
@@ -99,7 +105,12 @@ def train_model(
             ``dataset`` is passed); ``eval_env_kwargs`` override any eval env kwarg.
         eval_episodes, eval_freq: episodes per evaluation and env steps between evaluations.
         checkpoint_freq: env steps between checkpoints (default steps / 10).
-        resume: continue from the newest valid checkpoint in ``out_dir/checkpoints``.
+        resume: continue from the newest valid checkpoint in ``out_dir/checkpoints``. Settings that differ from the
+            saved run's (``out_dir/train_settings.json``: seed, env, every recipe value and constructor argument;
+            ``steps`` may grow) are refused before any env is built, naming them, unless ``force_settings``.
+        force_settings: resume with other settings anyway: constructor arguments are applied to the loaded model
+            (``learning_rate=0.5`` is the rate it then trains with), env settings to the new envs; the change is
+            recorded (``train_settings.json``, the agent's metadata and ``agent.json``: ``forced_settings``).
         trust_agent: ``True`` to unpickle the checkpoint fully when resuming (it may run code).
         progress_bar: a tqdm progress bar (no ``rich`` needed).
         algo_kwargs: constructor arguments of the algorithm (over the recipe's).
@@ -131,13 +142,15 @@ def train_model(
     ckpt_dir = out_dir / "checkpoints"
     off_policy = algo in OFF_POLICY
     found = _find_checkpoint(ckpt_dir, prefix, off_policy, trust_agent) if resume else None
+    settings = _run_settings(env_id, seed, recipe)
+    history, overrides = _check_resume_settings(out_dir, found, settings, recipe, force_settings)
 
     train_env, eval_env, eval_kwargs = _make_envs(env_id, recipe, seed, device, eval_split, eval_env_kwargs,
                                                   eval_episodes)
     try:
         tb_dir = str(out_dir / "tensorboard")
         if found is not None:
-            model = _load_model(algo, found, ckpt_dir, train_env, trust_agent, device, tb_dir)
+            model = _load_model(algo, found, ckpt_dir, train_env, trust_agent, device, tb_dir, overrides)
             print(f"resuming {name} from {found[0]} ({model.num_timesteps} steps done)") if verbose else None
         else:
             if resume:
@@ -146,6 +159,8 @@ def train_model(
         if on_start is not None:
             on_start()
         out_dir.mkdir(parents=True, exist_ok=True)
+        if found is None or history or not (out_dir / SETTINGS_FILE).exists():
+            _write_settings(out_dir, settings, history)
 
         remaining = recipe.steps - int(model.num_timesteps)
         _check_step_count(model, recipe.steps, remaining, name, off_policy)
@@ -164,7 +179,68 @@ def train_model(
         train_env.close()
         eval_env.close()
 
-    return TrainedModel(model, jsonable(recipe.env_kwargs), jsonable(recipe.values), recipe.steps)
+    return TrainedModel(model, jsonable(recipe.env_kwargs), jsonable(_ran_values(model, recipe.values)), recipe.steps,
+                        history or None)
+
+
+#: The settings a run was started with (and each forced change), beside its checkpoints.
+SETTINGS_FILE = "train_settings.json"
+
+
+def _run_settings(env_id: str, seed: int, recipe: "_Recipe") -> dict[str, Any]:
+    """What a resume must match: the env, the seed, every recipe value and constructor argument (JSON forms)."""
+    return jsonable({"env_id": env_id, "seed": seed, "env_kwargs": recipe.env_kwargs,
+                     **{k: v for k, v in recipe.values.items() if k != "steps"}, **recipe.kwargs})
+
+
+def _saved_settings(out_dir: Path, found: tuple[Path, int], now: dict) -> tuple[dict[str, Any], bool]:
+    """(the saved run's settings, whether they are complete): its ``train_settings.json`` over the plain values the
+    checkpoint's model itself holds (``learning_rate`` 3e-4 where the recipe left SB3's default, ``gamma``,
+    ``n_steps``, ``seed``, …); for a run written before the settings file existed, only the latter."""
+    data = _read_data(found[0])
+    held = {k: data[k] for k in now if k in data and isinstance(data[k], (int, float, str, bool))}
+    path = out_dir / SETTINGS_FILE
+    if path.is_file():
+        return {**held, **json.loads(path.read_text())}, True
+    return held, False
+
+
+def _check_resume_settings(out_dir: Path, found, settings: dict, recipe: "_Recipe", force: bool
+                           ) -> tuple[list, dict[str, Any]]:
+    """(the forced-settings history to record, constructor arguments to apply to the loaded model); a resume whose
+    settings differ from the saved run's is refused unless ``force``."""
+    if found is None:
+        return [], {}
+    saved, complete = _saved_settings(out_dir, found, settings)
+    # a setting the saved run left to SB3's default and the model does not hold cannot be compared
+    changes = settings_changes(saved, settings if complete else {k: v for k, v in settings.items() if k in saved})
+    if changes and not force:
+        raise settings_refusal(changes, f"the run in {out_dir} ({out_dir / SETTINGS_FILE})")
+    history = list(saved.get("forced_settings") or [])
+    if changes:
+        history.append({"env_steps": found[1], "changed": {k: {"saved": old, "now": new}
+                                                           for k, (old, new) in changes.items()}})
+        print(f"--force-settings: from env step {found[1]} on, " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new)
+                                                                           in changes.items()))
+    return history, {k: recipe.kwargs[k] for k in changes if k in recipe.kwargs}
+
+
+def _write_settings(out_dir: Path, settings: dict, history: list) -> None:
+    atomic_write_text(out_dir / SETTINGS_FILE, json.dumps({**settings, **({"forced_settings": history} if history
+                                                                          else {})}, indent=1, sort_keys=True))
+
+
+def _ran_values(model, values: dict[str, Any]) -> dict[str, Any]:
+    """The recipe with each constructor argument as the model holds it (a plain number or string), so that what is
+    recorded is what trained (a resumed model keeps its own unless forced)."""
+    from .recipes import ENV_KEYS
+
+    out = dict(values)
+    for k in values:
+        held = getattr(model, k, None)
+        if k not in ENV_KEYS and isinstance(held, (int, float, str, bool)):
+            out[k] = held
+    return out
 
 
 @dataclass
@@ -183,11 +259,12 @@ def _resolve(algo: str, steps: int | None, hparams: dict | None, algo_kwargs: di
              **given: Any) -> _Recipe:
     """The recipe of ``algo`` < ``given`` (``n_envs=``, ``obs_mode=``, …; None: the recipe's) < ``hparams``, checked
     (steps, action mode) before anything is built; ``action_range`` is taken out of ``env_kwargs`` into the recipe."""
-    from .recipes import ENV_KEYS, resolve_recipe, split_recipe
+    from .recipes import ENV_KEYS, check_hparams, resolve_recipe, split_recipe
 
     values = resolve_recipe(algo, hparams, steps=steps, **given, action_range=env_kwargs.pop("action_range", None))
     settings, kwargs = split_recipe(values)
     kwargs = {**kwargs, **(algo_kwargs or {}), **{k: v for k, v in (hparams or {}).items() if k not in ENV_KEYS}}
+    check_hparams({**settings, **kwargs})  # gamma=-5, learning_rate=nan, n_steps=0: refused before anything is built
     steps, action_mode = settings.get("steps"), settings["action_mode"]
     if action_mode not in ACTION_MODES[algo]:
         raise ValueError(f"sb3-{algo} supports action_mode {ACTION_MODES[algo]}, not {action_mode!r}")
@@ -233,11 +310,12 @@ def _make_envs(env_id: str, recipe: _Recipe, seed: int, device: str, eval_split:
 
 
 def _load_model(algo: str, found: tuple[Path, int], ckpt_dir: Path, train_env, trust_agent: bool, device: str,
-                tb_dir: str):
-    """The checkpoint's model on ``train_env``, with its replay buffer when one was saved beside it."""
+                tb_dir: str, overrides: dict[str, Any] | None = None):
+    """The checkpoint's model on ``train_env``, with its replay buffer when one was saved beside it; ``overrides``:
+    constructor arguments set on it before SB3 sets it up (a forced resume's new values)."""
     path, done = found
     model = load_sb3_model(algorithm_class(algo), path, trust_agent=trust_agent, env=train_env, device=device,
-                           tensorboard_log=tb_dir)
+                           tensorboard_log=tb_dir, **(overrides or {}))
     buffer = ckpt_dir / f"{algo.replace('-', '_')}_replay_buffer_{done}_steps.pkl"
     if algo in OFF_POLICY and buffer.exists():
         load_replay_buffer(model, buffer, trust_agent=trust_agent)
@@ -272,6 +350,7 @@ def _new_model(algo: str, recipe: _Recipe, train_env, seed: int, device: str, tb
                   f"({2 * obs_bytes} bytes each; buffer_bytes={settings.get('buffer_bytes')})")
     else:
         sized_rollout(kwargs, settings.get("rollout_steps"), recipe.n_envs)
+    _check_memory(algo, kwargs, settings, train_env, recipe.n_envs, obs_bytes, device)
     pk = policy_kwargs(settings, kwargs)
     kwargs.pop("policy_kwargs", None)
     try:
@@ -279,6 +358,22 @@ def _new_model(algo: str, recipe: _Recipe, train_env, seed: int, device: str, tb
                                      verbose=verbose, **({"policy_kwargs": pk} if pk else {}), **kwargs)
     except TypeError as e:  # an unknown --hparams key; nothing written to out_dir yet
         raise ValueError(f"{name}: {e} (keys: agents/sb3/recipes.py or the SB3 constructor)") from e
+
+
+def _check_memory(algo: str, kwargs: dict, settings: dict, train_env, n_envs: int, obs_bytes: int, device: str) -> None:
+    """:func:`agents.sb3.recipes.check_model_memory` with the free memory of the model's device and of the host."""
+    import torch
+
+    from feature_nets.devices import resolve_device
+    from gfnet_env.checks import available_memory
+
+    from .recipes import check_model_memory
+
+    action_dim = int(np.prod(train_env.action_space.shape)) if train_env.action_space.shape else 1
+    host = available_memory(torch.device("cpu"))
+    dev = resolve_device(device)
+    check_model_memory(algo, kwargs, settings, obs_bytes // 4, action_dim, n_envs,
+                       available_memory(dev) if dev.type == "cuda" else host, host)
 
 
 def _check_step_count(model, steps: int, remaining: int, name: str, off_policy: bool) -> None:

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     again.add_argument("--overwrite", action="store_true",
                        help="replace the run that --out holds (finished or not): its files are deleted once the "
                             "new run's inputs are checked (without --resume or --overwrite such a folder is refused)")
+    parser.add_argument("--force-settings", action="store_true",
+                        help="with --resume: accept settings that differ from the saved run's (applied from here on and "
+                             "recorded); without it such a resume is refused, naming the differences")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
     sb3 = parser.add_argument_group("SB3 agents")
     sb3.add_argument("--n-envs", type=int, default=None, help="episodes stepped as one batch (default: the recipe's)")
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"device": args.device, "progress": not args.no_progress, "n_envs": args.n_envs,
                "obs_mode": args.obs_mode, "action_mode": args.action_mode, "grid_size": args.grid_size,
                "eval_episodes": args.eval_episodes, "batch_size": args.batch_size, "lr": args.lr,
-               "trust_agent": args.trust_agent,
+               "trust_agent": args.trust_agent, "force_settings": args.force_settings,
                "hparams": {k: parse_value(v) for k, v in parse_pairs(args.hparams, "--hparams")} or None,
                "keep_replay_buffers": args.keep_replay_buffers or ("latest" if args.save_replay_buffer else "none"),
                "keep_checkpoints": args.keep_checkpoints}

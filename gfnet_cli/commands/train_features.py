@@ -253,9 +253,11 @@ def _run(args: argparse.Namespace, clear: bool = False) -> int:
     import torch
 
     from feature_nets.training import ensure_policy, load_backbone_weights, pretrain_into, train_stage
+    from feature_nets.training.rng import reseed_everything
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    reseed_everything(args.seed)  # before anything random is built: the model's initial weights repeat with --seed
     try:
         task = _task(args)
         model = _model(args, task)

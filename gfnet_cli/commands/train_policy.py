@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     again.add_argument("--overwrite", action="store_true",
                        help="replace the run that --out holds: its files are deleted once the inputs are checked "
                             "(without --resume or --overwrite such a folder is refused)")
+    parser.add_argument("--force-settings", action="store_true",
+                        help="with --resume: accept settings that differ from the saved run's (recorded)")
     parser.add_argument("--trusted-pickle", action="store_true",
                         help="allow full unpickling of a legacy checkpoint you trust")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,7 +95,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--init checkpoint, but the checkpoint stores no policy; use --init fresh")
     agent = train_paper_ppo(args.env, args.steps, args.out, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                             init_policy=model.policy if args.init == "checkpoint" else None, resume=args.resume,
-                            device=args.device, progress=not args.no_progress, checkpoint=model,
+                            force_settings=args.force_settings, device=args.device,
+                            progress=not args.no_progress, checkpoint=model,
                             on_start=(lambda: clear_run(args.out, inputs=[args.checkpoint, *env_kwargs.values()]))
                             if existing and args.overwrite else None,
                             **env_kwargs)
