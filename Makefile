@@ -41,7 +41,7 @@ setup: $(STAMP) dataset
 # policies, and the three shipped paper-ppo-stop policies (one per step cost) that decide when to stop.
 WEIGHTS := gfnet_env/weights
 STOPPERS := c5e-9 c7e-9 c1e-8
-DEMO_AGENTS := random,center,raster,saliency,saliency-ior,shuffle,prior,oracle,paper-ppo,sb3-ppo,paper-ppo-stop:c5e-9,paper-ppo-stop:c7e-9,paper-ppo-stop:c1e-8
+DEMO_AGENTS := random,saliency,saliency-ior,shuffle,prior,oracle,paper-ppo,sb3-ppo,paper-ppo-stop:c5e-9,paper-ppo-stop:c7e-9,paper-ppo-stop:c1e-8
 DEMO_DIRS := $(foreach c,$(STOPPERS),--agent-dir paper-ppo-stop:$(c)=$(WEIGHTS)/paper_ppo_stop_$(c)_cluttered_fmnist.pt)
 
 demo: setup
