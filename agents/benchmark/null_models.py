@@ -124,14 +124,18 @@ class ShuffleAgent(NullModel):
 
     @classmethod
     def from_looks(cls, recorded: RecordedRun, image_size: int, patch_size: int, ctx: RunContext) -> "ShuffleAgent":
-        """Plans for the evaluation images (a derangement among them) and the fit images (one among those not
-        evaluated too), from the benchmark's seed."""
+        """Plans for the evaluation images (a derangement among them) and for fit images whose dataset index no
+        evaluation image has (a derangement among those), from the benchmark's seed.
+
+        Plans are keyed by dataset index. When the fit images come from another split (the task's ``fit_split``)
+        their indices overlap the evaluation images', and a fit image plays the plan of the evaluation index it
+        shares — the source's looks on an image of the other split: another image's looks all the same."""
         stop = bool(np.any(recorded.eval.stopped) or np.any(recorded.fit.stopped))
         plans: dict[int, np.ndarray] = {}
         for k, looks in enumerate((recorded.eval, recorded.fit)):
             index = np.asarray(looks.image_index, dtype=np.int64)
             new = np.flatnonzero([int(i) not in plans for i in index])
-            if new.size == 0:  # the fit images are the evaluation images: already planned
+            if new.size == 0:  # every index already has a plan (the same images, or another split's same indices)
                 continue
             donor = new[derangement(new.size, ctx.seed + k)]
             rows = _plans(looks, donor, image_size, patch_size, stop)
