@@ -11,11 +11,12 @@ Each check raises an error whose message names the problem and the fix; none cha
 from __future__ import annotations
 
 import numbers
-import os
 from typing import Any
 
 import numpy as np
 import torch
+
+from feature_nets.files import host_available_memory
 
 __all__ = ["check_buffer_memory", "check_image_dataset", "check_int", "check_option_keys", "check_sample"]
 
@@ -142,12 +143,8 @@ def available_memory(device: torch.device) -> int | None:
     try:
         if device.type == "cuda":
             return int(torch.cuda.mem_get_info(device)[0])
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (OSError, ValueError, AttributeError, RuntimeError):
+        return host_available_memory()
+    except RuntimeError:
         return None
 
 

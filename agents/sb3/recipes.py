@@ -41,9 +41,10 @@ import math
 import numbers
 from typing import Any
 
+from feature_nets.files import host_available_memory
 from gfnet_env.settings import DEFAULT_GRID_SIZE
 
-__all__ = ["ENV_KEYS", "RECIPES", "available_memory", "check_hparams", "check_model_memory", "policy_kwargs",
+__all__ = ["ENV_KEYS", "RECIPES", "check_hparams", "check_model_memory", "policy_kwargs",
            "replay_buffer_size", "resolve_recipe", "sized_rollout", "split_recipe"]
 
 OFF_POLICY = ("sac", "td3", "dqn")
@@ -82,18 +83,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (``MemAvailable`` of /proc/meminfo), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def replay_buffer_size(requested: int, obs_bytes: int, buffer_bytes: int | None,
                        memory: int | None = None) -> int:
     """Transitions a replay buffer may hold: ``requested``, capped so that 2 · ``obs_bytes`` per transition
@@ -103,7 +92,7 @@ def replay_buffer_size(requested: int, obs_bytes: int, buffer_bytes: int | None,
     caps = [int(requested)]
     if buffer_bytes:
         caps.append(int(buffer_bytes) // per)
-    memory = available_memory() if memory is None else memory
+    memory = host_available_memory() if memory is None else memory
     if memory:
         caps.append(int(memory) // 4 // per)
     return max(min(1_000, int(requested)), min(caps))
