@@ -52,6 +52,8 @@ from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
 from .equal_compute import RECORD_FIELDS, spent_madds, verdict
 from .published import THRESHOLDS, as_published, checkpoint_thresholds
+from .report.looks import LOOK_FIELDS, look_records
+from .report.tensorboard import write_tensorboard
 from ..registry import base_name, factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
 from ..trained import jsonable, load_agent, trained_paths
@@ -204,6 +206,7 @@ def run_benchmark(
     reference: str | None = "auto",
     margin: float | None = None,
     thresholds: str = "fit",
+    tensorboard: PathLike | None = None,
 ) -> dict:
     """Compare agents on ``env_id`` (see the module docstring for the protocol).
 
@@ -236,6 +239,8 @@ def run_benchmark(
         thresholds: ``"fit"`` (every agent's budgeted thresholds fitted on its own fit-split outputs) or
             ``"checkpoint"`` (``paper-ppo`` with the checkpoint's policy uses the checkpoint's stored
             ``dynamic_threshold``; the other agents keep fitted ones; docs/benchmark.md, "As published").
+        tensorboard: a folder for TensorBoard logs of the results (:mod:`agents.benchmark.report.tensorboard`;
+            written with ``out_dir`` only; None: none).
 
     Returns:
         dict with ``env_id``, ``episodes``, ``T``, ``madds_per_step``, ``madds_cumulative``, ``fit``, and
@@ -287,8 +292,10 @@ def run_benchmark(
             arrays = {"image_index": np.asarray(images.eval_indices),
                       "target": next(iter(records.values()))["target"]}
             for name, rec in records.items():
-                arrays.update({f"{name}/{k}": rec[k] for k in RECORD_FIELDS})
-            folder.write(results, arrays)
+                arrays.update({f"{name}/{k}": rec[k] for k in (*RECORD_FIELDS, *LOOK_FIELDS)})
+            folder.write(results, arrays, images=images.eval_dataset)
+            if tensorboard is not None:
+                write_tensorboard(tensorboard, results, arrays, images.eval_dataset)
     finally:
         if folder is not None:
             folder.release()
@@ -408,6 +415,7 @@ def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, s
                        for run in runs]
             looks[name] = [r.pop("recorded") for r in per_run]
             records[name] = {k: np.stack([np.asarray(r.pop(k)) for r in per_run]) for k in RECORD_FIELDS}
+            records[name].update(look_records(looks[name]))  # the report draws the looks from these
             records[name]["correct"] = records[name]["correct"].astype(bool)
             records[name]["p_true"] = records[name]["p_true"].astype(np.float32)
             records[name]["target"] = per_run[0].pop("target")

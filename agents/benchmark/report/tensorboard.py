@@ -1,0 +1,3 @@
+"""placeholder"""
+def write_tensorboard(*a, **k):
+    pass
