@@ -53,7 +53,7 @@ from .costs import MeteredAgent
 from .equal_compute import RECORD_FIELDS, spent_madds, verdict
 from .published import THRESHOLDS, as_published, checkpoint_thresholds
 from .report.looks import LOOK_FIELDS, look_records
-from .report.tensorboard import write_tensorboard
+from .report.tensorboard import check_tensorboard, write_tensorboard
 from ..registry import base_name, factory_of
 from .results import ResultsFolder, aggregate_runs, markdown_table
 from ..trained import jsonable, load_agent, trained_paths
@@ -261,6 +261,10 @@ def run_benchmark(
                          "split, or an agent's own stop action): drop early_exit")
     if thresholds not in THRESHOLDS:
         raise ValueError(f"thresholds must be one of {list(THRESHOLDS)}, got {thresholds!r}")
+    if tensorboard is not None:
+        if out_dir is None:
+            raise ValueError("tensorboard logs are written with the results: give out_dir too")
+        check_tensorboard()
     folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
     try:
         torch.manual_seed(seed)

@@ -21,8 +21,8 @@ import numpy as np
 from ...base import RecordedRun
 from ...episode_images import Looks
 
-__all__ = ["LOOK_FIELDS", "Gallery", "default_pair", "failure_gallery", "has_looks", "look_records",
-           "looks_from_records"]
+__all__ = ["LOOK_FIELDS", "Gallery", "default_pair", "failure_gallery", "gallery_indices", "has_looks",
+           "look_records", "looks_from_records"]
 
 #: per-image record fields of the looks (``NAME/field`` in ``per_image.npz``), (R, T' − 1, E) int16.
 LOOK_FIELDS = ("look_row", "look_col", "look_size")
@@ -123,3 +123,19 @@ def default_pair(results: dict) -> tuple[str, str] | None:
         others = [n for n in ranked if n != reference] or [n for n in agents if n != reference]
         return (others[0], reference) if others else None
     return (ranked[0], ranked[1]) if len(ranked) >= 2 else None
+
+
+def gallery_indices(folder, wrong: str, right: str, limit: int) -> tuple[list[int], dict]:
+    """The dataset indices of the first ``limit`` images of a results folder where ``wrong`` answered wrongly and
+    ``right`` rightly (the first side of :func:`failure_gallery`: ``gfnet show --wrong --right --results``), and the
+    folder's results.
+
+    Raises:
+        ValueError: not a results folder, no per-image records, or an agent not benchmarked there.
+    """
+    from ..merge import read_per_image, read_results
+
+    results = read_results(folder)
+    image_index, records = read_per_image(folder)
+    gallery = failure_gallery(records, wrong, right, limit)
+    return [int(image_index[c]) for c in gallery.wrong_only], results
