@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.benchmark.report import failure_gallery, report_folder, split_records
+from agents.benchmark.report import failure_gallery, split_records
 from agents.benchmark.report.images import load_images
 from agents.benchmark.report.looks import LOOK_FIELDS, default_pair, gallery_indices
 from agents.benchmark.report.page import markdown_to_html
