@@ -9,7 +9,8 @@
   run that died is taken over) refuses a second run on the same folder. Every problem is an
   :class:`OutputFolderError` with a one-line message.
 * :meth:`ResultsFolder.write` (also :func:`write_outputs`): every file — ``results.md``, ``results.csv``,
-  the PNG plots, ``per_image.npz`` (per-image records), then ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
+  the PNG plots, ``per_image.npz`` (per-image records), ``report.html`` (:mod:`agents.benchmark.report`), then
+  ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
   when all are complete are they renamed into place, ``results.json`` last (it is removed first, so it marks
   a complete folder), with SIGINT/SIGTERM held back during those renames. Ctrl-C, a crash or a full disk
   while writing leaves the previous results untouched; the staging folder is removed.

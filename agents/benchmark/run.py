@@ -23,7 +23,8 @@ docs/benchmark.md):
 5. Agents that read the label (``privileged``, the oracle) are flagged ``upper_bound`` and listed apart.
 
 Outputs in ``out_dir`` (:mod:`agents.results`): ``results.json``, ``results.csv``, ``results.md`` (the
-table, also printed) and the PNG plots of :mod:`agents.plots`. Same seed, same numbers (only the ``seconds``
+table, also printed), the PNG plots of :mod:`agents.plots`, ``per_image.npz`` (with each agent's looks) and
+``report.html`` (:mod:`agents.benchmark.report`); with ``tensorboard``, TensorBoard logs. Same seed, same numbers (only the ``seconds``
 fields vary). ``out_dir`` is checked and locked before any work, and the files replace the previous results
 all at once at the end (:class:`agents.results.ResultsFolder`).
 """

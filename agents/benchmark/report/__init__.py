@@ -18,29 +18,28 @@ import numpy as np
 from feature_nets.files import atomic_write_text
 
 from .images import ReportImages, load_images, report_images
-from .looks import Gallery, default_pair, failure_gallery, has_looks, look_records, looks_from_records
+from .looks import (
+    LOOKS_IMAGES,
+    Gallery,
+    default_pair,
+    failure_gallery,
+    has_looks,
+    look_columns,
+    look_records,
+    looks_from_records,
+    split_records,
+)
 from .page import build_page
 
 __all__ = ["GALLERY_IMAGES", "LOOKS_IMAGES", "REPORT_FILE", "Gallery", "ReportImages", "default_pair",
-           "failure_gallery", "has_looks", "look_records", "looks_from_records", "report_folder", "split_records",
+           "failure_gallery", "has_looks", "look_columns", "look_records", "looks_from_records", "report_folder",
+           "split_records",
            "write_report"]
 
 #: The report's file name in a results folder.
 REPORT_FILE = "report.html"
 #: Images shown per side of the failure gallery (default).
 GALLERY_IMAGES = 8
-#: Images of the "looks side by side" section, spread over the evaluation images.
-LOOKS_IMAGES = 4
-
-
-def split_records(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """``per_image.npz``'s arrays (``NAME/field``) as agent name → its records, in the order they were stored."""
-    records: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in arrays.items():
-        name, _, field = key.rpartition("/")
-        if name:
-            records.setdefault(name, {})[field] = np.asarray(value)
-    return records
 
 
 def write_report(folder: str | Path, results: dict, arrays: dict[str, np.ndarray] | None, images: Any = None,
@@ -73,8 +72,7 @@ def write_report(folder: str | Path, results: dict, arrays: dict[str, np.ndarray
         images, reason = load_images(results)
     elif images is not None and not isinstance(images, ReportImages):
         images = report_images(results["env_id"], images)
-    n = len(arrays["image_index"]) if arrays is not None and "image_index" in arrays else 0
-    columns = sorted(set(np.linspace(0, n - 1, num=min(LOOKS_IMAGES, n)).astype(int).tolist())) if n else []
+    columns = look_columns(len(arrays["image_index"]) if arrays is not None and "image_index" in arrays else 0)
     plots = {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
     page = build_page(results, arrays if records else None, records, plots, images, reason, gallery, columns,
                       markdown_table(results))
@@ -85,8 +83,9 @@ def report_folder(folder: str | Path, wrong: str | None = None, right: str | Non
                   gallery_images: int = GALLERY_IMAGES) -> Path:
     """Write ``report.html`` into a benchmark (or ``gfnet compare --out``) folder from its files, under the
     folder's lock (``gfnet report``); returns its path."""
+    from feature_nets.folders import OutputFolder
+
     from ..merge import read_per_image, read_results
-    from ..results import ResultsFolder
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -99,7 +98,7 @@ def report_folder(folder: str | Path, wrong: str | None = None, right: str | Non
             target = data["target"] if "target" in data.files else None
         arrays = {"image_index": image_index, **({"target": target} if target is not None else {})}
         arrays.update({f"{n}/{k}": v for n, r in records.items() for k, v in r.items()})
-    claimed = ResultsFolder(folder, "report").claim()
+    claimed = OutputFolder(folder, "report").claim()  # the lock every writer of a results folder takes
     try:
         return write_report(folder, results, arrays or None, wrong=wrong, right=right, gallery_images=gallery_images)
     finally:

@@ -21,11 +21,29 @@ import numpy as np
 from ...base import RecordedRun
 from ...episode_images import Looks
 
-__all__ = ["LOOK_FIELDS", "Gallery", "default_pair", "failure_gallery", "gallery_indices", "has_looks",
+__all__ = ["LOOKS_IMAGES", "LOOK_FIELDS", "Gallery", "look_columns", "split_records", "default_pair", "failure_gallery", "gallery_indices", "has_looks",
            "look_records", "looks_from_records"]
 
+#: Images of the report's "looks side by side" section (and the TensorBoard picture), spread over the evaluation images.
+LOOKS_IMAGES = 4
 #: per-image record fields of the looks (``NAME/field`` in ``per_image.npz``), (R, T' − 1, E) int16.
 LOOK_FIELDS = ("look_row", "look_col", "look_size")
+
+
+def split_records(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """``per_image.npz``'s arrays (``NAME/field``) as agent name → its records, in the order they were stored."""
+    records: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        name, _, field = key.rpartition("/")
+        if name:
+            records.setdefault(name, {})[field] = np.asarray(value)
+    return records
+
+
+def look_columns(n: int, k: int = LOOKS_IMAGES) -> list[int]:
+    """Positions of the ``k`` evaluation images (of ``n``) whose looks the report shows side by side: spread evenly,
+    the first and the last included."""
+    return sorted(set(np.linspace(0, n - 1, num=min(k, n)).astype(int).tolist())) if n > 0 else []
 
 
 def look_records(runs: Sequence[RecordedRun]) -> dict[str, np.ndarray]:

@@ -45,9 +45,8 @@ def write_tensorboard(folder: str | os.PathLike, results: dict, arrays: dict[str
     """Write the TensorBoard logs of ``results`` (and, with the per-image ``arrays`` and the evaluation
     ``dataset``, each agent's looks) into ``folder`` (see the module docstring); returns it."""
     from ...episode_images import TAG, figure_rgb, looks_figure
-    from . import LOOKS_IMAGES, split_records
     from .images import report_images
-    from .looks import has_looks, looks_from_records
+    from .looks import has_looks, look_columns, looks_from_records, split_records
 
     SummaryWriter = require("torch.utils.tensorboard", "train", "the benchmark's TensorBoard logs").SummaryWriter
     folder = Path(folder)
@@ -55,8 +54,7 @@ def write_tensorboard(folder: str | os.PathLike, results: dict, arrays: dict[str
     shutil.rmtree(stage, ignore_errors=True)
     records = split_records(arrays or {})
     images = report_images(results["env_id"], dataset) if dataset is not None and records else None
-    n = len(arrays["image_index"]) if images is not None else 0
-    columns = sorted(set(np.linspace(0, n - 1, num=min(LOOKS_IMAGES, n)).astype(int).tolist())) if n else []
+    columns = look_columns(len(arrays["image_index"]) if images is not None else 0)
     try:
         for name, entry in results["agents"].items():
             writer = SummaryWriter(str(stage / run_name(name)))
