@@ -69,9 +69,16 @@ def write_looks(looks: list[list[Looks]], agent_names: list[str], out: str | os.
             looks_figure(looks, agent_names, title=title).savefig(tmp, format="png")
         else:
             steps = max(lk.looks for row in looks for lk in row) + 1
-            frames = [figure_rgb(looks_figure(looks, agent_names, step=k, title=title)) for k in range(steps)]
+            frames = [figure_rgb(looks_figure(looks, agent_names, step=k, title=_step_title(title, k)))
+                      for k in range(steps)]
             save_gif(frames, tmp, duration_ms=duration_ms)
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out
+
+
+def _step_title(title: str | None, step: int) -> str:
+    """A GIF frame's title: ``title`` and how many looks the frame shows."""
+    when = "the glance" if step == 0 else f"after {step} look{'s' if step > 1 else ''}"
+    return f"{title}: {when}" if title else when

@@ -44,8 +44,11 @@ def chromium() -> str:
 def open_page(path: Path, actions=None) -> dict:
     """Open ``path`` in headless Chromium; returns the console errors, every image's natural width, the tables'
     first-column texts, and what ``actions(page)`` returns."""
-    from playwright.sync_api import sync_playwright
-
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the python package playwright is missing: `make test` installs it (the test extra: "
+                    "pip install -e '.[test]')")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
@@ -212,3 +215,13 @@ def test_tensorboard_logs_of_the_benchmark(bench):
         assert image.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and image.width > 300
     assert json.loads((out / "results.json").read_text())["agents"].keys() == set(AGENTS)
     assert not list(out.glob(".tensorboard.*"))  # no staging folder left
+
+
+def test_compare_out_writes_a_report_with_the_benchmarked_images(bench, tmp_path, capsys):
+    out, _, arrays = bench
+    code, text = run_cli(["compare", str(out), "--reference", "random", "--out", str(tmp_path / "merged")], capsys)
+    assert code == 0, text
+    page = (tmp_path / "merged" / "report.html").read_text()
+    assert 'data-right="random"' in page and "No pictures" not in page  # images found again from results.json
+    first = int(arrays["image_index"][0])
+    assert page.count(f"#{first} · ") == len(AGENTS)  # every agent's looks on the first evaluation image

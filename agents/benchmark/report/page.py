@@ -173,6 +173,10 @@ def _gallery_side(gallery: Gallery, columns: list[int], count: int, wrong: str, 
         return "\n".join(parts)
     pair = [gallery.wrong, gallery.right]
     drawable = [n for n in pair if has_looks(records[n])]
+    if not drawable:
+        parts.append('<p class="note">no looks recorded for these agents (folders of an older version: rerun their '
+                     "benchmarks)</p>")
+        return "\n".join(parts)
     per_agent = {n: looks_from_records(records[n], columns, arrays["image_index"], arrays["target"],
                                        images.image_at, images.class_names) for n in drawable}
     for j in range(len(columns)):
