@@ -8,10 +8,11 @@ them from a :func:`gfnet_env.rollout.rollout`.
 
 For TensorBoard, where a policy looks on a few fixed images, drawn during training:
 
-One picture (tag :data:`TAG`) shows deterministic episodes on the first ``n_images`` images of the
-task's validation split (:attr:`gfnet_env.tasks.Task.validation_split`), the same images every time so pictures from different training steps compare:
-one row per image — the glance frame, then one patch more per frame, each look coloured by p(true class)
-after it and each frame captioned with it, as ``gfnet show`` draws them (:func:`gfnet_env.render.rollout_frames`).
+One picture (tag :data:`TAG`) shows deterministic episodes on the first ``n_images`` images of the task's
+validation split (:attr:`gfnet_env.tasks.Task.validation_split`), the same images every time so pictures from
+different training steps compare: one row per image, headed by its true and predicted class names — the glance
+frame, then one patch more per frame, each look coloured by p(true class) after it and each frame captioned with
+it (:func:`gfnet_env.render.rollout_frames`) — and a colour scale of p(true class) at the bottom.
 
 * :func:`episode_image`: the picture of a policy on a core, as (H, W, 3) uint8 (``dataformats="HWC"``);
 * :func:`evaluation_core`: a small core on the evaluation split for it (its networks may be the training's own);
@@ -82,7 +83,8 @@ class Looks:
         """``#index true: NAME / predicted: NAME (p(y)=…)`` after ``step`` looks (None: the episode's answer)."""
         k = self.looks if step is None else min(int(step), self.looks)
         mark = "✓" if self.predicted[k] == self.true_name else "✗"
-        return f"#{self.index} true: {self.true_name}\n{mark} predicted: {self.predicted[k]} (p(y)={self.p_true[k]:.2f})"
+        return (f"#{self.index} true: {self.true_name}\n"
+                f"{mark} predicted: {self.predicted[k]} (p(y)={self.p_true[k]:.2f})")
 
 
 def looks_of_rollout(result, images: Sequence[np.ndarray], class_names: Sequence[str]) -> list[Looks]:

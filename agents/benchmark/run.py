@@ -24,9 +24,9 @@ docs/benchmark.md):
 
 Outputs in ``out_dir`` (:mod:`agents.results`): ``results.json``, ``results.csv``, ``results.md`` (the
 table, also printed), the PNG plots of :mod:`agents.plots`, ``per_image.npz`` (with each agent's looks) and
-``report.html`` (:mod:`agents.benchmark.report`); with ``tensorboard``, TensorBoard logs. Same seed, same numbers (only the ``seconds``
-fields vary). ``out_dir`` is checked and locked before any work, and the files replace the previous results
-all at once at the end (:class:`agents.results.ResultsFolder`).
+``report.html`` (:mod:`agents.benchmark.report`); with ``tensorboard``, TensorBoard logs. Same seed, same
+numbers (only the ``seconds`` fields vary). ``out_dir`` is checked and locked before any work, and the files
+replace the previous results all at once at the end (:class:`agents.results.ResultsFolder`).
 """
 
 from __future__ import annotations

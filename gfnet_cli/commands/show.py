@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     parser.add_argument("--start", type=int, default=0, help="first image index (default 0)")
     parser.add_argument("--indices", default=None, metavar="I,J,...",
-                        help="dataset indices of the evaluation split to draw, comma-separated (instead of --start/--n)")
+                        help="dataset indices of the evaluation split to draw, comma-separated (instead of "
+                             "--start/--n)")
     parser.add_argument("--wrong", default=None, metavar="AGENT",
                         help="with --right and --results: the images where AGENT answered wrongly ...")
     parser.add_argument("--right", default=None, metavar="AGENT", help="... and this AGENT rightly")

@@ -11,7 +11,8 @@ env, the benchmark, the trainers and ``gfnet train-features`` ask about an env i
 * how to train its networks (``training_sets``, optional ``pretraining_set``, and what a fresh model needs:
   ``num_classes``, ``image_size``, ``model_families``);
 * what its classes are called (:meth:`Task.class_names`: the images' own names — an image folder's class
-  folders, mapped to WordNet names where the data root has a synset list — else the task's ``class_names``).
+  folders, mapped to WordNet names where the data root has a synset list — else the task's
+  ``default_class_names``).
 
 Splits are chosen with the loader's ``split=`` keyword; a task without one has a single image set.
 """
@@ -29,7 +30,8 @@ from torch.utils.data import Dataset
 from feature_nets.checkpoint import check_trusted_pickle, load_checkpoint
 from feature_nets.gfnet import GFNet
 
-__all__ = ["SYNSET_LISTS", "Task", "TrainingOptions", "checkpoint_stage", "class_names_of", "dataset_class_names", "load_model"]
+__all__ = ["SYNSET_LISTS", "Task", "TrainingOptions", "checkpoint_stage", "class_names_of", "dataset_class_names",
+           "load_model"]
 
 #: Gymnasium's id grammar (``Name-vN``; a ``namespace/`` prefix allowed), without the ``module:`` prefix.
 _ENV_ID = re.compile(r"^(?:[\w:.-]+/)?[\w:.-]+?(?:-v\d+)?$")

@@ -65,7 +65,7 @@ def write_report(folder: str | Path, results: dict, arrays: dict[str, np.ndarray
     pair = (wrong, right) if wrong is not None else default_pair(results)
     gallery = None
     if pair is not None and records:
-        if pair[0] in records and pair[1] in records or wrong is not None:
+        if (pair[0] in records and pair[1] in records) or wrong is not None:  # a pair asked for: checked
             gallery = failure_gallery(records, pair[0], pair[1], gallery_images)
     reason = "the folder holds no per-image records" if not records else ""
     if records and images is None:

@@ -29,7 +29,7 @@ class ReportImages:
 
 
 def report_images(env_id: str, dataset: Any) -> ReportImages:
-    """:class:`ReportImages` of a dataset of task ``env_id`` (class names from :meth:`gfnet_env.tasks.Task.class_names`)."""
+    """:class:`ReportImages` of a dataset of task ``env_id`` (class names: :meth:`gfnet_env.tasks.Task.class_names`)."""
     from gfnet_env.data.image_folder import denormalizer_for
     from gfnet_env.tasks import get_task
 

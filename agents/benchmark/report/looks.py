@@ -21,8 +21,8 @@ import numpy as np
 from ...base import RecordedRun
 from ...episode_images import Looks
 
-__all__ = ["LOOKS_IMAGES", "LOOK_FIELDS", "Gallery", "look_columns", "split_records", "default_pair", "failure_gallery", "gallery_indices", "has_looks",
-           "look_records", "looks_from_records"]
+__all__ = ["LOOKS_IMAGES", "LOOK_FIELDS", "Gallery", "default_pair", "failure_gallery", "gallery_indices", "has_looks",
+           "look_columns", "look_records", "looks_from_records", "split_records"]
 
 #: Images of the report's "looks side by side" section (and the TensorBoard picture), spread over the evaluation images.
 LOOKS_IMAGES = 4

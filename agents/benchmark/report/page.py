@@ -146,7 +146,8 @@ def _figure(looks: Looks, agent: str | None = None) -> str:
 
 def _scale() -> str:
     return (f'<p class="note">Each look is a numbered square (1 = the first patch), the glance the frame around the '
-            f'image; colours: {html.escape(P_TRUE_LABEL)} <span>0</span> <span class="scale"></span> <span>1</span></p>')
+            f'image; colours: {html.escape(P_TRUE_LABEL)} <span>0</span> <span class="scale"></span> '
+            "<span>1</span></p>")
 
 
 def _looks_section(records: dict, columns: Sequence[int], arrays: dict, images: ReportImages) -> str:
