@@ -225,3 +225,23 @@ def test_compare_out_writes_a_report_with_the_benchmarked_images(bench, tmp_path
     assert 'data-right="random"' in page and "No pictures" not in page  # images found again from results.json
     first = int(arrays["image_index"][0])
     assert page.count(f"#{first} · ") == len(AGENTS)  # every agent's looks on the first evaluation image
+
+
+def test_an_unreadable_image_is_a_grey_square_not_a_lost_report():
+    from agents.benchmark.report.images import MISSING_SIDE, report_images
+    from gfnet_env.data.image_folder import CorruptImageError
+
+    class Broken:
+        classes = ["a", "b"]
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise CorruptImageError(f"cannot decode image {i}")
+
+    images = report_images(ENV, Broken())
+    with pytest.warns(UserWarning, match="image 1 cannot be drawn"):
+        square = images.image_at(1)
+    assert square.shape == (MISSING_SIDE, MISSING_SIDE, 3) and (square == 128).all()
+    assert images.class_names == ["a", "b"]

@@ -8,13 +8,17 @@ benchmarked (a ``dataset=`` object is not stored in ``results.json``: such a fol
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ReportImages", "load_images", "report_images"]
+__all__ = ["MISSING_SIDE", "ReportImages", "load_images", "report_images"]
+
+#: Side (pixels) of the grey square drawn for an image that cannot be read when the report is drawn.
+MISSING_SIDE = 128
 
 
 @dataclass
@@ -40,7 +44,15 @@ def report_images(env_id: str, dataset: Any) -> ReportImages:
         from gfnet_env.tasks import class_names_of
 
         names = class_names_of(dataset)
-    return ReportImages(lambda i: denorm(dataset[int(i)][0]), names)
+
+    def image_at(i: int) -> np.ndarray:
+        try:
+            return denorm(dataset[int(i)][0])
+        except OSError as e:  # a file that cannot be read now (CorruptImageError): a grey square, not a lost report
+            warnings.warn(f"report: image {i} cannot be drawn ({e}); a grey square stands for it", stacklevel=2)
+            return np.full((MISSING_SIDE, MISSING_SIDE, 3), 128, dtype=np.uint8)
+
+    return ReportImages(image_at, names)
 
 
 def load_images(results: dict) -> tuple[ReportImages | None, str]:
