@@ -9,7 +9,7 @@ Run::
 
     python examples/torchrl_ppo.py --out runs/torchrl_ppo                  # the full run (--steps 200000)
     python examples/torchrl_ppo.py --out runs/torchrl_ppo2 --workers 2     # 2 collector worker processes
-    python examples/torchrl_ppo.py --tiny                                  # a few batches, under a minute
+    python examples/torchrl_ppo.py --tiny                                  # 1,024 frames, under a minute
 
 With ``--workers K`` TorchRL's ``MultiSyncCollector`` steps K envs in K worker processes (each with
 ``--envs / K`` episodes in its batch, its own images seed) and the learner gathers their batches: the same
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def episode_sums(rewards: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/torchrl_ppo", help="folder the trained agent is saved to")
+    p.add_argument("--out", default=None, help="folder the trained agent is saved to (default: a temporary one)")
     p.add_argument("--steps", type=int, default=200_000, help="env steps (frames) to train for")
     p.add_argument("--envs", type=int, default=64, help="episodes stepped as one batch (over all workers)")
     p.add_argument("--workers", type=int, default=1, help="collector worker processes (MultiSyncCollector if > 1)")
@@ -221,8 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.tiny:
         args.steps, args.envs, args.rollout, args.epochs, args.batch_size = 1024, 16, 256, 2, 128
-        if args.out == p.get_default("out"):
-            args.out = "runs/torchrl_ppo_tiny"
+    if args.out is None:
+        args.out = tempfile.mkdtemp(prefix="torchrl_ppo_")
     if args.threads:
         torch.set_num_threads(args.threads)
     import gfnet_env

@@ -3,14 +3,18 @@ Gymnasium vector env's, tensors on the core's device, and ``import gfnet_env`` w
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from helpers import needs_fashion_mnist
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs.utils import check_env_specs
 
@@ -130,3 +134,37 @@ def test_import_gfnet_env_does_not_import_torchrl():
     code = ("import sys, gfnet_env; assert 'torchrl' not in sys.modules and 'tensordict' not in sys.modules; "
             "f = gfnet_env.make_torchrl_env; assert 'torchrl' in sys.modules and callable(f)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@needs_fashion_mnist
+def test_the_example_agent_runs_in_the_benchmark(tmp_path, monkeypatch, capsys):
+    """examples/torchrl_ppo.py saves an agent that `gfnet benchmark --import examples/torchrl_ppo.py
+    --agent-dir torchrl-ppo=DIR` (the command it prints) loads and evaluates."""
+    from agents import registry
+    from gfnet_cli import main as cli
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(registry._REGISTRY)
+    spec = importlib.util.spec_from_file_location("torchrl_ppo_example", root / "examples" / "torchrl_ppo.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    try:
+        torch.manual_seed(0)
+        actor = example.mlp(128 * 4 * 4, [8], 49)
+        example.save_agent(actor, 128 * 4 * 4, [8], 49, tmp_path / "agent", {"steps": 0})
+        loaded = example.TorchRLPPOAgent.load(tmp_path / "agent" / "policy.pt", device="cpu")
+        obs = torch.randn(3, 128, 4, 4)
+        assert loaded.act(obs.numpy()).tolist() == actor(obs).argmax(-1).tolist()
+        out = tmp_path / "bench"
+        code = cli.main(["benchmark", "--env", "GFNet-ClutteredFashionMNIST-v0", "--import", "examples/torchrl_ppo.py",
+                         "--agents", "random,torchrl-ppo", "--agent-dir", f"torchrl-ppo={tmp_path / 'agent'}",
+                         "--episodes", "16", "--seeds", "1", "--fit-episodes", "16", "--batch-size", "16",
+                         "--device", "cpu", "--out", str(out)])
+        assert code == 0, capsys.readouterr()
+        res = json.loads((out / "results.json").read_text())
+        assert res["agents"]["torchrl-ppo"]["n_runs"] == 1 and res["episodes"] == 16
+    finally:
+        for name in set(registry._REGISTRY) - before:
+            registry.unregister(name)
