@@ -30,9 +30,9 @@ def make(model, dataset, **kw):
     return gfnet_env.make_torchrl_env(ENV_ID, num_envs=N, checkpoint=model, dataset=dataset, device="cpu", **kw)
 
 
-@pytest.mark.parametrize("obs_mode", ["gru", "feature_map", "dict"])
-@pytest.mark.parametrize("action_mode,stop", [("grid", False), ("continuous", False), ("grid", True),
-                                              ("continuous", True)])
+@pytest.mark.parametrize("obs_mode,action_mode,stop", [(o, a, s) for o in ("gru", "feature_map", "dict")
+                                                       for a, s in (("grid", False), ("continuous", True))]
+                         + [("dict", "grid", True), ("gru", "continuous", False)])
 def test_check_env_specs_passes(model, dataset, obs_mode, action_mode, stop):
     with_stop = dict(stop_action=True) if stop else {}
     env = make(model, dataset, obs_mode=obs_mode, action_mode=action_mode, grid_size=G, seed=0, **with_stop)
