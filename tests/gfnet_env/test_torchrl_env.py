@@ -131,8 +131,8 @@ def test_observations_stay_on_the_core_device(model, dataset):
 
 
 def test_import_gfnet_env_does_not_import_torchrl():
-    code = ("import sys, gfnet_env; assert 'torchrl' not in sys.modules and 'tensordict' not in sys.modules; "
-            "f = gfnet_env.make_torchrl_env; assert 'torchrl' in sys.modules and callable(f)")
+    """The TorchRL face loads on first use of its names (the other tests use ``gfnet_env.make_torchrl_env``)."""
+    code = "import sys, gfnet_env; assert 'torchrl' not in sys.modules and 'tensordict' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
