@@ -40,6 +40,7 @@ from torch import nn
 import agents
 from agents.base import Agent, PathLike, RunContext
 from agents.trained import write_agent_json
+from feature_nets.devices import resolve_device
 from feature_nets.files import atomic_save
 
 ENV_ID = "GFNet-ClutteredFashionMNIST-v0"
@@ -69,7 +70,7 @@ class TorchRLPPOAgent(Agent):
     grid_size = ENV_SETTINGS["grid_size"]
     trainable = True
 
-    def __init__(self, actor: nn.Module, device: str = "cpu") -> None:
+    def __init__(self, actor: nn.Module, device: str | torch.device = "cpu") -> None:
         self.actor, self.device = actor.eval(), torch.device(device)
 
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
@@ -86,7 +87,7 @@ class TorchRLPPOAgent(Agent):
 
     @classmethod
     def load(cls, path: PathLike, device: str = "auto") -> "TorchRLPPOAgent":
-        device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        device = resolve_device(device)
         saved = torch.load(path, map_location=device, weights_only=True)
         actor = mlp(saved["inputs"], saved["hidden"], saved["outputs"])
         actor.load_state_dict(saved["state_dict"])
@@ -124,8 +125,6 @@ def train(args: argparse.Namespace) -> Path:
     from torchrl.objectives.value import GAE
 
     torch.manual_seed(args.seed)
-    if args.envs % args.workers:
-        raise ValueError(f"--envs {args.envs} must be a multiple of --workers {args.workers}")
     per_worker = args.envs // args.workers
     probe = make_env(1, args.seed, args.device)  # read the spaces once
     obs_shape, n_actions = probe.observation_spec["observation"].shape[1:], int(probe.action_spec.space.n)
@@ -222,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.tiny:
         args.steps, args.envs, args.rollout, args.epochs, args.batch_size = 1024, 16, 256, 2, 128
+    if args.workers < 1 or args.envs % args.workers:
+        p.error(f"--envs {args.envs} must be a multiple of --workers {args.workers} (each worker steps --envs / "
+                "--workers episodes)")
     if args.out is None:
         args.out = tempfile.mkdtemp(prefix="torchrl_ppo_")
     if args.threads:
