@@ -127,8 +127,7 @@ class GFNetTorchRLEnv(EnvBase):
         slots = np.arange(n) if mask is None else np.flatnonzero(mask.reshape(n).cpu().numpy())
         self.core.reset_slots(slots)
         self._ended[slots] = False
-        info = self.core.reset_info(np.arange(n))
-        info["stopped"][:] = False
+        info = self.core.reset_info(np.arange(n))  # rows not reset: their current values (TorchRL keeps its own)
         flags = torch.as_tensor(self._ended, device=self.device).reshape(n, 1)
         return self._observation(info, done=flags, terminated=flags.clone(),
                                  truncated=torch.zeros(n, 1, dtype=torch.bool, device=self.device))
