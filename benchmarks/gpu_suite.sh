@@ -25,3 +25,7 @@ run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --ba
 run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024 --rounds 5
 run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision fp32 --images 1024 --rounds 5 --decoders torchvision
 run benchmarks/episode_throughput.py --model resnet50 --patch-size 96 --T 5 --batch 256 --device cuda --precision bf16 --channels-last --images 1024 --rounds 5 --decoders torchvision
+# The faces of one core on the GPU (embedded task, 256 envs): TorchRL env (device tensors end to end), TorchRL's
+# GymWrapper over the vector env, the Gymnasium vector env (numpy / tensor_obs), the SB3 adapter (lines ratio_torchrl_*=).
+run benchmarks/env_speed_torchrl.py --device cuda --num-envs 256 --steps 200
+run benchmarks/env_speed_torchrl.py --device cuda --num-envs 1024 --steps 100

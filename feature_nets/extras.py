@@ -6,6 +6,7 @@ The core install (``pip install gfnet-gym``) is what ``gym.make``, ``make_vec`` 
 * ``sb3`` — Stable-Baselines3 and sb3-contrib (SB3 agents, :mod:`gfnet_env.sb3`);
 * ``benchmark`` — matplotlib and tqdm (``gfnet benchmark``: plots, progress bars);
 * ``train`` — TensorBoard and tqdm, and the ``sb3`` extra (the training commands);
+* ``torchrl`` — TorchRL and tensordict (:func:`gfnet_env.make_torchrl_env`, examples/torchrl_ppo.py);
 * ``all`` — every extra.
 
 :func:`require` imports an optional module or raises :class:`MissingExtraError` saying what needs it and which
@@ -28,6 +29,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("matplotlib", "benchmark"),
     "tqdm": ("tqdm", "benchmark"),
     "tensorboard": ("tensorboard", "train"),
+    "torchrl": ("torchrl", "torchrl"),
+    "tensordict": ("tensordict", "torchrl"),
 }
 
 

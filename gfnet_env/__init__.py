@@ -8,12 +8,13 @@ Importing the package registers the env id of every registered task (:mod:`gfnet
     env = gym.make("GFNet-ImageNet-v0", checkpoint="resnet50_patch_size_96_T5.pth.tar", data_root="/data/imagenet")
     venv = gym.make_vec("GFNet-ImageNet-v0", num_envs=64, vectorization_mode="vector_entry_point", ...)
     sb3_env = gfnet_env.make_sb3_vec_env("GFNet-ImageNet-v0", n_envs=64, ...)   # imports Stable-Baselines3
+    rl_env = gfnet_env.make_torchrl_env("GFNet-ImageNet-v0", num_envs=64, ...)  # imports TorchRL
     result = gfnet_env.rollout(core, agent, indices)                        # a policy over given images
     gfnet_env.keep_freed_memory()    # on Linux, first thing: CPU forward passes stop page-faulting
 
 The contract (spaces, reward, what agents may see) is in docs/environment.md. ``import gfnet_env`` imports
-neither Stable-Baselines3 nor matplotlib nor TensorBoard: the SB3 face (:mod:`gfnet_env.sb3`) is imported on
-first use of its names.
+neither Stable-Baselines3 nor TorchRL nor matplotlib nor TensorBoard: the SB3 face (:mod:`gfnet_env.sb3`) and
+the TorchRL face (:mod:`gfnet_env.torchrl_env`) are imported on first use of their names.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from .views import EnvView, PrivilegedView
 
 #: Names served by :mod:`gfnet_env.sb3`, which imports Stable-Baselines3 (imported on first access).
 _SB3_NAMES = ("GFNetSB3VecEnv", "make_sb3_vec_env")
+#: Names served by :mod:`gfnet_env.torchrl_env`, which imports TorchRL (imported on first access).
+_TORCHRL_NAMES = ("GFNetTorchRLEnv", "make_torchrl_env")
 
 
 def __getattr__(name: str):
@@ -37,6 +40,10 @@ def __getattr__(name: str):
         from . import sb3
 
         return getattr(sb3, name)
+    if name in _TORCHRL_NAMES:
+        from . import torchrl_env
+
+        return getattr(torchrl_env, name)
     raise AttributeError(f"module 'gfnet_env' has no attribute {name!r}")
 
 
@@ -56,6 +63,7 @@ __all__ = [
     "GFNetCore",
     "GFNetEnv",
     "GFNetSB3VecEnv",
+    "GFNetTorchRLEnv",
     "GFNetVectorEnv",
     "PrivilegedView",
     "Rollout",
@@ -64,6 +72,7 @@ __all__ = [
     "keep_freed_memory",
     "make_core",
     "make_sb3_vec_env",
+    "make_torchrl_env",
     "register_task",
     "registered_tasks",
     "rollout",
