@@ -28,7 +28,7 @@ from helpers import needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("feature_nets", "gfnet_env", "agents", "gfnet_cli")
-OPTIONAL = ("stable_baselines3", "sb3_contrib", "matplotlib", "tensorboard", "tqdm")
+OPTIONAL = ("stable_baselines3", "sb3_contrib", "matplotlib", "tensorboard", "tqdm", "torchrl", "tensordict")
 #: Makes the optional packages unimportable in a subprocess, as if they were not installed (``None`` in
 #: ``sys.modules`` makes ``import`` raise ModuleNotFoundError and ``importlib.util.find_spec`` return None).
 HIDE_OPTIONAL = f"import sys\nfor _m in {OPTIONAL!r}:\n    sys.modules[_m] = None\n"
