@@ -497,7 +497,6 @@ def train_policy(
     Returns:
         :class:`TrainedPolicy` (:func:`agents.paper_ppo.agent.train_paper_ppo` wraps it as an agent).
     """
-
     from feature_nets.training.distributed import finish_distributed, init_distributed
 
     env_kwargs = _checked_env_kwargs(steps, batch_size, episode_images, env_kwargs, stop=stop)
