@@ -199,7 +199,7 @@ class _Learner:
         generator, seeded by the caller), Adam, and the noise generator seeded with ``seed``, on the core's device.
         ``stop``: a :class:`~feature_nets.policy.StopPatchPolicy` (a plain ``init_policy`` gets a fresh stop head)."""
         if init_policy is not None:
-            policy = copy.deepcopy(init_policy)
+            policy = copy.deepcopy(init_policy).requires_grad_(True)  # a loaded checkpoint's policy comes frozen
             if stop and not isinstance(policy, StopPatchPolicy):
                 policy = StopPatchPolicy.from_policy(policy)
             elif not stop and isinstance(policy, StopPatchPolicy):
