@@ -289,18 +289,15 @@ def run_benchmark(
         raise ValueError(f"thresholds must be one of {list(THRESHOLDS)}, got {thresholds!r}")
     job = Shard.parse(shard)
     _check_shard(job, agents, out_dir)
-    from feature_nets.training.distributed import finish_distributed, init_distributed
-    group = init_distributed(device) if job.whole else None  # torchrun's ranks (one process: nothing to join)
-    try:
-        if group is not None and group.distributed:
+    from feature_nets.training.distributed import torchrun_group
+
+    with torchrun_group(device) as group:  # torchrun's ranks (one process: None)
+        if group is not None:
             job, device = Shard.of_process_group(group.rank, group.world_size), str(group.device)
         main = job.index == 0 or job.alone
         return _benchmark(env_id, agents, out_dir, episodes, seeds, agent_dirs, env_kwargs, task_kwargs, settings,
                           fit_split, fit_episodes, batch_size, device, seed, verbose and main, trust_agent,
                           reference, margin, thresholds, job)
-    finally:
-        if group is not None:
-            finish_distributed(group)
 
 
 def _check_shard(job: Shard, agents: list[str], out_dir) -> None:

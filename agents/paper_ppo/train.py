@@ -497,13 +497,12 @@ def train_policy(
     Returns:
         :class:`TrainedPolicy` (:func:`agents.paper_ppo.agent.train_paper_ppo` wraps it as an agent).
     """
-    from feature_nets.training.distributed import finish_distributed, init_distributed
+    from feature_nets.training.distributed import torchrun_group
 
     env_kwargs = _checked_env_kwargs(steps, batch_size, episode_images, env_kwargs, stop=stop)
     out_dir = Path(out_dir)
-    group = init_distributed(device)
-    try:
-        rank, world = group.rank, group.world_size
+    with torchrun_group(device) as group:  # torchrun's ranks (one process: None)
+        rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
         if world > 1:
             if batch_size % world:
                 raise ValueError(f"batch_size {batch_size} is the global batch of the {world} processes: give a "
@@ -511,12 +510,10 @@ def train_policy(
             device = str(group.device)
         if rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
-        policy, plan, trained_on = _train(env_id, steps, out_dir, seed, batch_size, lr, init_policy, resume, force_settings,
-                              device, gamma, clip, epochs, save_every, progress and rank == 0,
-                              episode_images if rank == 0 else 0, stop, on_start if rank == 0 else None, env_kwargs,
-                              rank, world)
-    finally:
-        finish_distributed(group)
+        policy, plan, trained_on = _train(env_id, steps, out_dir, seed, batch_size, lr, init_policy, resume,
+                                          force_settings, device, gamma, clip, epochs, save_every,
+                                          progress and rank == 0, episode_images if rank == 0 else 0, stop,
+                                          on_start if rank == 0 else None, env_kwargs, rank, world)
     metadata = {**plan.meta, "batches": plan.n_batches, "env_steps": plan.steps_at(plan.n_batches)}
     if rank == 0:
         write_policy_file(policy, out_dir / AGENT_FILE, metadata)

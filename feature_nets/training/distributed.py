@@ -15,8 +15,10 @@ processes equals the one-process run up to floating-point summation order.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +32,7 @@ __all__ = [
     "DistContext",
     "init_distributed",
     "finish_distributed",
+    "torchrun_group",
     "gather_objects",
     "broadcast_object",
     "average_gradients",
@@ -88,6 +91,20 @@ def finish_distributed(ctx: DistContext) -> None:
         gc.collect()  # drop the DDP wrapper (its reducer holds the process group) before the group goes
         dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def torchrun_group(device: str | None = None) -> Iterator[DistContext | None]:
+    """The process group for a command that also runs in one process: under torchrun (``WORLD_SIZE`` > 1) the
+    :class:`DistContext` of :func:`init_distributed` (left with :func:`finish_distributed` when the block ends
+    normally; after an error this process just leaves, so that torchrun stops the other ranks instead of this one
+    waiting for them at a barrier), else None — one process, nothing initialised, its device untouched."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield None
+        return
+    ctx = init_distributed(device)
+    yield ctx
+    finish_distributed(ctx)
 
 
 def _group_active() -> bool:
