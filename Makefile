@@ -13,7 +13,7 @@ DEMO_OUT ?= outputs/demo
 
 TORCH_PIN := requirements/torch.txt
 
-.PHONY: setup demo test test-conformance lint dataset clean
+.PHONY: setup demo test test-conformance lint dataset browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,15 @@ dataset:
 	  else echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' or set FASHION_MNIST_DIR"; fi; \
 	fi
 
-setup: $(STAMP) dataset
+# Chromium for the report's browser test (Debian package, driven by Playwright; never `playwright install`).
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)); \
+	  else echo "Chromium not found: run 'sudo apt-get install chromium' (the report's browser test needs it)"; fi; \
+	fi
+
+setup: $(STAMP) dataset browser
 
 # The agents of the README's tables: baselines, the null models (copies of paper-ppo's looks), the shipped
 # policies, and the three shipped paper-ppo-stop policies (one per step cost) that decide when to stop.

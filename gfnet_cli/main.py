@@ -26,6 +26,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("benchmark", "gfnet_cli.commands.benchmark", "compare agents on the same images: tables, CSV, JSON, plots"),
     ("compare", "gfnet_cli.commands.compare", "merge benchmark outputs of the same protocol into one table"),
     ("merge", "gfnet_cli.commands.merge", "join the folders of a benchmark's --shard K/N runs into its one result"),
+    ("report", "gfnet_cli.commands.report",
+     "write a benchmark folder's report.html: tables, curves, looks, failure gallery (one self-contained page)"),
     ("show", "gfnet_cli.commands.show", "draw the patches agents choose (PNG or GIF)"),
     ("train-policy", "gfnet_cli.commands.train_policy",
      "stage 2: train the paper's policy on a checkpoint's frozen networks and write it back"),
@@ -39,6 +41,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 #: Agents check their own needs when they are made (an SB3 agent: the ``sb3`` extra).
 COMMAND_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "benchmark": ("benchmark", ("matplotlib", "tqdm")),
+    "show": ("benchmark", ("matplotlib",)),
     "train-agent": ("train", ("tensorboard", "tqdm")),
     "train-policy": ("train", ("tensorboard", "tqdm")),
     "train-features": ("train", ("tensorboard", "tqdm")),
@@ -51,6 +54,7 @@ MINIMUMS: dict[str, dict[str, float]] = {
     "train-agent": {"steps": 1, "seeds": 1, "n_envs": 1, "grid_size": 1, "eval_episodes": 1, "batch_size": 1},
     "train-policy": {"steps": 1, "batch_size": 1},
     "show": {"n": 1, "start": 0, "duration_ms": 1},
+    "report": {"gallery_images": 1},
     "benchmark": {"episodes": 1, "seeds": 1, "fit_episodes": 1, "batch_size": 1},
     "train-features": {"patch_size": 1, "T": 1, "image_size": 1, "small_feature_num": 1, "epochs": 1,
                        "batch_size": 1, "train_samples": 1, "val_samples": 1, "max_steps_per_epoch": 1,

@@ -9,7 +9,8 @@
   run that died is taken over) refuses a second run on the same folder. Every problem is an
   :class:`OutputFolderError` with a one-line message.
 * :meth:`ResultsFolder.write` (also :func:`write_outputs`): every file — ``results.md``, ``results.csv``,
-  the PNG plots, ``per_image.npz`` (per-image records), then ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
+  the PNG plots, ``per_image.npz`` (per-image records), ``report.html`` (:mod:`agents.benchmark.report`), then
+  ``results.json`` — is first written into ``.staging-<pid>/`` inside the folder; only
   when all are complete are they renamed into place, ``results.json`` last (it is removed first, so it marks
   a complete folder), with SIGINT/SIGTERM held back during those renames. Ctrl-C, a crash or a full disk
   while writing leaves the previous results untouched; the staging folder is removed.
@@ -40,7 +41,7 @@ __all__ = ["LOCK_FILE", "OutputFolderError", "ResultsFolder", "aggregate_runs", 
 
 #: Files a benchmark writes into its folder; ``results.json`` is written last and marks it complete.
 RESULT_FILES = ("results.md", "results.csv", "per_image.npz", "anytime_top1.png", "budgeted.png", "mean_return.png",
-                "madds_per_step.png", "seconds.png", "results.json")
+                "madds_per_step.png", "seconds.png", "report.html", "results.json")
 #: ``decision_madds_note`` of an agent charged 0 multiply-adds for its own decisions without declaring it
 #: (:attr:`agents.benchmark.costs.MeteredAgent.unaccounted`).
 DECISION_MADDS_NOTE = ("charged 0 multiply-adds per decision: its act ran no torch operations (the only ones "
@@ -145,11 +146,14 @@ class ResultsFolder(OutputFolder):
         return self
 
     # --- at the end ----------------------------------------------------------------------------------
-    def write(self, results: dict, arrays: dict[str, np.ndarray] | None = None) -> list[Path]:
+    def write(self, results: dict, arrays: dict[str, np.ndarray] | None = None, images=None) -> list[Path]:
         """Every output file into a staging folder, then all of them into place (``results.json`` last).
 
-        ``arrays`` (the per-image records) go to ``per_image.npz`` (compressed numpy arrays by name)."""
+        ``arrays`` (the per-image records) go to ``per_image.npz`` (compressed numpy arrays by name); the report
+        (``report.html``, :mod:`agents.benchmark.report`) draws the looks on ``images`` (the evaluation dataset;
+        None: loaded from the results' env arguments where they still give the benchmarked images)."""
         from .plots import make_plots
+        from .report import write_report
 
         out = self.path
         out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,7 @@ class ResultsFolder(OutputFolder):
             staged += make_plots(results, stage)
             if arrays:
                 staged.append(atomic_write(stage / "per_image.npz", lambda f: np.savez_compressed(f, **arrays)))
+            staged.append(write_report(stage, results, arrays, images=images))
             staged.append(atomic_write_text(stage / "results.json", json.dumps(results, indent=2)))
             names = [p.name for p in staged]
             with _signals_held():

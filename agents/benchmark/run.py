@@ -29,9 +29,10 @@ rollout and exchange them, giving the one-process records and table (rank 0 writ
 shard of the evaluation images to its own folder, and ``gfnet merge`` joins the shards into the one-process result.
 
 Outputs in ``out_dir`` (:mod:`agents.results`): ``results.json``, ``results.csv``, ``results.md`` (the
-table, also printed) and the PNG plots of :mod:`agents.plots`. Same seed, same numbers (only the ``seconds``
-fields vary). ``out_dir`` is checked and locked before any work, and the files replace the previous results
-all at once at the end (:class:`agents.results.ResultsFolder`).
+table, also printed), the PNG plots of :mod:`agents.plots`, ``per_image.npz`` (with each agent's looks) and
+``report.html`` (:mod:`agents.benchmark.report`); with ``tensorboard``, TensorBoard logs. Same seed, same
+numbers (only the ``seconds`` fields vary). ``out_dir`` is checked and locked before any work, and the files
+replace the previous results all at once at the end (:class:`agents.results.ResultsFolder`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ from .comparison import compare_agents, default_reference
 from .costs import MeteredAgent
 from .equal_compute import RECORD_FIELDS, spent_madds, verdict
 from .published import THRESHOLDS, as_published, checkpoint_thresholds
+from .report.looks import LOOK_FIELDS, look_records
+from .report.tensorboard import check_tensorboard, write_tensorboard
 from ..registry import base_name, factory_of
 from .results import OutputFolderError, ResultsFolder, aggregate_runs, markdown_table, run_numbers
 from .shards import WHOLE, Shard
@@ -228,6 +231,7 @@ def run_benchmark(
     margin: float | None = None,
     thresholds: str = "fit",
     shard: str | None = None,
+    tensorboard: PathLike | None = None,
 ) -> dict:
     """Compare agents on ``env_id`` (see the module docstring for the protocol).
 
@@ -267,6 +271,8 @@ def run_benchmark(
     Under torchrun (``WORLD_SIZE`` > 1) every rank runs its share of the batches on its own device
     (``cuda:LOCAL_RANK``, else the CPU with gloo), the rollouts are exchanged, and every rank returns the results
     of the one-process run; rank 0 alone writes ``out_dir`` and prints.
+        tensorboard: a folder for TensorBoard logs of the results (:mod:`agents.benchmark.report.tensorboard`;
+            written with ``out_dir`` only, by the process that writes it; None: none).
 
     Returns:
         dict with ``env_id``, ``episodes``, ``T``, ``madds_per_step``, ``madds_cumulative``, ``fit``, and
@@ -287,6 +293,10 @@ def run_benchmark(
                          "split, or an agent's own stop action): drop early_exit")
     if thresholds not in THRESHOLDS:
         raise ValueError(f"thresholds must be one of {list(THRESHOLDS)}, got {thresholds!r}")
+    if tensorboard is not None:
+        if out_dir is None:
+            raise ValueError("tensorboard logs are written with the results: give out_dir too")
+        check_tensorboard()
     job = Shard.parse(shard)
     _check_shard(job, agents, out_dir)
     from feature_nets.training.distributed import torchrun_group
@@ -297,7 +307,7 @@ def run_benchmark(
         main = job.index == 0 or job.alone
         return _benchmark(env_id, agents, out_dir, episodes, seeds, agent_dirs, env_kwargs, task_kwargs, settings,
                           fit_split, fit_episodes, batch_size, device, seed, verbose and main, trust_agent,
-                          reference, margin, thresholds, job)
+                          reference, margin, thresholds, job, tensorboard)
 
 
 def _check_shard(job: Shard, agents: list[str], out_dir) -> None:
@@ -318,7 +328,7 @@ def _check_shard(job: Shard, agents: list[str], out_dir) -> None:
 
 def _benchmark(env_id, agents, out_dir, episodes, seeds, agent_dirs, env_kwargs, task_kwargs, settings, fit_split,
                fit_episodes, batch_size, device, seed, verbose, trust_agent, reference, margin, thresholds,
-               job: Shard) -> dict:
+               job: Shard, tensorboard=None) -> dict:
     """:func:`run_benchmark` once its arguments are checked, as shard ``job`` (the whole run in one process)."""
     from feature_nets.training.distributed import broadcast_object
 
@@ -380,8 +390,10 @@ def _benchmark(env_id, agents, out_dir, episodes, seeds, agent_dirs, env_kwargs,
             arrays = {"image_index": np.asarray(images.eval_indices)[positions],
                       "target": next(iter(records.values()))["target"]}
             for name, rec in records.items():
-                arrays.update({f"{name}/{k}": rec[k] for k in RECORD_FIELDS})
-            folder.write(results, arrays)
+                arrays.update({f"{name}/{k}": rec[k] for k in (*RECORD_FIELDS, *LOOK_FIELDS)})
+            folder.write(results, arrays, images=images.eval_dataset)
+            if tensorboard is not None:
+                write_tensorboard(tensorboard, results, arrays, images.eval_dataset)
     finally:
         if folder is not None:
             folder.release()
@@ -506,6 +518,7 @@ def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, s
             looks[name] = [r["recorded"] for r in evaluated]
             metas[name] = [r["meta"] for r in evaluated]
             records[name] = stack_records([r["records"] for r in evaluated])
+            records[name].update(look_records(looks[name]))  # the report draws the looks from these
             out[name] = aggregate_runs([run_numbers(r["meta"], r["records"]) for r in evaluated], source, ctx.seed)
     finally:
         cores.close()

@@ -3,7 +3,9 @@
 Every agent sees the same N evaluation images (spread evenly over the split) in the same order and acts deterministically; random is run over
 --seeds seeds, trained agents over their training seeds (several --agent-dir entries, or seed sub-folders of one).
 Budgeted-batch thresholds are fitted on held-out images. The oracle reads the label and is listed apart as an
-upper bound. Writes results.json, results.csv, results.md and PNG plots to --out and prints the table.
+upper bound. Writes results.json, results.csv, results.md, PNG plots, per_image.npz and report.html (one
+self-contained page: tables, curves, looks, failure gallery; `gfnet report` redraws it) to --out and prints the
+table; --tensorboard DIR also writes TensorBoard logs.
 
 --out is checked before any work (a folder this process can write, not used by another benchmark: a .lock file
 inside it); the results replace the previous ones all at once at the end, results.json last. Trained SB3 agents are
@@ -75,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="budgeted thresholds: 'fit' (default: each agent's fitted on its own fit-split outputs) "
                              "or 'checkpoint' (paper-ppo with the checkpoint's policy uses the checkpoint's stored "
                              "dynamic_threshold; the other agents keep fitted ones)")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write TensorBoard logs of the results into DIR (e.g. OUT/tensorboard): per agent "
+                             "top-1 after each look, the budgeted curve, its looks on a few images (needs the train "
+                             "extra)")
     add_trust_agent(parser)
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="run only part K of N of the evaluation images (batch k goes to part k mod N) into --out, "
@@ -100,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                   fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
                   device=args.device, seed=args.seed, trust_agent=args.trust_agent,
                   reference=None if args.reference.lower() == "none" else args.reference, margin=args.margin,
-                  thresholds=args.thresholds, shard=args.shard)
+                  thresholds=args.thresholds, tensorboard=args.tensorboard, shard=args.shard)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 wrote them
-        print(f"results in {args.out}: results.json, results.csv, results.md, *.png")
+        print(f"results in {args.out}: results.json, results.csv, results.md, *.png, report.html (open it in a "
+              "browser)" + (f"; TensorBoard logs in {args.tensorboard}" if args.tensorboard else ""))
     return 0

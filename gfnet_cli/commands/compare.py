@@ -8,8 +8,9 @@ folder is then enough: e.g. a benchmark re-read against random instead of paper-
 different references are never shown under one "Δ vs" heading with their own numbers.
 
 --out is written as the benchmark writes its folder: locked for the run (a folder in use by another run is
-refused), every file (results.md, results.csv, the plots, per_image.npz, then results.json) staged and moved into
-place at once, so that it holds the old results or the new merge, never a mix (the merge can be compared again).
+refused), every file (results.md, results.csv, the plots, per_image.npz, report.html, then results.json) staged and
+moved into place at once, so that it holds the old results or the new merge, never a mix (the merge can be
+compared again).
 It cannot be one of the compared folders, and a compared folder in use by a running benchmark is refused (its
 results may change while they are read).
 """

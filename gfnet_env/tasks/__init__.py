@@ -14,7 +14,7 @@ from .cluttered_fashion_mnist import DEFAULT_FMNIST_CHECKPOINT, WEIGHTS_DIR, clu
 from .image_folder import image_folder_split, image_folder_training_sets
 from .imagenet import IMAGENET_HELP, imagenet_task
 from .registry import get_task, register_task, registered_tasks, unregister_task
-from .task import Task, TrainingOptions, load_model
+from .task import Task, TrainingOptions, class_names_of, load_model
 
 __all__ = [
     "DEFAULT_FMNIST_CHECKPOINT",
@@ -22,6 +22,7 @@ __all__ = [
     "Task",
     "TrainingOptions",
     "WEIGHTS_DIR",
+    "class_names_of",
     "cluttered_fashion_mnist_task",
     "get_task",
     "image_folder_split",

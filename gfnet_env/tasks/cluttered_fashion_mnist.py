@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from feature_nets.gfnet import GFNet
 
+from ..data.cluttered_fashion_mnist import FASHION_MNIST_CLASSES
 from ..data.image_folder import check_image_dataset
 from .task import Task, TrainingOptions, load_model
 
@@ -84,4 +85,5 @@ TASK = Task(
     training_sets=training_sets,
     pretraining_set=pretraining_set,
     training_workers=0,  # canvases are made in memory
+    default_class_names=FASHION_MNIST_CLASSES,
 )

@@ -9,7 +9,10 @@ env, the benchmark, the trainers and ``gfnet train-features`` ask about an env i
   thresholds on (``fit_split``; None: held-out images of the evaluation split), which split training holds out
   for validation and pictures (``validation_split``) and which split it trains on (``train_split``);
 * how to train its networks (``training_sets``, optional ``pretraining_set``, and what a fresh model needs:
-  ``num_classes``, ``image_size``, ``model_families``).
+  ``num_classes``, ``image_size``, ``model_families``);
+* what its classes are called (:meth:`Task.class_names`: the images' own names — an image folder's class
+  folders, mapped to WordNet names where the data root has a synset list — else the task's
+  ``default_class_names``).
 
 Splits are chosen with the loader's ``split=`` keyword; a task without one has a single image set.
 """
@@ -27,7 +30,8 @@ from torch.utils.data import Dataset
 from feature_nets.checkpoint import check_trusted_pickle, load_checkpoint
 from feature_nets.gfnet import GFNet
 
-__all__ = ["Task", "TrainingOptions", "checkpoint_stage", "load_model"]
+__all__ = ["SYNSET_LISTS", "Task", "TrainingOptions", "checkpoint_stage", "class_names_of", "dataset_class_names",
+           "load_model"]
 
 #: Gymnasium's id grammar (``Name-vN``; a ``namespace/`` prefix allowed), without the ``module:`` prefix.
 _ENV_ID = re.compile(r"^(?:[\w:.-]+/)?[\w:.-]+?(?:-v\d+)?$")
@@ -89,6 +93,8 @@ class Task:
     pretraining_set: Callable[[TrainingOptions], Dataset] | None = None
     #: DataLoader workers ``gfnet train-features`` uses by default (0 for data made in memory)
     training_workers: int = 8
+    #: names of classes 0..K−1 when the images do not carry their own (:meth:`class_names`); None: not known
+    default_class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.env_id, str) or not _ENV_ID.match(self.env_id) or ":" in self.env_id:
@@ -128,6 +134,16 @@ class Task:
             raise TypeError(f"unknown task arguments {sorted(unknown)} for {self.env_id}; "
                             f"valid: {sorted(self.kwargs)}")
         return self.loader(**task_kwargs)
+
+    def class_names(self, dataset: Dataset | None = None, num_classes: int | None = None) -> list[str]:
+        """The name of every class, by label: what ``gfnet show``, the benchmark's report and the training
+        pictures print instead of class ids.
+
+        The images' own names first (:func:`dataset_class_names`: an image folder's class-folder names, as WordNet
+        names where its data root has a synset list), else the task's :attr:`default_class_names`, else
+        ``"class i"``. ``num_classes`` (default: the dataset's or the task's) is how many names are returned;
+        names missing from a shorter list are ``"class i"``."""
+        return class_names_of(dataset, num_classes, self)
 
     def split_kwargs(self, split: str | None, **task_kwargs) -> dict[str, Any]:
         """``task_kwargs`` with ``split`` set (None, or a task without splits: unchanged)."""
@@ -171,3 +187,53 @@ def checkpoint_stage(entries: dict) -> int | None:
     except (TypeError, ValueError, RuntimeError):
         return None
     return value if not isinstance(stage, bool) else None
+
+
+#: Files in an ImageNet-style data root that map WordNet ids to names, one ``n01440764 tench, Tinca tinca`` a line
+#: (Kaggle's ``LOC_synset_mapping.txt``, Caffe's ``synset_words.txt``); the first name of each line is used.
+SYNSET_LISTS = ("LOC_synset_mapping.txt", "synset_words.txt")
+
+
+def class_names_of(dataset: Dataset | None, num_classes: int | None = None, task: Task | None = None) -> list[str]:
+    """:meth:`Task.class_names` for a dataset whose task may be unknown (``task=None``: the dataset's own names,
+    else ``"class i"``)."""
+    names = dataset_class_names(dataset) if dataset is not None else None
+    if not names and task is not None:
+        names = list(task.default_class_names or ())
+    names = names or []
+    k = num_classes if num_classes is not None else (len(names) or (task.num_classes if task else 0) or 0)
+    return [names[i] if i < len(names) else f"class {i}" for i in range(int(k))]
+
+
+def dataset_class_names(dataset: Dataset) -> list[str] | None:
+    """The class names a dataset carries (``dataset.classes``, looked for through ``Subset``-style wrappers), or
+    None. Class folders named by WordNet id (``n01440764``) are given their WordNet names when a synset list
+    (:data:`SYNSET_LISTS`) lies in the folder holding the split or above it."""
+    seen = 0
+    while dataset is not None and not hasattr(dataset, "classes") and seen < 8:
+        dataset, seen = getattr(dataset, "dataset", None), seen + 1
+    classes = getattr(dataset, "classes", None)
+    if not classes:
+        return None
+    names = [str(c) for c in classes]
+    root = getattr(dataset, "root", None) or getattr(dataset, "path", None)  # an image folder, a prepared cache
+    if root is not None and all(re.fullmatch(r"n\d{8}", n) for n in names):
+        words = _synset_words(os.fspath(root))
+        names = [words.get(n, n) for n in names]
+    return names
+
+
+def _synset_words(root: str) -> dict[str, str]:
+    """WordNet id → its first name, from a synset list beside the split folder ``root`` or one level above."""
+    for folder in (os.path.dirname(os.path.abspath(root)), os.path.dirname(os.path.dirname(os.path.abspath(root)))):
+        for name in SYNSET_LISTS:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and os.path.getsize(path) < 10_000_000:
+                words = {}
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        wnid, _, rest = line.strip().partition(" ")
+                        if wnid and rest:
+                            words[wnid] = rest.split(",")[0].strip()
+                return words
+    return {}
