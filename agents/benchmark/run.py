@@ -265,7 +265,7 @@ def run_benchmark(
             ``"checkpoint"`` (``paper-ppo`` with the checkpoint's policy uses the checkpoint's stored
             ``dynamic_threshold``; the other agents keep fitted ones; docs/benchmark.md, "As published").
         shard: ``"K/N"``: run only shard K of N of the evaluation images (whole batches of ``batch_size``, batch k
-            to shard k mod N) into ``out_dir``, for ``gfnet merge`` (:func:`agents.benchmark.merge.merge_shards`)
+            to shard k mod N) into ``out_dir``, for ``gfnet merge`` (:func:`agents.benchmark.shards.merge_shards`)
             to join with the others (``--shard``; not under torchrun, whose ranks share the images themselves).
 
     Under torchrun (``WORLD_SIZE`` > 1) every rank runs its share of the batches on its own device
@@ -380,7 +380,7 @@ def _benchmark(env_id, agents, out_dir, episodes, seeds, agent_dirs, env_kwargs,
         positions = list(range(E))
         if job.alone:
             positions = job.positions(E, batch_size)
-            # what gfnet merge needs to recompute the table over all shards (agents.benchmark.merge.merge_shards)
+            # what gfnet merge needs to recompute the table over all shards (agents.benchmark.shards.merge_shards)
             results["shard"] = {
                 "index": job.index, "count": job.count, "images": len(positions),
                 "runs": {name: [jsonable(m) for m in runs] for name, runs in metas.items()},

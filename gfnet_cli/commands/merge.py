@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.benchmark.merge import merge_shards
+    from agents.benchmark.shards import merge_shards
     from agents.benchmark.results import ResultsFolder
     from agents.benchmark.tables import markdown_table
 
