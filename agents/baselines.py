@@ -7,7 +7,7 @@ which reads the label — a privileged view that marks it as an upper bound.
 
 | name | obs | action | chooses |
 |---|---|---|---|
-| ``random`` | any | continuous | a corner uniform in [0, 1]², from its own seeded generator |
+| ``random`` | any | continuous | a corner uniform in [0, 1]², drawn from a generator keyed by (seed, image) |
 | ``center`` | any | continuous | the centre patch, (0.5, 0.5), every step |
 | ``raster`` | any | continuous | cell t of a g×g grid in snake order at step t (g = ⌈√(steps)⌉ by default) |
 | ``saliency`` | dict | continuous | the patch centred on the previous map's cell of largest channel sum |
@@ -29,6 +29,13 @@ from .base import Agent, Run, RunContext, num_envs_of
 class RandomAgent(Agent):
     """Uniformly random corners in [0, 1]², reproducible for a fixed ``seed``.
 
+    Its draws are keyed by (seed, image, step): told the batch's images (``begin_episodes``, which
+    :func:`gfnet_env.rollout.rollout` calls), episode i draws from its own generator seeded with
+    (seed, dataset index of its image), its s-th action being that generator's s-th pair. An image's looks then
+    do not depend on the batch size nor on the batch or shard it falls in (:mod:`agents.benchmark.shards`).
+    Acting without being told the images (e.g. through the Gymnasium env), it draws from one generator seeded
+    with ``seed``, in batch order.
+
     ``deterministic`` is ignored: the benchmark evaluates it over several seeds instead.
     """
 
@@ -39,9 +46,23 @@ class RandomAgent(Agent):
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
+        self._per_image: list[np.random.Generator] | None = None
+
+    def reset(self, num_envs: int) -> None:
+        super().reset(num_envs)
+        self._per_image = None  # until begin_episodes names the images
+
+    def begin_episodes(self, image_index: np.ndarray) -> None:
+        """The batch's images (dataset indices): one generator per episode, keyed by (seed, image)."""
+        self._per_image = [np.random.default_rng([self.seed, int(i)]) for i in np.asarray(image_index).reshape(-1)]
 
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
-        return self.rng.random((num_envs_of(obs), 2), dtype=np.float32)
+        n = num_envs_of(obs)
+        if self._per_image is None:
+            return self.rng.random((n, 2), dtype=np.float32)
+        if n != len(self._per_image):
+            raise ValueError(f"random: {n} observations for a batch of {len(self._per_image)} images")
+        return np.stack([g.random(2, dtype=np.float32) for g in self._per_image])
 
     @classmethod
     def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:

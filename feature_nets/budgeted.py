@@ -33,6 +33,8 @@ __all__ = [
     "exit_distribution",
     "fit_thresholds",
     "evaluate_thresholds",
+    "evaluate_confidences",
+    "fit_threshold_rows",
     "budgeted_curve",
     "curve_from_thresholds",
     "NO_EXIT_THRESHOLD",
@@ -157,8 +159,21 @@ def evaluate_thresholds(
             f"flops must have length T = {T} to match probs of shape {tuple(probs.shape)}, "
             f"got length {len(flops_list)}"
         )
-    thresholds = thresholds.to(torch.float32)
     max_preds, argmax_preds = _confidence(probs)
+    return evaluate_confidences(max_preds, argmax_preds, targets, thresholds, flops_list)
+
+
+def evaluate_confidences(confidence: Tensor, prediction: Tensor, targets: Tensor, thresholds: Tensor,
+                         flops: Sequence[float]) -> tuple[float, float, Tensor]:
+    """:func:`evaluate_thresholds` on what it reads of the softmax outputs: the (T, N) max probability
+    (``confidence``, float32) and arg-max class (``prediction``) of every step and sample — e.g. per-image
+    records kept without the full outputs. Same arithmetic, same results bit for bit."""
+    confidence, prediction = torch.as_tensor(confidence), torch.as_tensor(prediction)
+    T, N = confidence.shape
+    thresholds = torch.as_tensor(thresholds).to(torch.float32)
+    targets = torch.as_tensor(targets)
+    flops_list = [float(f) for f in (flops.tolist() if isinstance(flops, Tensor) else flops)]
+    max_preds, argmax_preds = confidence.to(torch.float32), prediction.long()
 
     passes = max_preds >= thresholds[:, None]  # (T, N)
     any_pass = passes.any(dim=0)
@@ -175,6 +190,21 @@ def evaluate_thresholds(
     for k in range(T):  # float32, step by step, like the original
         expected = expected + (counts[k] * 1.0 / N) * flops_list[k]
     return top1, float(expected.item()), exit_step
+
+
+def fit_threshold_rows(val_probs: Tensor, p_range: Iterable[int] = range(1, 40)) -> dict:
+    """The fitting half of :func:`budgeted_curve`: for each p in ``p_range`` the exit distribution and the
+    thresholds fitted on ``val_probs`` (T, N, C). Returns ``p``, ``thresholds`` ((P, T) lists of floats) and
+    ``exit_probs`` ((P, T) lists)."""
+    val_probs = _check_probs(val_probs, "val_probs")
+    T = val_probs.shape[0]
+    out: dict = {"p": [], "thresholds": [], "exit_probs": []}
+    for p in p_range:
+        exit_probs = exit_distribution(int(p), T)
+        out["p"].append(int(p))
+        out["thresholds"].append(fit_thresholds(val_probs, exit_probs).tolist())
+        out["exit_probs"].append(exit_probs.tolist())
+    return out
 
 
 def budgeted_curve(

@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train-agent", "gfnet_cli.commands.train_agent", "train an agent (paper-ppo, sb3-*) on a GFNet env"),
     ("benchmark", "gfnet_cli.commands.benchmark", "compare agents on the same images: tables, CSV, JSON, plots"),
     ("compare", "gfnet_cli.commands.compare", "merge benchmark outputs of the same protocol into one table"),
+    ("merge", "gfnet_cli.commands.merge", "join the folders of a benchmark's --shard K/N runs into its one result"),
     ("report", "gfnet_cli.commands.report",
      "write a benchmark folder's report.html: tables, curves, looks, failure gallery (one self-contained page)"),
     ("show", "gfnet_cli.commands.show", "draw the patches agents choose (PNG or GIF)"),

@@ -8,6 +8,10 @@ share a fingerprint and refuses, naming the differing fields, those that do not.
 merged agents from the folders' ``per_image.npz``, against one reference — the first folder's, or the one asked
 for (e.g. every agent against random, or two folders' agents against each other) — never copied from folders
 that were compared with different references (or with different copies of an agent of the same name).
+
+:func:`agents.benchmark.shards.merge_shards` (``gfnet merge``) is the other kind of merge: the N folders of one benchmark run as
+``--shard K/N`` jobs (:mod:`agents.benchmark.shards`), each holding the same agents on its share of the images,
+joined into the folder the one-process run writes — the same ``per_image.npz`` and the same table.
 """
 
 from __future__ import annotations
@@ -133,6 +137,11 @@ def merge_folders(folders: list[PathLike], reference: str | None = None, seed: i
     if len(folders) < (1 if reference is not None else 2):
         raise ValueError("give at least two benchmark output folders to compare (or one with --reference)")
     all_results = [read_results(f) for f in folders]
+    for folder, res in zip(folders, all_results):
+        if "shard" in res:
+            raise ValueError(f"{folder} is shard {res['shard']['index']}/{res['shard']['count']} of a benchmark (its "
+                             "numbers cover only its images): join its shards first with gfnet merge SHARD_FOLDERS "
+                             "--out DIR, then compare that folder")
     base = all_results[0]["protocol"]
     for folder, res in zip(folders[1:], all_results[1:]):
         other = res["protocol"]
@@ -184,3 +193,4 @@ def merge_folders(folders: list[PathLike], reference: str | None = None, seed: i
     for key, rec in records.items():
         arrays.update({f"{key}/{field}": value for field, value in rec.items()})
     return merged, arrays
+

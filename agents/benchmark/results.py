@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from feature_nets.files import atomic_write, atomic_write_text
 from feature_nets.folders import LOCK_FILE, OutputFolder, OutputFolderError
@@ -35,7 +36,8 @@ from ..base import PathLike
 from .tables import markdown_table, write_csv
 from .statistics import mean_and_ci
 
-__all__ = ["LOCK_FILE", "OutputFolderError", "ResultsFolder", "aggregate_runs", "write_outputs"]
+__all__ = ["LOCK_FILE", "OutputFolderError", "ResultsFolder", "aggregate_runs", "budgeted_from_records",
+           "run_numbers", "write_outputs"]
 
 #: Files a benchmark writes into its folder; ``results.json`` is written last and marks it complete.
 RESULT_FILES = ("results.md", "results.csv", "per_image.npz", "anytime_top1.png", "budgeted.png", "mean_return.png",
@@ -46,6 +48,40 @@ DECISION_MADDS_NOTE = ("charged 0 multiply-adds per decision: its act ran no tor
                        "counted) and it declares no decision_madds; if it computes in numpy or other non-torch "
                        "code, declare that cost (multiply-adds per decision per image) as decision_madds on the "
                        "agent (docs/benchmark.md, 'Declaring an agent's own cost')")
+
+
+def run_numbers(meta: dict, records: dict[str, np.ndarray]) -> dict:
+    """One run's numbers (a ``per_run`` entry of :func:`aggregate_runs`) from what does not depend on the images
+    (``meta`` of :func:`agents.benchmark.run.evaluate_run`: label, costs, seconds, fitted thresholds) and the run's
+    per-image records (``correct`` (T', E), ``confidence`` / ``pred`` (T', E), ``returns`` (E,), ``target`` (E,)).
+
+    The one place where the table's numbers are computed from records: a one-process benchmark, torchrun's ranks
+    and ``gfnet merge`` of ``--shard`` folders give the same numbers for the same records."""
+    correct = torch.as_tensor(np.asarray(records["correct"], dtype=bool))
+    return {**meta,
+            "anytime_top1": (correct.double().mean(1) * 100.0).tolist(),
+            "mean_return": float(np.asarray(records["returns"], dtype=np.float64).mean()),
+            "budgeted": budgeted_from_records(records, meta["fitted"], np.cumsum(meta["madds_per_step"]).tolist())}
+
+
+def budgeted_from_records(records: dict[str, np.ndarray], fitted: dict, cumulative_madds: list[float]) -> dict:
+    """The budgeted curve (``p``, ``madds``, ``top1``, ``thresholds``, ``exit_probs``) of the ``fitted`` thresholds
+    ((P, T') rows, :func:`feature_nets.budgeted.fit_threshold_rows`) evaluated on the per-image ``confidence`` and
+    ``pred`` records, with the cumulative multiply-adds per step (:func:`feature_nets.budgeted.evaluate_confidences`:
+    the numbers of :func:`feature_nets.budgeted.budgeted_curve` bit for bit)."""
+    from feature_nets.budgeted import evaluate_confidences
+
+    conf = torch.as_tensor(np.asarray(records["confidence"], dtype=np.float32))
+    pred = torch.as_tensor(np.asarray(records["pred"], dtype=np.int64))
+    target = torch.as_tensor(np.asarray(records["target"], dtype=np.int64))
+    curve: dict = {"p": list(fitted["p"]), "madds": [], "top1": [], "thresholds": fitted["thresholds"],
+                   "exit_probs": fitted["exit_probs"]}
+    for row in fitted["thresholds"]:
+        top1, madds, _ = evaluate_confidences(conf, pred, target, torch.tensor(row, dtype=torch.float32),
+                                              cumulative_madds)
+        curve["madds"].append(madds)
+        curve["top1"].append(top1)
+    return curve
 
 
 def aggregate_runs(per_run: list[dict], source: str, seed: int) -> dict:

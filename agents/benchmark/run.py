@@ -22,6 +22,12 @@ docs/benchmark.md):
    verdict against the reference (:mod:`agents.benchmark.equal_compute`).
 5. Agents that read the label (``privileged``, the oracle) are flagged ``upper_bound`` and listed apart.
 
+Every number of the table is computed from the per-image records and the fitted thresholds
+(:func:`agents.benchmark.results.run_numbers`), so that the same records give the same table however they were
+made. Past one process (:mod:`agents.benchmark.shards`): under torchrun the ranks share the batches of every
+rollout and exchange them, giving the one-process records and table (rank 0 writes); ``--shard K/N`` runs one
+shard of the evaluation images to its own folder, and ``gfnet merge`` joins the shards into the one-process result.
+
 Outputs in ``out_dir`` (:mod:`agents.results`): ``results.json``, ``results.csv``, ``results.md`` (the
 table, also printed), the PNG plots of :mod:`agents.plots`, ``per_image.npz`` (with each agent's looks) and
 ``report.html`` (:mod:`agents.benchmark.report`); with ``tensorboard``, TensorBoard logs. Same seed, same
@@ -32,6 +38,7 @@ replace the previous results all at once at the end (:class:`agents.results.Resu
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +63,8 @@ from .published import THRESHOLDS, as_published, checkpoint_thresholds
 from .report.looks import LOOK_FIELDS, look_records
 from .report.tensorboard import check_tensorboard, write_tensorboard
 from ..registry import base_name, factory_of
-from .results import ResultsFolder, aggregate_runs, markdown_table
+from .results import OutputFolderError, ResultsFolder, aggregate_runs, markdown_table, run_numbers
+from .shards import WHOLE, Shard
 from ..trained import jsonable, load_agent, trained_paths
 
 __all__ = ["ImageSelection", "evaluate_run", "resolve_runs", "run_agents", "run_benchmark", "select_images",
@@ -130,47 +138,62 @@ class CoreCache:
 
 
 def evaluate_run(run: Run, cores: CoreCache, eval_indices: list[int], fit_indices: list[int],
-                 progress: str | None = None, thresholds: list | None = None) -> dict:
-    """One run: the agent's own decision cost, then the agent on the evaluation and the fit images, and its
-    budgeted curve on its total cost (the env's looks plus its own decisions). Given ``thresholds`` ((P, T')
-    rows, ``--thresholds checkpoint``) the curve uses them instead of thresholds fitted on the fit images.
+                 progress: str | None = None, thresholds: list | None = None, shard: Shard = WHOLE) -> dict:
+    """One run: the agent's own decision cost, then the agent on the evaluation and the fit images, and the
+    thresholds of its budgeted curve fitted on the fit images' outputs (given ``thresholds``, (P, T') rows of
+    ``--thresholds checkpoint``, are used instead).
 
     The cost is measured on a fresh copy of the agent (so metering changes nothing it does): multiply-adds of
     ``act`` counted on the first batch, which also warms up caches and kernels; the timed evaluation pass then
-    gives the seconds per decision (docs/benchmark.md, "Measurements").
+    gives the seconds per decision (docs/benchmark.md, "Measurements"). ``shard``: which evaluation batches this
+    process runs (:mod:`agents.benchmark.shards`; the fit images are run whole by a ``--shard``).
+
+    Returns:
+        ``meta`` (what does not depend on the images: label, costs, seconds, the thresholds), ``records`` (the
+        per-image records of the evaluated images, :data:`~agents.benchmark.equal_compute.RECORD_FIELDS` and
+        ``target``) and ``recorded`` (the rollouts, for the null models).
     """
     agent = run.build()
     core = cores.get("eval", agent)
     counted = MeteredAgent(run.build(), count_madds=True)
     rollout(core, counted, eval_indices[:core.num_envs])
     timed = MeteredAgent(agent)
-    ev = rollout(core, timed, eval_indices, progress=_bar(progress, len(eval_indices)))
+    ev = shard.rollout(core, timed, eval_indices, progress=_bar(progress, len(shard.positions(
+        len(eval_indices), core.num_envs))))
+    seconds, decisions = timed.seconds, timed.decisions
+    if shard.gather:
+        from feature_nets.training.distributed import gather_objects
+
+        seconds, decisions = map(sum, zip(*gather_objects((seconds, decisions))))
     steps = ev.probs.shape[0]
     env_madds = core.madds_per_step[:steps]
     agent_madds = np.array([0.0] + [counted.madds_per_decision] * (steps - 1))
     total = env_madds + agent_madds
-    fit = rollout(cores.get("fit", agent), agent, fit_indices)  # also the looks the null models replay
+    # also the looks the null models replay; a --shard runs the (small) fit set whole: every shard fits the same
+    fit = (shard if shard.gather else WHOLE).rollout(cores.get("fit", agent), agent, fit_indices)
     if thresholds is None:
-        curve = budgeted.budgeted_curve(fit.probs, fit.targets, ev.probs, ev.targets, np.cumsum(total).tolist())
+        fitted = budgeted.fit_threshold_rows(fit.probs)
     else:
-        curve = budgeted.curve_from_thresholds(ev.probs, ev.targets, thresholds, np.cumsum(total).tolist())
+        fitted = {"p": list(range(1, len(thresholds) + 1)), "exit_probs": None,
+                  "thresholds": torch.as_tensor(thresholds, dtype=torch.float32).tolist()}
     conf, pred = ev.probs.max(-1)
     exit_step = ev.exit_step if ev.exit_step is not None else np.full(ev.probs.shape[1], steps - 1)
     stopped = ev.stopped if ev.stopped is not None else np.zeros(ev.probs.shape[1], dtype=bool)
-    return {"label": run.label, "anytime_top1": ev.top1(), "mean_return": float(ev.returns.mean()),
-            "budgeted": curve, "seconds": ev.seconds, "seconds_per_decision": timed.seconds_per_decision,
+    meta = {"label": run.label, "seconds": ev.seconds,
+            "seconds_per_decision": seconds / decisions if decisions else 0.0,
             "upper_bound": bool(getattr(agent, "privileged", False)), "T": int(steps),
             "madds_per_step": total.tolist(), "env_madds_per_step": env_madds.tolist(),
-            "agent_madds_per_step": agent_madds.tolist(),
-            "correct": (ev.probs.argmax(-1) == ev.targets[None]).numpy(),                      # (T', E)
-            "p_true": ev.probs.gather(2, ev.targets[None, :, None].expand(steps, -1, 1))[..., 0].numpy(),
-            # per-image records of the operating point and the equal-compute verdict (agents.benchmark.equal_compute)
-            "pred": pred.numpy().astype(np.int32), "confidence": conf.numpy().astype(np.float32),   # (T', E)
-            "exit_step": np.asarray(exit_step, dtype=np.int64), "stopped": np.asarray(stopped, dtype=bool),
-            "madds": spent_madds(np.cumsum(env_madds), [counted.madds_per_decision], exit_step[None],
-                                 stopped[None])[0],
-            "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy(),
-            "decision_madds_unaccounted": counted.unaccounted, "recorded": RecordedRun(run.label, ev, fit)}
+            "agent_madds_per_step": agent_madds.tolist(), "decision_madds_unaccounted": counted.unaccounted,
+            "fitted": fitted}
+    records = {
+        "correct": (ev.probs.argmax(-1) == ev.targets[None]).numpy(),                          # (T', E)
+        "p_true": ev.probs.gather(2, ev.targets[None, :, None].expand(steps, -1, 1))[..., 0].numpy(),
+        # per-image records of the operating point and the equal-compute verdict (agents.benchmark.equal_compute)
+        "pred": pred.numpy().astype(np.int32), "confidence": conf.numpy().astype(np.float32),       # (T', E)
+        "exit_step": np.asarray(exit_step, dtype=np.int64), "stopped": np.asarray(stopped, dtype=bool),
+        "madds": spent_madds(np.cumsum(env_madds), [counted.madds_per_decision], exit_step[None], stopped[None])[0],
+        "returns": ev.returns, "decision_madds": float(counted.madds_per_decision), "target": ev.targets.numpy()}
+    return {"meta": meta, "records": records, "recorded": RecordedRun(run.label, ev, fit)}
 
 
 def _bar(label: str | None, total: int):
@@ -207,6 +230,7 @@ def run_benchmark(
     reference: str | None = "auto",
     margin: float | None = None,
     thresholds: str = "fit",
+    shard: str | None = None,
     tensorboard: PathLike | None = None,
 ) -> dict:
     """Compare agents on ``env_id`` (see the module docstring for the protocol).
@@ -240,8 +264,15 @@ def run_benchmark(
         thresholds: ``"fit"`` (every agent's budgeted thresholds fitted on its own fit-split outputs) or
             ``"checkpoint"`` (``paper-ppo`` with the checkpoint's policy uses the checkpoint's stored
             ``dynamic_threshold``; the other agents keep fitted ones; docs/benchmark.md, "As published").
+        shard: ``"K/N"``: run only shard K of N of the evaluation images (whole batches of ``batch_size``, batch k
+            to shard k mod N) into ``out_dir``, for ``gfnet merge`` (:func:`agents.benchmark.shards.merge_shards`)
+            to join with the others (``--shard``; not under torchrun, whose ranks share the images themselves).
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank runs its share of the batches on its own device
+    (``cuda:LOCAL_RANK``, else the CPU with gloo), the rollouts are exchanged, and every rank returns the results
+    of the one-process run; rank 0 alone writes ``out_dir`` and prints.
         tensorboard: a folder for TensorBoard logs of the results (:mod:`agents.benchmark.report.tensorboard`;
-            written with ``out_dir`` only; None: none).
+            written with ``out_dir`` only, by the process that writes it; None: none).
 
     Returns:
         dict with ``env_id``, ``episodes``, ``T``, ``madds_per_step``, ``madds_cumulative``, ``fit``, and
@@ -266,35 +297,97 @@ def run_benchmark(
         if out_dir is None:
             raise ValueError("tensorboard logs are written with the results: give out_dir too")
         check_tensorboard()
-    folder = ResultsFolder(out_dir).claim() if out_dir is not None else None  # before any work
+    job = Shard.parse(shard)
+    _check_shard(job, agents, out_dir)
+    from feature_nets.training.distributed import torchrun_group
+
+    with torchrun_group(device) as group:  # torchrun's ranks (one process: None)
+        if group is not None:
+            job, device = Shard.of_process_group(group.rank, group.world_size), str(group.device)
+        main = job.index == 0 or job.alone
+        return _benchmark(env_id, agents, out_dir, episodes, seeds, agent_dirs, env_kwargs, task_kwargs, settings,
+                          fit_split, fit_episodes, batch_size, device, seed, verbose and main, trust_agent,
+                          reference, margin, thresholds, job, tensorboard)
+
+
+def _check_shard(job: Shard, agents: list[str], out_dir) -> None:
+    """Refuse a ``--shard`` that cannot give its part of the one-process result."""
+    if job.whole:
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--shard runs one part of the images as a separate job; under torchrun the ranks share "
+                         "the images already: drop --shard (or launch the shards without torchrun)")
+    if out_dir is None:
+        raise ValueError("a --shard writes its part into its own --out folder, for gfnet merge: give one")
+    nulls = [n for n in agents if copies_looks(n)]
+    if nulls:
+        raise ValueError(f"{', '.join(nulls)} replay(s) another image's looks, which another shard may hold: "
+                         "benchmark null models in one process or under torchrun (torchrun --nproc-per-node N "
+                         "$(which gfnet) benchmark ...), not with --shard")
+
+
+def _benchmark(env_id, agents, out_dir, episodes, seeds, agent_dirs, env_kwargs, task_kwargs, settings, fit_split,
+               fit_episodes, batch_size, device, seed, verbose, trust_agent, reference, margin, thresholds,
+               job: Shard, tensorboard=None) -> dict:
+    """:func:`run_benchmark` once its arguments are checked, as shard ``job`` (the whole run in one process)."""
+    from feature_nets.training.distributed import broadcast_object
+
+    main = job.index == 0 or job.alone
+    folder, refused = None, None
+    if out_dir is not None and main:
+        try:
+            folder = ResultsFolder(out_dir).claim()  # before any work
+        except OutputFolderError as e:
+            refused = e
+    message = broadcast_object(str(refused) if refused is not None else None) if job.gather else None
+    if refused is not None:
+        raise refused
+    if message is not None:  # rank 0 could not claim --out: every rank stops with its message
+        raise OutputFolderError(message)
     try:
         torch.manual_seed(seed)
         images = select_images(env_id, task_kwargs, episodes, fit_split, fit_episodes)
+        E = len(images.eval_indices)
+        if job.alone and -(-E // batch_size) <= job.index:
+            raise ValueError(f"--shard {job.label}: the {E} evaluation images make only {-(-E // batch_size)} "
+                             f"batches of {batch_size}, none for shard {job.index}; use fewer shards or a smaller "
+                             "--batch-size")
         steps = (settings.max_steps if settings.max_steps is not None else int(images.model.T) - 1) + 1
         stored_thresholds = checkpoint_thresholds(thresholds, images.model, agents, agent_dirs, steps)
         results: dict[str, Any] = {
             "env_id": env_id,
             "env_kwargs": jsonable(env_kwargs),
-            "episodes": len(images.eval_indices),
+            "episodes": E,
             "seeds": seeds,
             "seed": seed,
             "batch_size": batch_size,
-            "eval_images": f"{len(images.eval_indices)} indices spread evenly over the evaluation split (index i*N//E)",
+            "eval_images": f"{E} indices spread evenly over the evaluation split (index i*N//E)",
             "image_source": image_source(images.eval_dataset),
             "fit": {"images": images.fit_source, "episodes": len(images.fit_indices)},
             "agents": {},
         }
-        records = run_agents(results["agents"], agents, images, settings, batch_size,
-                             RunContext(name="", env_id=env_id, model=images.model, env_kwargs=env_kwargs,
-                                        seeds=seeds, seed=seed, device=device, reference=reference),
-                             agent_dirs, trust_agent, verbose, stored_thresholds=stored_thresholds)
+        records, metas = run_agents(results["agents"], agents, images, settings, batch_size,
+                                    RunContext(name="", env_id=env_id, model=images.model, env_kwargs=env_kwargs,
+                                               seeds=seeds, seed=seed, device=device, reference=reference),
+                                    agent_dirs, trust_agent, verbose, stored_thresholds=stored_thresholds, shard=job)
         summarise(results, images, records, reference, settings, seed, margin=margin)
         results["eval_split_images"] = len(images.eval_dataset)
         results["thresholds"] = {n: "checkpoint" if n in stored_thresholds else "fit" for n in results["agents"]}
         results["as_published"] = as_published(results, images.model, agents, agent_dirs,
                                                 results["eval_split_images"], thresholds)
+        if job.gather:
+            results["processes"] = job.count
+        positions = list(range(E))
+        if job.alone:
+            positions = job.positions(E, batch_size)
+            # what gfnet merge needs to recompute the table over all shards (agents.benchmark.shards.merge_shards)
+            results["shard"] = {
+                "index": job.index, "count": job.count, "images": len(positions),
+                "runs": {name: [jsonable(m) for m in runs] for name, runs in metas.items()},
+                "published": {"stored": jsonable(getattr(images.model, "stored_results", None) or {}),
+                              "agents": agents, "agent_dirs": sorted(agent_dirs), "thresholds": thresholds}}
         if folder is not None:
-            arrays = {"image_index": np.asarray(images.eval_indices),
+            arrays = {"image_index": np.asarray(images.eval_indices)[positions],
                       "target": next(iter(records.values()))["target"]}
             for name, rec in records.items():
                 arrays.update({f"{name}/{k}": rec[k] for k in (*RECORD_FIELDS, *LOOK_FIELDS)})
@@ -390,7 +483,8 @@ def select_images(env_id: str, task_kwargs: dict[str, Any], episodes: int, fit_s
 
 def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, settings: EnvSettings,
                batch_size: int, ctx: RunContext, agent_dirs: dict, trust_agent: bool,
-               verbose: bool, stored_thresholds: dict[str, list] | None = None) -> dict[str, dict[str, np.ndarray]]:
+               verbose: bool, stored_thresholds: dict[str, list] | None = None,
+               shard: Shard = WHOLE) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[dict]]]:
     """Every run of every agent on the selected images (protocol steps 2 and 4); ``out[name]`` gets each agent's
     aggregate over its runs (:func:`agents.benchmark.results.aggregate_runs`).
 
@@ -398,40 +492,50 @@ def run_agents(out: dict[str, Any], agents: list[str], images: ImageSelection, s
         ctx: the run context shared by the agents (its ``name`` is set per agent).
         stored_thresholds: agent name → the thresholds its budgeted curve is evaluated with instead of fitted
             ones (:func:`agents.benchmark.published.checkpoint_thresholds`).
+        shard: which evaluation batches this process runs (:mod:`agents.benchmark.shards`).
 
     Returns:
-        agent name → its per-image records, stacked over runs (``per_image.npz``,
+        (records, metas): agent name → its per-image records, stacked over runs (``per_image.npz``,
         :data:`agents.benchmark.equal_compute.RECORD_FIELDS`): ``correct``, ``p_true``, ``pred`` (int32),
         ``confidence`` (float32) (R, T', E) per run, step and evaluation image; ``exit_step``, ``stopped``,
-        ``madds`` (spent), ``returns`` (R, E); ``decision_madds`` (R,); and ``target`` (E,).
+        ``madds`` (spent), ``returns`` (R, E); ``decision_madds`` (R,); and ``target`` (E,); and agent name →
+        the ``meta`` of each run (:func:`evaluate_run`).
     """
     cores = CoreCache(images.model, {"eval": images.eval_dataset, "fit": images.fit_dataset}, settings,
                       batch_size, ctx.device)
     records: dict[str, dict[str, np.ndarray]] = {}
+    metas: dict[str, list[dict]] = {}
     looks: dict[str, list[RecordedRun]] = {}
     try:
         # the null models copy looks recorded in this run: they go after every other agent
         for name in sorted(agents, key=copies_looks):
             runs, source = resolve_runs(dataclasses.replace(ctx, name=name, looks=looks), agent_dirs,
                                         trust_agent=trust_agent)
-            per_run = [evaluate_run(run, cores, images.eval_indices, images.fit_indices,
-                                    progress=f"{name} {run.label}".strip() if verbose else None,
-                                    thresholds=(stored_thresholds or {}).get(name))
-                       for run in runs]
-            looks[name] = [r.pop("recorded") for r in per_run]
-            records[name] = {k: np.stack([np.asarray(r.pop(k)) for r in per_run]) for k in RECORD_FIELDS}
+            evaluated = [evaluate_run(run, cores, images.eval_indices, images.fit_indices,
+                                      progress=f"{name} {run.label}".strip() if verbose else None,
+                                      thresholds=(stored_thresholds or {}).get(name), shard=shard)
+                         for run in runs]
+            looks[name] = [r["recorded"] for r in evaluated]
+            metas[name] = [r["meta"] for r in evaluated]
+            records[name] = stack_records([r["records"] for r in evaluated])
             records[name].update(look_records(looks[name]))  # the report draws the looks from these
-            records[name]["correct"] = records[name]["correct"].astype(bool)
-            records[name]["p_true"] = records[name]["p_true"].astype(np.float32)
-            records[name]["target"] = per_run[0].pop("target")
-            for r in per_run[1:]:
-                r.pop("target")
-            out[name] = aggregate_runs(per_run, source, ctx.seed)
+            out[name] = aggregate_runs([run_numbers(r["meta"], r["records"]) for r in evaluated], source, ctx.seed)
     finally:
         cores.close()
     for name in agents:  # the table keeps the order the agents were asked for
         out[name] = out.pop(name)
-    return {name: records[name] for name in agents}
+    return {name: records[name] for name in agents}, metas
+
+
+def stack_records(per_run: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One agent's per-image records of its runs stacked into the ``per_image.npz`` layout: every field of
+    :data:`~agents.benchmark.equal_compute.RECORD_FIELDS` with a leading run axis (``correct`` bool, ``p_true``
+    float32), and the first run's ``target``."""
+    stacked = {k: np.stack([np.asarray(r[k]) for r in per_run]) for k in RECORD_FIELDS}
+    stacked["correct"] = stacked["correct"].astype(bool)
+    stacked["p_true"] = stacked["p_true"].astype(np.float32)
+    stacked["target"] = per_run[0]["target"]
+    return stacked
 
 
 def copies_looks(name: str) -> bool:

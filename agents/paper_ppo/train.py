@@ -23,6 +23,15 @@ different steps, and the memory's masks keep the steps after an episode's end ou
 (:mod:`agents.paper_ppo.ppo`). Give the looks a price with ``step_cost`` (reward per multiply-add), or stopping
 never pays.
 
+Under torchrun (``torchrun --nproc-per-node N $(which gfnet) train-policy ...``; docs/training.md, "Stage 2 on N
+processes") each of the N ranks rolls out its share of every batch of B images (images r, r + N, … of it, so B/N
+each; B must be a multiple of N) on its own device (``cuda:LOCAL_RANK``, else the CPU with gloo) with its own
+action noise, computes the PPO loss over its episodes (returns normalised over them) and the gradients are
+averaged over the ranks before every Adam step (:func:`feature_nets.training.distributed.average_gradients`), so
+the replicas stay equal; the logged rows are over all B episodes, and rank 0 alone writes the run folder (the
+latest save holds every rank's noise state: a run resumes with the same N). One process is exactly the
+one-process loop above.
+
 Resume is exact after Ctrl-C as after ``kill -9``: ``paper_ppo_latest.pt`` is only ever written with the state
 of a batch boundary (an interrupted batch is rolled back to its start before the save), atomically; every row
 of ``progress.csv`` is flushed as a whole, and resuming truncates the file to the resumed batch count (dropping
@@ -190,7 +199,7 @@ class _Learner:
         generator, seeded by the caller), Adam, and the noise generator seeded with ``seed``, on the core's device.
         ``stop``: a :class:`~feature_nets.policy.StopPatchPolicy` (a plain ``init_policy`` gets a fresh stop head)."""
         if init_policy is not None:
-            policy = copy.deepcopy(init_policy)
+            policy = copy.deepcopy(init_policy).requires_grad_(True)  # a loaded checkpoint's policy comes frozen
             if stop and not isinstance(policy, StopPatchPolicy):
                 policy = StopPatchPolicy.from_policy(policy)
             elif not stop and isinstance(policy, StopPatchPolicy):
@@ -201,12 +210,17 @@ class _Learner:
         policy.to(core.device)
         return cls(policy, make_optimizer(policy, lr=lr), torch.Generator(device=core.device).manual_seed(seed))
 
-    def load(self, path: Path) -> dict:
-        """Continue from the latest save at ``path``; returns the file's dict (``batches_done``, ``metadata``, …)."""
+    def load(self, path: Path, rank: int = 0, world: int = 1) -> dict:
+        """Continue from the latest save at ``path``; returns the file's dict (``batches_done``, ``metadata``, …).
+        Rank ``rank`` of ``world`` takes its own noise state (a save of N processes holds N)."""
         blob = load_policy_blob(path)  # the trust gate, as for every file
+        saved = blob.get("generators") or [blob["generator"]]
+        if len(saved) != world:
+            raise ValueError(f"{path} was saved by a run on {len(saved)} process(es); resume it on as many "
+                             f"(torchrun --nproc-per-node {len(saved)}), not {world}")
         self.policy.load_state_dict(blob["policy_state_dict"])
         self.optimizer.load_state_dict(blob["optimizer"])
-        self.generator.set_state(blob["generator"].to(self.generator.get_state().device))
+        self.generator.set_state(saved[rank].to(self.generator.get_state().device))
         return blob
 
     def set_lr(self, lr: float) -> None:
@@ -214,12 +228,21 @@ class _Learner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def save(self, path: Path, meta: dict, batches_done: int, images_done: int, env_steps_done: int) -> None:
+    def save(self, path: Path, meta: dict, batches_done: int, images_done: int, env_steps_done: int,
+             rank: int = 0, world: int = 1) -> None:
         """Write the resumable save atomically; only ever called at a batch boundary, so weights, Adam and noise
-        state are all those after ``batches_done`` (which took ``images_done`` images and ``env_steps_done`` steps)."""
-        write_policy_file(self.policy, path, meta, optimizer=self.optimizer.state_dict(),
-                          generator=self.generator.get_state().cpu(), batches_done=batches_done,
-                          images_done=images_done, env_steps_done=env_steps_done)
+        state are all those after ``batches_done`` (which took ``images_done`` images and ``env_steps_done`` steps).
+        On N processes every rank calls it (the noise states of all ranks are gathered) and rank 0 writes."""
+        noise = self.generator.get_state().cpu()
+        extra = {}
+        if world > 1:
+            from feature_nets.training.distributed import gather_objects
+
+            extra["generators"] = gather_objects(noise)
+        if rank == 0:
+            write_policy_file(self.policy, path, meta, optimizer=self.optimizer.state_dict(), generator=noise,
+                              batches_done=batches_done, images_done=images_done, env_steps_done=env_steps_done,
+                              **extra)
 
     def snapshot(self) -> tuple:
         """Copies of the weights, the optimiser state and the noise generator's state (a batch boundary)."""
@@ -253,6 +276,13 @@ class _Plan:
     stop: bool = False  # paper-ppo-stop: also records the looks taken per episode
     images_before: int = 0  # images and env steps of the batches before ``start`` (made with the saved batch size,
     steps_before: int = 0   # which a resume with --force-settings may have changed)
+    rank: int = 0     # torchrun: this process's rank of ``world``; it rolls out images rank, rank + world, … of a batch
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """The process that writes the run folder (rank 0)."""
+        return self.rank == 0
 
     @property
     def per_batch(self) -> int:
@@ -283,20 +313,31 @@ def _one_batch(plan: _Plan, learner: _Learner, core, memory: RolloutMemory, batc
     indices, epoch = _image_order(plan.seed, len(dataset), plan.images_at(batch), plan.batch_size)
     if hasattr(dataset, "set_epoch") and getattr(dataset, "epoch", epoch) != epoch:
         dataset.set_epoch(epoch)
-    # 2. the rollout: T − 1 focus steps with sampled actions
-    episodes = collect_rollout(core, learner.policy, learner.generator, indices, memory)
-    correct = (episodes.probs.argmax(-1) == episodes.targets[None]).double().mean(1).tolist()
-    # 3. one PPO update
+    # 2. the rollout: T − 1 focus steps with sampled actions (this rank's share of the batch)
+    episodes = collect_rollout(core, learner.policy, learner.generator, indices[plan.rank::plan.world], memory)
+    # 3. one PPO update (gradients averaged over the ranks before the step)
+    average = None
+    if plan.world > 1:
+        from feature_nets.training.distributed import average_gradients as average
     stats = ppo_update(learner.policy, learner.optimizer, memory, gamma=plan.gamma, clip=plan.clip,
-                       epochs=plan.epochs)
+                       epochs=plan.epochs, before_step=average)
     memory.clear()
+    correct = episodes.probs.argmax(-1) == episodes.targets[None]
+    returns, exit_step, stopped = episodes.returns, episodes.exit_step, episodes.stopped
+    if plan.world > 1:  # the row describes the whole batch: every rank's episodes, the ranks' mean losses
+        from feature_nets.training.distributed import gather_objects
+
+        parts = gather_objects((correct, returns, exit_step, stopped, stats))
+        correct = torch.cat([p[0] for p in parts], 1)
+        returns, exit_step, stopped = (np.concatenate([p[k] for p in parts]) for k in (1, 2, 3))
+        stats = {k: float(np.mean([p[4][k] for p in parts])) for k in stats}
     row = {"batch": batch + 1, "env_steps": plan.steps_at(batch + 1),
-           "mean_return": float(episodes.returns.mean()), "loss": stats["loss"],
+           "mean_return": float(returns.mean()), "loss": stats["loss"],
            "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
            "clip_fraction": stats["clip_fraction"], "seconds": time.perf_counter() - t0}
-    row.update({f"accuracy_step_{t}": c for t, c in enumerate(correct)})
+    row.update({f"accuracy_step_{t}": c for t, c in enumerate(correct.double().mean(1).tolist())})
     if plan.stop:  # how many looks the episodes took, and the share that ended by the stop action
-        row.update(mean_looks=float(episodes.exit_step.mean()), stopped=float(episodes.stopped.mean()))
+        row.update(mean_looks=float(exit_step.mean()), stopped=float(stopped.mean()))
     return row
 
 
@@ -333,7 +374,7 @@ def _train_batches(plan: _Plan, learner: _Learner, core, log: RunLog, episode_im
     draw_at = _picture_batches(plan.n_batches)
     t0 = time.perf_counter()
     try:
-        if episode_images and plan.start < plan.n_batches:
+        if episode_images and plan.main and plan.start < plan.n_batches:
             # the training networks and settings, no second copy; it draws no random numbers, so a resumed run
             # trains exactly as an uninterrupted one
             log.open_pictures(evaluation_core(plan.env_id, plan.env_kwargs, int(episode_images), model=core.model,
@@ -342,18 +383,21 @@ def _train_batches(plan: _Plan, learner: _Learner, core, log: RunLog, episode_im
         for batch in range(plan.start, plan.n_batches):
             snapshot = learner.snapshot()
             row = _one_batch(plan, learner, core, memory, batch, t0)
-            log.write_row(row)
+            if plan.main:
+                log.write_row(row)
             done, snapshot = batch + 1, None  # a batch boundary again
-            _log_batch(log, row, plan.n_steps)
-            if done in draw_at:
-                _draw(log, learner.policy, core.device, row["env_steps"])
+            if plan.main:
+                _log_batch(log, row, plan.n_steps)
+                if done in draw_at:
+                    _draw(log, learner.policy, core.device, row["env_steps"])
             if done % plan.save_every == 0:
-                learner.save(plan.latest, plan.meta, done, plan.images_at(done), plan.steps_at(done))
+                learner.save(plan.latest, plan.meta, done, plan.images_at(done), plan.steps_at(done), plan.rank,
+                             plan.world)
     finally:
         memory.clear()
         if snapshot is not None:
             learner.restore(snapshot)
-        learner.save(plan.latest, plan.meta, done, plan.images_at(done), plan.steps_at(done))
+        learner.save(plan.latest, plan.meta, done, plan.images_at(done), plan.steps_at(done), plan.rank, plan.world)
 
 
 def _resume(plan: _Plan, learner: _Learner, blob: dict, lr: float, steps: int, force: bool) -> None:
@@ -446,40 +490,69 @@ def train_policy(
         on_start: called once the inputs are checked (env, policy, the state resumed), just before anything is
             written into ``out_dir`` (``gfnet train-agent`` marks the folder unfinished there).
 
+    Under torchrun (``WORLD_SIZE`` = N > 1) ``batch_size`` is the global batch B (a multiple of N; B/N images per
+    rank), ``device`` each rank's (``cuda:LOCAL_RANK`` for ``auto``), and only rank 0 writes ``out_dir`` (module
+    docstring); every rank returns the same policy.
+
     Returns:
         :class:`TrainedPolicy` (:func:`agents.paper_ppo.agent.train_paper_ppo` wraps it as an agent).
     """
-    from gfnet_env.factory import make_core, task_of
+    from feature_nets.training.distributed import torchrun_group
 
     env_kwargs = _checked_env_kwargs(steps, batch_size, episode_images, env_kwargs, stop=stop)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with torchrun_group(device) as group:  # torchrun's ranks (one process: None)
+        rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
+        if world > 1:
+            if batch_size % world:
+                raise ValueError(f"batch_size {batch_size} is the global batch of the {world} processes: give a "
+                                 f"multiple of {world} (each rank rolls out batch_size / {world} images)")
+            device = str(group.device)
+        if rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        policy, plan, trained_on = _train(env_id, steps, out_dir, seed, batch_size, lr, init_policy, resume,
+                                          force_settings, device, gamma, clip, epochs, save_every,
+                                          progress and rank == 0, episode_images if rank == 0 else 0, stop,
+                                          on_start if rank == 0 else None, env_kwargs, rank, world)
+    metadata = {**plan.meta, "batches": plan.n_batches, "env_steps": plan.steps_at(plan.n_batches)}
+    if rank == 0:
+        write_policy_file(policy, out_dir / AGENT_FILE, metadata)
+        write_agent_json(out_dir, STOP_AGENT_NAME if stop else AGENT_NAME, AGENT_FILE, env_id=env_id,
+                         env_kwargs=env_kwargs, seed=seed, steps=steps)
+    return TrainedPolicy(policy, trained_on, metadata)
 
-    torch.manual_seed(seed)
-    core = make_core(task_of(env_id), batch_size, device=device, **env_kwargs)
-    device = core.device
+
+def _train(env_id, steps, out_dir, seed, batch_size, lr, init_policy, resume, force_settings, device, gamma, clip,
+           epochs, save_every, progress, episode_images, stop, on_start, env_kwargs, rank, world):
+    """:func:`train_policy` on this process (rank ``rank`` of ``world``) once its inputs are checked: returns the
+    trained policy, the run's plan and the device it trained on."""
+    from gfnet_env.factory import make_core, task_of
+
+    torch.manual_seed(seed)  # the fresh policy's weights: the same on every rank
+    core = make_core(task_of(env_id), batch_size // world, device=device, **env_kwargs)
     try:
-        learner = _Learner.start(core, init_policy, lr, seed, stop=stop)
+        # the action noise: the seed itself in one process (and on rank 0), a stream of its own on every other rank
+        noise_seed = seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+        learner = _Learner.start(core, init_policy, lr, noise_seed, stop=stop)
         n_steps = core.max_steps
+        meta = {"env_id": env_id, "env_kwargs": env_kwargs, "seed": seed, "steps": steps, "batch_size": batch_size,
+                "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs}
+        if world > 1:
+            meta["processes"] = world
         plan = _Plan(env_id, env_kwargs, out_dir, seed, batch_size, n_steps,
                      n_batches=max(1, math.ceil(steps / (batch_size * n_steps))), start=0, gamma=gamma, clip=clip,
-                     epochs=epochs, save_every=save_every,
-                     meta={"env_id": env_id, "env_kwargs": env_kwargs, "seed": seed, "steps": steps,
-                           "batch_size": batch_size, "lr": lr, "gamma": gamma, "clip": clip, "epochs": epochs},
-                     stop=stop)
+                     epochs=epochs, save_every=save_every, meta=meta, stop=stop, rank=rank, world=world)
         if resume and plan.latest.exists():
-            _resume(plan, learner, learner.load(plan.latest), lr, steps, force_settings)
-        elif resume:
+            _resume(plan, learner, learner.load(plan.latest, rank, world), lr, steps, force_settings)
+        elif resume and rank == 0:
             print(f"--resume: nothing to resume in {out_dir} (no {LATEST_FILE}); starting from scratch")
         if on_start is not None:
             on_start()
-        with RunLog(out_dir) as log:
-            _open_logs(log, plan, resume, progress)
+        with RunLog(out_dir if rank == 0 else None) as log:
+            if rank == 0:
+                _open_logs(log, plan, resume, progress)
             _train_batches(plan, learner, core, log, episode_images)
     finally:
         core.close()
+    return learner.policy, plan, core.device
 
-    metadata = {**plan.meta, "batches": plan.n_batches, "env_steps": plan.steps_at(plan.n_batches)}
-    write_policy_file(learner.policy, out_dir / AGENT_FILE, metadata)
-    write_agent_json(out_dir, STOP_AGENT_NAME if stop else AGENT_NAME, AGENT_FILE, env_id=env_id, env_kwargs=env_kwargs, seed=seed, steps=steps)
-    return TrainedPolicy(learner.policy, device, metadata)

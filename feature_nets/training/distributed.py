@@ -1,15 +1,24 @@
-"""Running a stage on N processes (torchrun): the process group, synchronised BatchNorm, the data shards.
+"""Running on N processes (torchrun): the process group, exchanging results, synchronised BatchNorm, data shards.
 
-When ``WORLD_SIZE`` > 1 the process group is created from the environment (gloo on CPU, nccl on GPU). The
-global batch is split over the ranks by :class:`ShardSampler`, whose permutation does not depend on N, and
-BatchNorm statistics are those of the whole global batch (:func:`convert_sync_batchnorm`), so a run on N
+The one home of the project's process-group setup: ``gfnet train-features`` (stage 1), ``gfnet train-policy``
+(stage 2, :mod:`agents.paper_ppo.train`) and ``gfnet benchmark`` (:mod:`agents.benchmark.shards`) all join it
+through :func:`init_distributed` / :func:`finish_distributed`. When ``WORLD_SIZE`` > 1 the process group is
+created from the environment torchrun sets (gloo on CPU, nccl on GPU; each rank on ``cuda:LOCAL_RANK`` where there
+are GPUs). :func:`gather_objects` and :func:`broadcast_object` exchange picklable results between the ranks;
+:func:`average_gradients` averages a module's gradients over them (what DDP does, for code that calls other
+methods than ``forward``).
+
+Stage 1: the global batch is split over the ranks by :class:`ShardSampler`, whose permutation does not depend on
+N, and BatchNorm statistics are those of the whole global batch (:func:`convert_sync_batchnorm`), so a run on N
 processes equals the one-process run up to floating-point summation order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +32,10 @@ __all__ = [
     "DistContext",
     "init_distributed",
     "finish_distributed",
+    "torchrun_group",
+    "gather_objects",
+    "broadcast_object",
+    "average_gradients",
     "CPUSyncBatchNorm",
     "convert_sync_batchnorm",
     "ShardSampler",
@@ -78,6 +91,62 @@ def finish_distributed(ctx: DistContext) -> None:
         gc.collect()  # drop the DDP wrapper (its reducer holds the process group) before the group goes
         dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def torchrun_group(device: str | None = None) -> Iterator[DistContext | None]:
+    """The process group for a command that also runs in one process: under torchrun (``WORLD_SIZE`` > 1) the
+    :class:`DistContext` of :func:`init_distributed` (left with :func:`finish_distributed` when the block ends
+    normally; after an error this process just leaves, so that torchrun stops the other ranks instead of this one
+    waiting for them at a barrier), else None — one process, nothing initialised, its device untouched."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield None
+        return
+    ctx = init_distributed(device)
+    yield ctx
+    finish_distributed(ctx)
+
+
+def _group_active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_objects(obj) -> list:
+    """``obj`` of every rank, in rank order, on every rank (``[obj]`` in one process). Any picklable object
+    (tensors travel pickled, so send CPU tensors: nccl moves the bytes through this rank's GPU)."""
+    if not _group_active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself in one process); e.g. an error one rank met, so that
+    every rank stops with the same message instead of waiting for it."""
+    if not _group_active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Average the gradients of ``module``'s parameters over the ranks, in place (nothing in one process): after
+    ``backward`` and before the optimiser step, every rank then steps with the gradient of the mean loss over
+    all ranks' samples (equal shares), as DDP would, and replicas that started equal stay equal. One flat
+    all-reduce; parameters without a gradient count as zeros."""
+    if not _group_active():
+        return
+    params = [p for p in module.parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -10,11 +10,16 @@ table; --tensorboard DIR also writes TensorBoard logs.
 --out is checked before any work (a folder this process can write, not used by another benchmark: a .lock file
 inside it); the results replace the previous ones all at once at the end, results.json last. Trained SB3 agents are
 loaded without running code from their files; --trust-agent allows full unpickling of agent files you trust.
+
+Past one process (docs/scaling.md): under torchrun (torchrun --nproc-per-node N $(which gfnet) benchmark ...) the
+ranks share the images, each on its own device, and rank 0 writes the one-process results; --shard K/N runs one
+part of the images into its own --out (e.g. one Slurm array job each), and gfnet merge joins the N folders.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from ._common import (
     add_agent_dir,
@@ -32,6 +37,11 @@ EXAMPLE = """  gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 \\
   gfnet benchmark --env GFNet-ImageNet-v0 --env-kwarg checkpoint=resnet50_patch_size_96_T5.pth.tar \\
       --env-kwarg data_root=/data/imagenet --agents random,center,paper-ppo,sb3-ppo --agent-dir sb3-ppo=runs/sb3_ppo \\
       --episodes 50000 --out results/imagenet
+  torchrun --nproc-per-node 4 $(which gfnet) benchmark --env GFNet-ClutteredFashionMNIST-v0 \\
+      --agents random,paper-ppo --episodes 10000 --out results/fmnist_4gpu
+  gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 --agents random,paper-ppo --shard 0/2 --out results/s0
+  gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 --agents random,paper-ppo --shard 1/2 --out results/s1
+  gfnet merge results/s0 results/s1 --out results/fmnist
   gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 --import my_agents.py \\
       --agents random,my-agent,sb3-a2c:gamma1,sb3-a2c:gamma099 --agent-dir sb3-a2c:gamma1=runs/a2c_g1 \\
       --agent-dir sb3-a2c:gamma099=runs/a2c_g099 --out results/mine"""
@@ -72,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "top-1 after each look, the budgeted curve, its looks on a few images (needs the train "
                              "extra)")
     add_trust_agent(parser)
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run only part K of N of the evaluation images (batch k goes to part k mod N) into --out, "
+                             "one job per part; join the parts with gfnet merge (not with torchrun, whose ranks "
+                             "share the images themselves)")
 
 
 def add_trust_agent(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                   fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
                   device=args.device, seed=args.seed, trust_agent=args.trust_agent,
                   reference=None if args.reference.lower() == "none" else args.reference, margin=args.margin,
-                  thresholds=args.thresholds, tensorboard=args.tensorboard)
-    print(f"results in {args.out}: results.json, results.csv, results.md, *.png, report.html (open it in a browser)"
-          + (f"; TensorBoard logs in {args.tensorboard}" if args.tensorboard else ""))
+                  thresholds=args.thresholds, tensorboard=args.tensorboard, shard=args.shard)
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 wrote them
+        print(f"results in {args.out}: results.json, results.csv, results.md, *.png, report.html (open it in a "
+              "browser)" + (f"; TensorBoard logs in {args.tensorboard}" if args.tensorboard else ""))
     return 0

@@ -47,25 +47,33 @@ def _same_folder(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def run(args: argparse.Namespace) -> int:
-    from agents.benchmark.merge import merge_folders
-    from agents.benchmark.results import ResultsFolder
-    from agents.benchmark.tables import markdown_table
+def refuse_busy_or_overlapping(folders: list[str], out: str | None) -> None:
+    """Refuse folders a running benchmark still writes (their results may change while they are read), and an
+    ``--out`` that is one of them (shared by ``gfnet compare`` and ``gfnet merge``)."""
     from feature_nets.folders import LOCK_FILE, lock_holder
 
-    for folder in args.folders:
+    for folder in folders:
         holder = lock_holder(Path(folder) / LOCK_FILE)
         if holder is not None:
             who = f"gfnet {holder.get('command') or 'benchmark'}, pid {holder.get('pid')} on {holder.get('host')}" \
                 if holder else "another process"
             raise ValueError(f"{folder} is in use by a running benchmark ({who}): its results may change while they "
                              f"are read; wait for it to finish (or delete {Path(folder) / LOCK_FILE} if no run uses it)")
+    if out is not None:
+        for folder in folders:
+            if _same_folder(Path(out), Path(folder)):
+                raise ValueError(f"--out {out} is one of the compared folders ({folder}): the merge would replace "
+                                 "its results with another run's; choose another --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.benchmark.merge import merge_folders
+    from agents.benchmark.results import ResultsFolder
+    from agents.benchmark.tables import markdown_table
+
+    refuse_busy_or_overlapping(args.folders, args.out)
     out = None
     if args.out is not None:
-        for folder in args.folders:
-            if _same_folder(Path(args.out), Path(folder)):
-                raise ValueError(f"--out {args.out} is one of the compared folders ({folder}): the merge would replace "
-                                 "its results with another run's; choose another --out")
         out = ResultsFolder(args.out, "compare").claim()  # the benchmark's lock, before any work
     try:
         # a ValueError naming the differing protocol fields otherwise

@@ -8,11 +8,16 @@ TensorBoard logs, progress.csv and the resumable agent are in OUT too.
 
 --out is locked for the run (a second run on it is refused); a folder that holds a run is continued with
 --resume or replaced with --overwrite (its files are deleted once the inputs are checked), never started over.
+
+On N processes: torchrun --nproc-per-node N $(which gfnet) train-policy ... (each rank rolls out batch-size / N
+images of every batch on its own device, gradients averaged; rank 0 writes OUT; docs/training.md, "Stage 2 on N
+processes": --batch-size is the global batch, a multiple of N).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ._common import add_env_kwarg, parse_env_kwargs, raw_formatter
@@ -21,7 +26,9 @@ EXAMPLE = """  gfnet train-policy --checkpoint stage1.pth.tar --env GFNet-ImageN
       --env-kwarg data_root=/data/imagenet \\
       --steps 4000000 --out runs/stage2
   gfnet train-policy --checkpoint runs/fmnist/cluttered_fmnist_gfnet_stage1.pth.tar \\
-      --env GFNet-ClutteredFashionMNIST-v0 --steps 400000 --out runs/fmnist_stage2"""
+      --env GFNet-ClutteredFashionMNIST-v0 --steps 400000 --out runs/fmnist_stage2
+  torchrun --nproc-per-node 8 $(which gfnet) train-policy --checkpoint stage1.pth.tar --env GFNet-ImageNet-v0 \\
+      --env-kwarg data_root=/data/imagenet --steps 4000000 --batch-size 512 --out runs/stage2_8gpu"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +68,15 @@ def stage2_checkpoint_path(checkpoint: str | Path, out_dir: str | Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from feature_nets.folders import OutputFolder
 
+    if _rank() > 0:  # torchrun: rank 0 holds the folder's lock and writes; the others only train
+        return _run(args)
     with OutputFolder(args.out, "train-policy").claim():  # one writer per folder, before any work
         return _run(args)
+
+
+def _rank() -> int:
+    """This process's torchrun rank (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _existing_run(args: argparse.Namespace) -> list[str]:
@@ -100,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
                             on_start=(lambda: clear_run(args.out, inputs=[args.checkpoint, *env_kwargs.values()]))
                             if existing and args.overwrite else None,
                             **env_kwargs)
+    if _rank() > 0:
+        return 0
     dst = save_policy_into_checkpoint(agent.policy.cpu(), args.checkpoint,
                                       stage2_checkpoint_path(args.checkpoint, args.out),
                                       trusted_pickle=args.trusted_pickle, stage=2)

@@ -168,12 +168,13 @@ def test_oracle_is_listed_as_an_upper_bound_and_wins_each_greedy_step():
 def test_budgeted_curve_is_the_official_procedure(monkeypatch, tmp_path):
     calls = []
     original = budgeted.budgeted_curve
+    fitting = budgeted.fit_threshold_rows
 
-    def spy(*args, **kwargs):
+    def spy(*args, **kwargs):  # the thresholds are fitted once, then evaluated on the per-image records
         calls.append(args)
-        return original(*args, **kwargs)
+        return fitting(*args, **kwargs)
 
-    monkeypatch.setattr(budgeted, "budgeted_curve", spy)
+    monkeypatch.setattr(budgeted, "fit_threshold_rows", spy)
     res = bench(tmp_path, agents=["center"])
     assert len(calls) == 1
     # recompute by hand: evaluate on 12 images spread over the 30 (i*30//12), fit on 12 of the others
