@@ -27,10 +27,11 @@ from feature_nets.files import check_npz
 
 from ..base import PathLike
 
-__all__ = ["NO_REFERENCE", "merge_folders", "merge_results", "protocol_of", "read_per_image", "read_results"]
+__all__ = ["NO_REFERENCE", "merge_folders", "merge_results", "protocol_of", "read_per_image", "read_results", "short_sha256"]
 
 
-def _sha(data: bytes) -> str:
+def short_sha256(data: bytes) -> str:
+    """The first 16 hex digits of the SHA-256 of ``data``: how a protocol names its image sets."""
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -50,15 +51,15 @@ def protocol_of(env_id: str, model, dataset, eval_indices, fit_indices, settings
         "env_id": env_id,
         "weights": _weights_hash(model),
         "dataset": dataset_fingerprint(dataset),
-        "eval_images": _sha(np.asarray(eval_indices, dtype=np.int64).tobytes()),
-        "fit_images": _sha(np.asarray(fit_indices, dtype=np.int64).tobytes()),
+        "eval_images": short_sha256(np.asarray(eval_indices, dtype=np.int64).tobytes()),
+        "fit_images": short_sha256(np.asarray(fit_indices, dtype=np.int64).tobytes()),
         "n_eval_images": len(eval_indices),
         "reward": settings.reward,
         "step_cost": float(settings.step_cost),
         "max_steps": settings.max_steps if settings.max_steps is not None else int(model.T) - 1,
         "grid_size": int(grid_size),
     }
-    proto["fingerprint"] = _sha(json.dumps(proto, sort_keys=True).encode())
+    proto["fingerprint"] = short_sha256(json.dumps(proto, sort_keys=True).encode())
     return proto
 
 

@@ -139,7 +139,7 @@ def merge_shards(folders: list[PathLike]) -> tuple[dict, dict[str, np.ndarray]]:
     """
     from .comparison import compare_agents
     from .equal_compute import verdict
-    from .merge import _sha, read_per_image, read_results
+    from .merge import short_sha256, read_per_image, read_results
     from .published import as_published
     from .results import aggregate_runs, run_numbers
 
@@ -175,7 +175,7 @@ def merge_shards(folders: list[PathLike]) -> tuple[dict, dict[str, np.ndarray]]:
              for f, r in zip(folders, all_results)]
     order = np.argsort(np.concatenate([np.asarray(pos, dtype=np.int64) for pos, _ in parts]), kind="stable")
     image_index = np.concatenate([index for _, (index, _) in parts])[order]
-    if len(image_index) != E or _sha(image_index.astype(np.int64).tobytes()) != first["protocol"]["eval_images"]:
+    if len(image_index) != E or short_sha256(image_index.astype(np.int64).tobytes()) != first["protocol"]["eval_images"]:
         raise ValueError(f"the shards' images are not the {E} evaluation images their protocol names: rerun the "
                          "shards with one command")
     targets = [np.load(Path(f) / "per_image.npz", allow_pickle=False)["target"] for f in folders]
