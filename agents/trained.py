@@ -19,9 +19,9 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from feature_nets.files import atomic_write_text
+from feature_nets.run_settings import jsonable, settings_refusal
+from feature_nets.run_settings import settings_changes as _settings_changes
 
 from .base import Agent, PathLike
 from .registry import factory_of
@@ -177,40 +177,5 @@ RESUMABLE_CHANGES = ("steps",)
 
 
 def settings_changes(saved: dict, now: dict, ignore=RESUMABLE_CHANGES) -> dict[str, tuple]:
-    """``{setting: (saved, now)}`` for every setting of ``now`` that differs from ``saved`` (both as recorded in
-    JSON: models and datasets passed as objects are not compared)."""
-    saved, now = jsonable(saved), jsonable(now)
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-            if k not in ignore and k != "forced_settings" and saved.get(k) != now.get(k)}
-
-
-def settings_refusal(changes: dict[str, tuple], what: str) -> ValueError:
-    """The one-line refusal of a resume with other settings."""
-    listed = "; ".join(f"{k}: {old!r} saved, {new!r} now" for k, (old, new) in changes.items())
-    return ValueError(f"--resume with other settings than {what} ({listed}); resume with the saved settings, or "
-                      "pass --force-settings to apply these from here on (it is recorded)")
-
-
-def jsonable(obj):
-    """``obj`` with everything JSON cannot hold (models, datasets, tensors) dropped or converted."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            j = jsonable(v)
-            if j is not _DROP:
-                out[str(k)] = j
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [x for x in (jsonable(v) for v in obj) if x is not _DROP]
-    if isinstance(obj, (str, bool, int, float)) or obj is None:
-        return obj
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return _DROP
-
-
-_DROP = object()
+    """:func:`feature_nets.run_settings.settings_changes` that lets a resumed agent train for another total."""
+    return _settings_changes(saved, now, ignore)
