@@ -105,6 +105,8 @@ def resume_training(
     opt_state, sched_state = _upgrade_two_groups(model, optimizer, ckpt["optimizer"], ckpt["scheduler"])
     optimizer.load_state_dict(opt_state)
     scheduler.load_state_dict(sched_state)
+    if changes:
+        _apply_hyperparameters(optimizer, scheduler, settings)
     return ResumePoint(epoch=int(ckpt["epoch"]), step=step, best_top1=ckpt.get("best_top1"),
                        history=list(ckpt.get("history", [])), rng=ckpt.get("rng") if step else None,
                        epoch_sums=ckpt.get("epoch_sums") if step else None, forced_settings=forced,
@@ -115,6 +117,25 @@ def run_settings(cfg: TrainConfig, train_samples: int) -> dict:
     """What a run's numbers depend on, as compared on resume: the config but :data:`UNCOMPARED`, and the number of
     training samples."""
     return {**{k: v for k, v in cfg.to_dict().items() if k not in UNCOMPARED}, "train_samples": int(train_samples)}
+
+
+def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                           settings: dict) -> None:
+    """After a forced resume: the optimiser's hyper-parameters of the run now, not the loaded ones (loading the
+    optimiser and schedule state restores the saved learning rates, weight decay and momentum). Each group's base
+    rate is its ``lr_classifier`` / ``lr_backbone``, and its rate now that base times the schedule's factor at the
+    resumed step (the schedule is built from the run's settings, so a new ``epochs`` reshapes it too)."""
+    bases = []
+    for group in optimizer.param_groups:
+        base = settings["lr_classifier"] if group.get("name") == "classifier" else settings["lr_backbone"]
+        group.update(weight_decay=settings["weight_decay"], momentum=settings["momentum"],
+                     nesterov=settings["nesterov"], initial_lr=base)
+        bases.append(base)
+    scheduler.base_lrs = bases
+    lambdas = getattr(scheduler, "lr_lambdas", None) or [lambda _: 1.0] * len(bases)
+    for group, base, factor in zip(optimizer.param_groups, bases, lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
 def check_resume_settings(ckpt: dict, settings: dict, path, force: bool) -> dict[str, tuple]:
