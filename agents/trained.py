@@ -27,7 +27,7 @@ from .base import Agent, PathLike
 from .registry import factory_of
 
 __all__ = ["AGENT_JSON", "UNFINISHED", "clear_run", "jsonable", "load_agent", "mark_finished", "mark_unfinished",
-           "read_agent_json", "run_state", "settings_changes", "settings_refusal", "trained_paths", "write_agent_json"]
+           "check_agent_json", "read_agent_json", "run_state", "settings_changes", "settings_refusal", "trained_paths", "write_agent_json"]
 
 #: Name of the file that describes a trained agent inside its folder.
 AGENT_JSON = "agent.json"
@@ -163,7 +163,31 @@ def read_agent_json(path: PathLike) -> dict | None:
     f = folder / AGENT_JSON
     if not f.exists():
         return None
-    return json.loads(f.read_text())
+    try:
+        meta = json.loads(f.read_text())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{f} is not readable JSON ({' '.join(str(e).split())[:120]}); restore the {AGENT_JSON} the "
+                         "training run wrote, or retrain") from None
+    check_agent_json(meta, f)
+    return meta
+
+
+def check_agent_json(meta, path) -> None:
+    """What ``agent.json`` must hold: an object whose ``agent`` is a name and ``file`` the weights file's name in
+    the folder (a ``ValueError`` naming the entry otherwise: ``"file": 7`` used to end in "unsupported operand
+    type(s) for /")."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path}: {what}; it should read {{\"agent\": NAME, \"file\": WEIGHTS_FILE, ...}} as "
+                          "`gfnet train-agent` writes it: restore that file, or retrain")
+
+    if not isinstance(meta, dict):
+        raise bad(f"holds a {type(meta).__name__}, not an object")
+    if "agent" in meta and not (isinstance(meta["agent"], str) and meta["agent"]):
+        raise bad(f"'agent' must be an agent name, got {meta['agent']!r:.40}")
+    if "file" in meta:
+        file = meta["file"]
+        if not (isinstance(file, str) and file.strip()):
+            raise bad(f"'file' must be the name of the weights file in the folder, got {file!r:.60}")
 
 
 def write_agent_json(folder: PathLike, name: str, file: str, **extra) -> Path:

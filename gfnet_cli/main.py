@@ -132,9 +132,15 @@ def is_input_error(error: BaseException) -> bool:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (a KeyError's without its quotes, an OSError's text and file, not its errno)."""
+    """The error's message on one line (a KeyError's without its quotes, or saying what a bare key is; an OSError's
+    text and file, not its errno)."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    elif isinstance(error, KeyError) and error.args and not (isinstance(error.args[0], str)
+                                                              and len(error.args[0].split()) > 1):
+        # a bare key ("gfnet compare: center"): a lookup the input validators missed; say what it is
+        text = (f"an entry named {error.args[0]!r} is missing from an input (a file or a setting it expects); "
+                "check the file written for this command, or set GFNET_DEBUG=1 to see where it was read")
     else:
         text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     text = " ".join(str(text).split())
