@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import SHIPPED, needs_fashion_mnist, run_cli
+from helpers import SHIPPED, needs_fashion_mnist
+from helpers import run_cli as _run_cli
 
 pytestmark = pytest.mark.reliability
 
@@ -30,6 +31,15 @@ SMALL_ENV = ["--env", FMNIST, "--env-kwarg", "num_samples=12"]
 SHIPPED_CKPT = Path(__file__).resolve().parents[2] / "gfnet_env" / "weights" / "cluttered_fmnist_gfnet.pth.tar"
 #: A CUDA device this machine does not have (cuda:0 without a GPU, cuda:N with N GPUs).
 MISSING_GPU = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """``helpers.run_cli``, with a Ctrl-C that escapes the command (the code before) a failure, not the end of the
+    test session."""
+    try:
+        return _run_cli(argv, capsys)
+    except KeyboardInterrupt:
+        return -1, "KeyboardInterrupt escaped gfnet (a traceback)"
 
 
 def one_line(code: int, text: str, command: str, status: int = 2) -> str:
