@@ -154,17 +154,24 @@ def interrupted_line(command: str, error: KeyboardInterrupt) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_run", None) is None:
-        parser.print_help()
-        return 1
+    args = None
     try:
+        parser = build_parser()  # imports every command (torch among them): Ctrl-C may come here already
+        args = parser.parse_args(argv)
+        if getattr(args, "_run", None) is None:
+            parser.print_help()
+            return 1
         return _run(args)
     except KeyboardInterrupt as e:  # Ctrl-C, in any command: one line and 130, what was computed stays as it says
         if os.environ.get("GFNET_DEBUG", "") not in ("", "0"):
             raise
-        print(interrupted_line(args.command, e), file=sys.stderr)
+        if args is None:  # still starting: nothing was done yet
+            words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+            command = words[0] if words and words[0] in {c for c, _, _ in COMMANDS} else None
+            print(f"gfnet{' ' + command if command else ''}: interrupted while starting; nothing was done",
+                  file=sys.stderr)
+        else:
+            print(interrupted_line(args.command, e), file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
