@@ -140,15 +140,16 @@ def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: torch.op
 
 def check_resume_settings(ckpt: dict, settings: dict, path, force: bool) -> dict[str, tuple]:
     """The settings that differ between the checkpoint's run and ``settings`` (:func:`run_settings`); a
-    ``ValueError`` naming them unless ``force``. Entries a checkpoint does not hold (written before they were
-    recorded) are not compared."""
+    ``ValueError`` naming them unless ``force``. Only the entries both hold are compared (a checkpoint written before
+    an entry was recorded, or by a version with other TrainConfig fields)."""
     saved_cfg = ckpt.get("train_config")
     if not isinstance(saved_cfg, dict):
         return {}
     saved = {k: v for k, v in saved_cfg.items() if k not in UNCOMPARED}
     if ckpt.get("train_samples") is not None:
         saved["train_samples"] = ckpt["train_samples"]
-    now = {k: v for k, v in jsonable(settings).items() if k in saved}
+    now = jsonable(settings)
+    saved, now = {k: v for k, v in saved.items() if k in now}, {k: v for k, v in now.items() if k in saved}
     changes = settings_changes(saved, now)
     if changes and not force:
         raise settings_refusal(changes, f"the run saved in {path}")
