@@ -19,15 +19,15 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from feature_nets.files import atomic_write_text
+from feature_nets.run_settings import jsonable, settings_refusal
+from feature_nets.run_settings import settings_changes as _settings_changes
 
 from .base import Agent, PathLike
 from .registry import factory_of
 
 __all__ = ["AGENT_JSON", "UNFINISHED", "clear_run", "jsonable", "load_agent", "mark_finished", "mark_unfinished",
-           "read_agent_json", "run_state", "settings_changes", "settings_refusal", "trained_paths", "write_agent_json"]
+           "check_agent_json", "read_agent_json", "run_state", "settings_changes", "settings_refusal", "trained_paths", "write_agent_json"]
 
 #: Name of the file that describes a trained agent inside its folder.
 AGENT_JSON = "agent.json"
@@ -163,7 +163,31 @@ def read_agent_json(path: PathLike) -> dict | None:
     f = folder / AGENT_JSON
     if not f.exists():
         return None
-    return json.loads(f.read_text())
+    try:
+        meta = json.loads(f.read_text())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{f} is not readable JSON ({' '.join(str(e).split())[:120]}); restore the {AGENT_JSON} the "
+                         "training run wrote, or retrain") from None
+    check_agent_json(meta, f)
+    return meta
+
+
+def check_agent_json(meta, path) -> None:
+    """What ``agent.json`` must hold: an object whose ``agent`` is a name and ``file`` the weights file's name in
+    the folder (a ``ValueError`` naming the entry otherwise: ``"file": 7`` used to end in "unsupported operand
+    type(s) for /")."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path}: {what}; it should read {{\"agent\": NAME, \"file\": WEIGHTS_FILE, ...}} as "
+                          "`gfnet train-agent` writes it: restore that file, or retrain")
+
+    if not isinstance(meta, dict):
+        raise bad(f"holds a {type(meta).__name__}, not an object")
+    if "agent" in meta and not (isinstance(meta["agent"], str) and meta["agent"]):
+        raise bad(f"'agent' must be an agent name, got {meta['agent']!r:.40}")
+    if "file" in meta:
+        file = meta["file"]
+        if not (isinstance(file, str) and file.strip()):
+            raise bad(f"'file' must be the name of the weights file in the folder, got {file!r:.60}")
 
 
 def write_agent_json(folder: PathLike, name: str, file: str, **extra) -> Path:
@@ -177,40 +201,5 @@ RESUMABLE_CHANGES = ("steps",)
 
 
 def settings_changes(saved: dict, now: dict, ignore=RESUMABLE_CHANGES) -> dict[str, tuple]:
-    """``{setting: (saved, now)}`` for every setting of ``now`` that differs from ``saved`` (both as recorded in
-    JSON: models and datasets passed as objects are not compared)."""
-    saved, now = jsonable(saved), jsonable(now)
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-            if k not in ignore and k != "forced_settings" and saved.get(k) != now.get(k)}
-
-
-def settings_refusal(changes: dict[str, tuple], what: str) -> ValueError:
-    """The one-line refusal of a resume with other settings."""
-    listed = "; ".join(f"{k}: {old!r} saved, {new!r} now" for k, (old, new) in changes.items())
-    return ValueError(f"--resume with other settings than {what} ({listed}); resume with the saved settings, or "
-                      "pass --force-settings to apply these from here on (it is recorded)")
-
-
-def jsonable(obj):
-    """``obj`` with everything JSON cannot hold (models, datasets, tensors) dropped or converted."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            j = jsonable(v)
-            if j is not _DROP:
-                out[str(k)] = j
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [x for x in (jsonable(v) for v in obj) if x is not _DROP]
-    if isinstance(obj, (str, bool, int, float)) or obj is None:
-        return obj
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return _DROP
-
-
-_DROP = object()
+    """:func:`feature_nets.run_settings.settings_changes` that lets a resumed agent train for another total."""
+    return _settings_changes(saved, now, ignore)

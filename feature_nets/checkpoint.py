@@ -327,6 +327,14 @@ def _check_and_load(module: nn.Module, state_dict: dict, field_name: str, path, 
         module.load_state_dict(state_dict, strict=True)
 
 
+def load_checked_state_dict(module: nn.Module, state_dict: dict, what: str, path, is_encoder: bool = False) -> None:
+    """Load ``state_dict`` (named ``what`` in the file ``path``) into ``module`` as a checkpoint's state dicts are
+    loaded: keys, value types (a value that is not a tensor is a :class:`NotACheckpointError`), shapes, stored sizes
+    and finiteness checked first, each problem a :class:`CheckpointError` in one line naming it. ``is_encoder``:
+    ``module`` is an encoder and ``state_dict`` keyed as a released backbone."""
+    _check_and_load(module, state_dict, what, path, is_encoder, released=is_encoder)
+
+
 def _check_finite(state_dict: dict, field_name: str, path) -> None:
     """:class:`NonFiniteWeightsError` naming the floating-point tensors that hold NaN or ±inf."""
     bad = [k for k, v in state_dict.items()

@@ -3,7 +3,11 @@
 Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file assembles them, checks the
 numeric arguments every command shares (:data:`MINIMUMS`) before any work, and turns a command's input error
 (``ValueError``, ``TypeError``, ``KeyError``, ``OSError``, ``CheckpointError``) into one line on stderr,
-``gfnet <command>: <message>``, with exit status 2. ``GFNET_DEBUG=1`` shows the traceback instead. A command
+``gfnet <command>: <message>``, with exit status 2. Ctrl-C (``KeyboardInterrupt``) in any command is one line too,
+``gfnet <command>: interrupted; <what is kept>``, with exit status 130 (128 + SIGINT, as a shell reports it); a
+command that keeps something says what in the interrupt's message, else :data:`INTERRUPTED` does.
+``--device`` is checked before any work (:func:`feature_nets.devices.check_device`: ``cuda`` on a machine without a
+GPU is refused in one line). ``GFNET_DEBUG=1`` shows the traceback instead. A command
 that needs an optional part of the install (:data:`COMMAND_EXTRAS`) checks for it before any work, and a missing
 one is such a line too, naming the extra to install (``pip install 'gfnet-gym[benchmark]'``). Before any command
 it tunes glibc's malloc for the networks' CPU tensors (:mod:`gfnet_env.data.host_memory`; ``GFNET_TUNE_MALLOC=0``
@@ -63,6 +67,21 @@ MINIMUMS: dict[str, dict[str, float]] = {
                            "stage3_epochs": 0, "sb3_steps": 0, "train_samples": 1, "eval_samples": 1, "workers": 0,
                            "threads": 1},
 }
+#: What an interrupted command leaves, for the one line of Ctrl-C (a command's own ``KeyboardInterrupt`` message,
+#: where it has one, says it more precisely).
+INTERRUPTED: dict[str, str] = {
+    "train-agent": "what was saved so far is kept in --out; continue it with --resume",
+    "train-policy": "the last complete batch is kept in --out; continue with --resume",
+    "train-features": "the last complete step is kept in --out/last.pth.tar; continue with --resume",
+    "train-default-task": "the finished stages and the last saved state are kept in --out; continue with --resume",
+    "benchmark": "--out holds complete results only (the previous ones, unless the new ones were already being "
+                 "moved into place); run it again to finish",
+    "compare": "nothing was written: --out holds its previous results, unchanged",
+    "prepare-data": "nothing was written: the previous cache is unchanged",
+    "show": "nothing was written",
+}
+#: Exit status of an interrupted command: 128 + SIGINT.
+EXIT_INTERRUPTED = 130
 #: Options that must be > 0 (learning rates), in every command that has them.
 POSITIVE = ("lr", "lr_backbone", "lr_classifier")
 #: Error types that mean bad input (a bug shows its traceback). CheckpointError and MissingExtraError (an
@@ -104,6 +123,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if value is not None and not value > 0:
             raise ValueError(f"--{dest.replace('_', '-')} must be > 0, got {value}")
+    device = getattr(args, "device", None)
+    if isinstance(device, str) and device not in ("auto", "cpu"):
+        from feature_nets.devices import check_device
+
+        check_device(device, "--device")
 
 
 def is_input_error(error: BaseException) -> bool:
@@ -113,21 +137,50 @@ def is_input_error(error: BaseException) -> bool:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (a KeyError's without its quotes, an OSError's text and file, not its errno)."""
+    """The error's message on one line (a KeyError's without its quotes, or saying what a bare key is; an OSError's
+    text and file, not its errno)."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    elif isinstance(error, KeyError) and error.args and not (isinstance(error.args[0], str)
+                                                              and len(error.args[0].split()) > 1):
+        # a bare key ("gfnet compare: center"): a lookup the input validators missed; say what it is
+        text = (f"an entry named {error.args[0]!r} is missing from an input (a file or a setting it expects); "
+                "check the file written for this command, or set GFNET_DEBUG=1 to see where it was read")
     else:
         text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     text = " ".join(str(text).split())
     return text or type(error).__name__
 
 
+def interrupted_line(command: str, error: KeyboardInterrupt) -> str:
+    """The one line of an interrupted command: what it keeps (the interrupt's message, else :data:`INTERRUPTED`)."""
+    kept = one_line(error) if error.args and str(error.args[0]).strip() else INTERRUPTED.get(command, "")
+    return f"gfnet {command}: interrupted" + (f"; {kept}" if kept else "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_run", None) is None:
-        parser.print_help()
-        return 1
+    args = None
+    try:
+        parser = build_parser()  # imports every command (torch among them): Ctrl-C may come here already
+        args = parser.parse_args(argv)
+        if getattr(args, "_run", None) is None:
+            parser.print_help()
+            return 1
+        return _run(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, in any command: one line and 130, what was computed stays as it says
+        if os.environ.get("GFNET_DEBUG", "") not in ("", "0"):
+            raise
+        if args is None:  # still starting: nothing was done yet
+            words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+            command = words[0] if words and words[0] in {c for c, _, _ in COMMANDS} else None
+            print(f"gfnet{' ' + command if command else ''}: interrupted while starting; nothing was done",
+                  file=sys.stderr)
+        else:
+            print(interrupted_line(args.command, e), file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     # the networks' CPU activations come and go every forward pass: keep freed memory mapped for the next one
     # rather than page-faulting it in again (gfnet_env/data/host_memory.py; GFNET_TUNE_MALLOC=0 leaves malloc alone)
     keep_freed_memory_unless_disabled()

@@ -68,10 +68,49 @@ def read_results(folder: PathLike) -> dict:
     path = Path(folder) / "results.json"
     if not path.is_file():
         raise ValueError(f"{folder} holds no results.json: not a (complete) benchmark output folder")
-    results = json.loads(path.read_text())
-    if "protocol" not in results:
+    try:
+        results = json.loads(path.read_text())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} is not a readable results.json ({' '.join(str(e).split())[:120]}): rerun its "
+                         "benchmark") from None
+    if not isinstance(results, dict) or "protocol" not in results:
         raise ValueError(f"{path} has no protocol fingerprint (written by an older version): rerun the benchmark")
+    check_results(results, path)
     return results
+
+
+#: Entries of ``results.json`` that merging and the table read, and of each agent's entry in ``agents``.
+RESULTS_FIELDS = ("env_id", "episodes", "eval_images", "fit", "agents", "env_madds_per_step", "env_madds_cumulative",
+                  "protocol")
+AGENT_FIELDS = ("anytime_top1", "mean_return", "budgeted", "madds_per_step", "madds", "seconds", "n_runs", "runs")
+
+
+def check_results(results: dict, path) -> None:
+    """The shape of a ``results.json`` that compare reads, a ``ValueError`` naming what is wrong otherwise (an edited
+    or damaged file used to end in a traceback, or in a bare key such as "gfnet compare: center")."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path} is not a complete benchmark results.json: {what}; rerun its benchmark (or restore "
+                          "the file it wrote)")
+
+    missing = [k for k in RESULTS_FIELDS if k not in results]
+    if missing:
+        raise bad(f"it has no {', '.join(missing)}")
+    protocol, agents = results["protocol"], results["agents"]
+    if not isinstance(protocol, dict) or not isinstance(protocol.get("fingerprint"), str):
+        raise bad(f"'protocol' must be an object with a 'fingerprint' string, got {protocol!r:.60}")
+    episodes = results["episodes"]
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise bad(f"'episodes' must be a positive integer, got {episodes!r:.40}")
+    if not isinstance(agents, dict) or not agents:
+        raise bad(f"'agents' must be an object of agent name → results, got a {type(agents).__name__}")
+    for name, entry in agents.items():
+        if not isinstance(entry, dict):
+            raise bad(f"agent {name!r} has a {type(entry).__name__} where its results (an object) belong")
+        lacking = [k for k in AGENT_FIELDS if k not in entry]
+        if lacking:
+            raise bad(f"agent {name!r} has no {', '.join(lacking)}")
+        if not isinstance(entry["anytime_top1"], list) or not isinstance(entry["n_runs"], int):
+            raise bad(f"agent {name!r}: 'anytime_top1' must be a list and 'n_runs' an integer")
 
 
 def read_per_image(folder: PathLike) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
@@ -90,7 +129,10 @@ def read_per_image(folder: PathLike) -> tuple[np.ndarray, dict[str, dict[str, np
             name, _, field = key.rpartition("/")
             if name:
                 records.setdefault(name, {})[field] = data[key]
-        for rec in records.values():
+        for name, rec in records.items():
+            if "correct" not in rec:
+                raise ValueError(f"{path} holds no {name}/correct array (the per-image correctness every comparison "
+                                 "needs): the file is incomplete or edited; rerun its benchmark")
             rec["correct"] = rec["correct"].astype(bool)
         return data["image_index"], records
 

@@ -22,8 +22,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ import torch
 
 from feature_nets.files import atomic_write, atomic_write_text
 from feature_nets.folders import LOCK_FILE, OutputFolder, OutputFolderError
+from feature_nets.signals import signals_held as _signals_held
 
 from ..base import PathLike
 from .tables import markdown_table, write_csv
@@ -190,20 +189,3 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-@contextlib.contextmanager
-def _signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
-    """Hold SIGINT/SIGTERM back while the block runs (main thread only), then deliver the first one received."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in signums}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        if received:
-            signal.raise_signal(received[0])

@@ -60,6 +60,9 @@ def load_policy_blob(path: str | os.PathLike) -> dict:
     if missing:
         raise ValueError(f"{path} is not a complete paper-ppo agent file: {' and '.join(missing)} missing or not a "
                          "dict")
+    if not isinstance(blob.get("metadata", {}), dict):
+        raise ValueError(f"{path}: its metadata is a {type(blob['metadata']).__name__}, not a dict; the file was edited "
+                         "or damaged: use the file the training run wrote")
     return blob
 
 

@@ -51,7 +51,7 @@ from feature_nets.trust import UntrustedPickleError, check_opt_in, refuse_untrus
 
 __all__ = ["OversizedPickleError", "RestrictedUnpickler", "UntrustedAgentError", "check_policy_size",
            "check_trust_flag", "checkpoint_problem", "latest_checkpoint", "load_replay_buffer", "load_sb3_model",
-           "safe_custom_objects", "save_model", "save_replay_buffer"]
+           "safe_custom_objects", "save_model", "save_replay_buffer", "check_policy_class"]
 
 #: How to opt in, appended to every refusal.
 OPT_IN = ("load it only if you trust where it came from: pass --trust-agent to the gfnet command "
@@ -336,12 +336,33 @@ def load_sb3_model(algo_class, path, trust_agent: bool = False, **load_kwargs):
     if not check_trust_flag(trust_agent):
         load_kwargs["custom_objects"] = {**safe_custom_objects(path), **load_kwargs.pop("custom_objects", {})}
         check_policy_size(path, load_kwargs["custom_objects"].get("policy_kwargs"))
+        check_policy_class(path, load_kwargs["custom_objects"].get("policy_class"))
     try:
         return algo_class.load(str(path), **load_kwargs)
     except pickle.UnpicklingError as e:  # a *.pth entry refused by torch's weights_only loader inside SB3
         _refuse_tensor_entries(path)
         raise ValueError(f"{path} holds a tensor file that is not readable (truncated or damaged?): "
                          f"{torch_reason(str(e))}") from None
+    except RuntimeError as e:  # torch's load_state_dict: the weights do not fit the policy the file describes
+        if "state_dict" not in str(e):
+            raise
+        first = " ".join(str(e).split())[:300]
+        raise ValueError(f"{path}: its weights (policy.pth) do not fit the policy its data describes ({first}); "
+                         "the file was edited or damaged: use the zip the training run wrote") from None
+
+
+def check_policy_class(path: Path, policy_class: Any) -> None:
+    """Refuse a zip whose ``policy_class`` is not a Stable-Baselines3 policy (``torch.nn.Identity``, say: an allowed
+    torch class, but SB3 would build it and fail on the weights), before SB3 builds anything."""
+    if policy_class is None:
+        return
+    from stable_baselines3.common.policies import BasePolicy
+
+    if not (isinstance(policy_class, type) and issubclass(policy_class, BasePolicy)):
+        shown = getattr(policy_class, "__qualname__", type(policy_class).__name__)
+        module = getattr(policy_class, "__module__", "")
+        raise ValueError(f"{path}: its policy_class is {module + '.' if module else ''}{shown}, not a "
+                         "Stable-Baselines3 policy; the file was edited or damaged: use the zip the training run wrote")
 
 
 def check_policy_size(path: Path, policy_kwargs: Any) -> None:

@@ -13,10 +13,12 @@ One module per job:
 
 - :mod:`.recipes`: :class:`TrainConfig` and the per-family recipes it starts from;
 - :mod:`.stage_loss`: the loss over all T steps, and the focus locations / policy noise each stage draws;
-- :mod:`.optim`: trainable parameters, the optimiser, the cosine schedule and :func:`train_step`;
+- :mod:`.optim`: trainable parameters, the optimiser, the cosine schedule and :func:`train_step` (in two parts:
+  :func:`loss_and_gradients`, :func:`apply_update`);
 - :mod:`.drop_connect`: the MobileNet-V3 / EfficientNet blocks' stochastic depth while training;
 - :mod:`.loop`: :func:`train_stage1` / :func:`train_stage3`, epochs, validation, checkpoints;
-- :mod:`.resume`: the training state in checkpoints and continuing a run from it;
+- :mod:`.resume`: the training state in checkpoints, continuing a run from it (other settings refused);
+- :mod:`.rollback`: what Ctrl-C rolls back to, the last complete step (BatchNorm buffers, random state, sums);
 - :mod:`.evaluation`: :func:`evaluate_anytime`, top-1 after every step;
 - :mod:`.distributed`: torchrun process groups, synchronised BatchNorm, data shards;
 - :mod:`.rng`: seed mixing and the saved random state;
@@ -29,12 +31,13 @@ from .distributed import CPUSyncBatchNorm, DistContext, ShardSampler, convert_sy
 from .drop_connect import set_drop_connect
 from .evaluation import EvalResult, evaluate_anytime, random_actions_table
 from .loop import TrainResult, train_stage, train_stage1, train_stage3
-from .optim import (build_optimizer, build_schedule, cosine_schedule, param_groups, prepare_trainable, set_train_mode,
-                    train_step)
+from .optim import (apply_update, build_optimizer, build_schedule, cosine_schedule, loss_and_gradients, param_groups,
+                    prepare_trainable, set_train_mode, train_step)
 from .prepare import build_model, ensure_policy, load_backbone_weights, load_model, load_policy
 from .pretrain import copy_encoder_into, pretrain_encoder, pretrain_into
 from .recipes import FAMILY_DEFAULTS, FamilyRecipe, TrainConfig
 from .resume import ResumePoint, load_training_state, resume_training
+from .rollback import EpochSums, StepBoundary
 from .stage_loss import StageLoss, focus_draws, policy_actions
 
 __all__ = [
@@ -61,12 +64,16 @@ __all__ = [
     "build_schedule",
     "set_drop_connect",
     "train_step",
+    "loss_and_gradients",
+    "apply_update",
     "train_stage",
     "train_stage1",
     "train_stage3",
     "ResumePoint",
     "load_training_state",
     "resume_training",
+    "EpochSums",
+    "StepBoundary",
     "pretrain_encoder",
     "pretrain_into",
     "copy_encoder_into",

@@ -2,9 +2,11 @@
 
 Outputs under ``out_dir``: ``last.pth.tar`` (every epoch), ``best.pth.tar`` (best last-step val top-1),
 optionally ``epoch_XXX.pth.tar``, TensorBoard scalars in ``tensorboard/``, and ``history.json``. ``resume=True``
-continues from ``last.pth.tar`` exactly: model, optimizer, scheduler, epoch, position inside the epoch and RNG
-state. A KeyboardInterrupt (or SIGTERM) saves ``last.pth.tar`` first and is then re-raised. Only rank 0
-writes files.
+continues from ``last.pth.tar`` exactly: model, optimizer, scheduler, epoch, position inside the epoch, RNG
+state and the part-done epoch's loss and accuracy sums; a resume with other settings is refused unless
+``force_settings`` (:func:`~.resume.check_resume_settings`). A KeyboardInterrupt (or SIGTERM) rolls back to the last
+complete step (BatchNorm buffers, random state and sums, :mod:`.rollback`; the optimiser update is never cut in
+half), saves ``last.pth.tar`` and is then re-raised. Only rank 0 writes files.
 
 During training the glance is computed with ``cfg.glance_interpolation``; validation and every number stored
 in checkpoints use the model's inference interpolation.
@@ -39,12 +41,14 @@ from ..files import atomic_write_text
 from ..gfnet import GFNet
 from ..madds import count_madds
 from ..seeding import seed_worker
+from ..signals import signals_held
 from .distributed import DistContext, ShardSampler, convert_sync_batchnorm, finish_distributed, init_distributed
 from .evaluation import evaluate_anytime
-from .optim import build_optimizer, build_schedule, prepare_trainable, set_train_mode, train_step
+from .optim import apply_update, build_optimizer, build_schedule, loss_and_gradients, prepare_trainable, set_train_mode
 from .progress import progress_bar
 from .recipes import TrainConfig
-from .resume import ResumePoint, resume_training, training_state
+from .resume import ResumePoint, resume_training, run_settings, training_state
+from .rollback import EpochSums, StepBoundary
 from .rng import mix_seed, reseed_everything, set_rng_state
 from .stage_loss import StageLoss, focus_draws
 
@@ -63,35 +67,36 @@ class TrainResult:
 
 
 def train_stage1(model: GFNet, train_dataset: Dataset, val_dataset: Dataset | None, cfg: TrainConfig,
-                 out_dir: str | os.PathLike, resume: bool = False) -> TrainResult:
-    """Stage 1 (warm-up): encoders + classifier with uniformly random focus locations."""
+                 out_dir: str | os.PathLike, resume: bool = False, force_settings: bool = False) -> TrainResult:
+    """Stage 1 (warm-up): encoders + classifier with uniformly random focus locations. ``resume`` continues the
+    run of ``out_dir``; with settings other than its own only when ``force_settings`` (recorded)."""
     if cfg.stage != 1:
         raise ValueError(f"train_stage1 needs cfg.stage == 1, got {cfg.stage}")
-    return _train(model, train_dataset, val_dataset, cfg, out_dir, resume)
+    return _train(model, train_dataset, val_dataset, cfg, out_dir, resume, force_settings)
 
 
 def train_stage3(model: GFNet, train_dataset: Dataset, val_dataset: Dataset | None, cfg: TrainConfig,
-                 out_dir: str | os.PathLike, resume: bool = False) -> TrainResult:
+                 out_dir: str | os.PathLike, resume: bool = False, force_settings: bool = False) -> TrainResult:
     """Stage 3 (fine-tune): encoders + classifier with locations sampled from the fixed learned policy."""
     if cfg.stage != 3:
         raise ValueError(f"train_stage3 needs cfg.stage == 3 (e.g. TrainConfig.for_model(model, stage=3)), got {cfg.stage}")
     if model.policy is None:
         raise ValueError("stage 3 needs a model with a policy: load the stage-2 checkpoint's policy first")
-    return _train(model, train_dataset, val_dataset, cfg, out_dir, resume)
+    return _train(model, train_dataset, val_dataset, cfg, out_dir, resume, force_settings)
 
 
 def train_stage(model: GFNet, train_dataset: Dataset, val_dataset: Dataset | None, cfg: TrainConfig,
-                out_dir: str | os.PathLike, resume: bool = False) -> TrainResult:
+                out_dir: str | os.PathLike, resume: bool = False, force_settings: bool = False) -> TrainResult:
     """Stage ``cfg.stage``: :func:`train_stage1` or :func:`train_stage3`."""
     train_fn = train_stage1 if cfg.stage == 1 else train_stage3
-    return train_fn(model, train_dataset, val_dataset, cfg, out_dir, resume=resume)
+    return train_fn(model, train_dataset, val_dataset, cfg, out_dir, resume=resume, force_settings=force_settings)
 
 
 def _train(model: GFNet, train_dataset: Dataset, val_dataset: Dataset | None, cfg: TrainConfig,
-           out_dir: str | os.PathLike, resume: bool) -> TrainResult:
+           out_dir: str | os.PathLike, resume: bool, force_settings: bool = False) -> TrainResult:
     ctx = init_distributed(cfg.device)
     try:
-        return _StageRun(model, train_dataset, val_dataset, cfg, Path(out_dir), ctx).run(resume)
+        return _StageRun(model, train_dataset, val_dataset, cfg, Path(out_dir), ctx).run(resume, force_settings)
     finally:
         finish_distributed(ctx)
 
@@ -164,15 +169,27 @@ class _StageRun:
         self.scheduler = build_schedule(self.optimizer, cfg, steps)
         self.best_top1: float | None = None
         self.history: list[dict] = []
+        self.forced_settings: list = []
         self.writer = None
+        # The last complete step (what Ctrl-C rolls back to) and when the running epoch part started.
+        self.boundary: StepBoundary | None = None
+        self.epoch_t0 = time.time()
 
-    def run(self, resume: bool) -> TrainResult:
+    def run(self, resume: bool, force_settings: bool = False) -> TrainResult:
         model, cfg, ctx = self.model, self.cfg, self.ctx
         start = ResumePoint()
         if resume:
-            start = resume_training(model, self.optimizer, self.scheduler, self.last_path, cfg.stage)
+            start = resume_training(model, self.optimizer, self.scheduler, self.last_path, cfg.stage,
+                                    settings=run_settings(cfg, len(self.train_dataset)), force_settings=force_settings)
             model.to(ctx.device)
-        self.best_top1, self.history = start.best_top1, start.history
+            if start.changed and ctx.is_main:
+                print(f"--force-settings: from epoch {start.epoch + 1}, step {start.step} on, "
+                      + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in start.changed.items()), flush=True)
+        self.best_top1, self.history, self.forced_settings = start.best_top1, start.history, start.forced_settings
+        resumed_sums = EpochSums.from_dict(start.epoch_sums, model.T, ctx.world_size)
+        if start.step:  # an interruption before the first step below saves what the checkpoint held
+            self.boundary = StepBoundary.take(model, resumed_sums)
+            self.boundary.rng = start.rng
 
         net = StageLoss.from_config(model, cfg)
         if ctx.distributed:
@@ -199,14 +216,19 @@ class _StageRun:
                         set_rng_state(start.rng)
                     else:
                         reseed_everything(mix_seed(cfg.seed, 0xE90C, epoch, ctx.rank))
-                    record = self._train_epoch(net, sampler, epoch, first)
+                    sums = resumed_sums if (first and epoch == start.epoch) else EpochSums.empty(model.T)
+                    record = self._train_epoch(net, sampler, epoch, first, sums)
                     model.glance_interpolation = self.inference_interp
                     anytime = self._validate(record)
                     self._finish_epoch(epoch, record, anytime)
         except KeyboardInterrupt:
-            # Save what we have (the in-progress epoch is resumable at the batch where it stopped), then die.
+            # Roll back to the last complete step (the forward pass may have moved the BatchNorm statistics and
+            # drawn random numbers), save it (resumable at the batch where it stopped), then die.
             p = self.position
-            self._save([self.last_path], p["epoch"], p["step"], p["anytime"])
+            if self.boundary is not None:
+                self.boundary.restore(model)
+            self._save([self.last_path], p["epoch"], p["step"], p["anytime"],
+                       boundary=self.boundary if p["step"] else None)
             if self.writer is not None:
                 self.writer.close()
             raise
@@ -219,10 +241,15 @@ class _StageRun:
                            best_checkpoint=self.best_path if (ctx.is_main and self.best_path.exists()) else None,
                            out_dir=self.out_dir)
 
-    def _train_epoch(self, net: torch.nn.Module, sampler: ShardSampler, epoch: int, first: int) -> dict:
-        """Train from batch ``first`` to the end of ``epoch``; the epoch's training record (all ranks summed)."""
-        model, cfg, ctx, T = self.model, self.cfg, self.ctx, self.model.T
-        self.position["epoch"], self.position["step"] = epoch, first
+    def _train_epoch(self, net: torch.nn.Module, sampler: ShardSampler, epoch: int, first: int,
+                     sums: EpochSums) -> dict:
+        """Train from batch ``first`` to the end of ``epoch``, adding to ``sums`` (those of batches before ``first``
+        after a resume); the epoch's training record (all ranks summed)."""
+        model, cfg, ctx = self.model, self.cfg, self.ctx
+        with signals_held():
+            self.position["epoch"], self.position["step"] = epoch, first
+            self.boundary = StepBoundary.take(model, sums)
+            self.epoch_t0 = time.time()
         _set_dataset_epoch(self.train_dataset, epoch)
         sampler.set_epoch(epoch)
         sampler.start_step = first
@@ -233,24 +260,23 @@ class _StageRun:
             generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 0x10AD, epoch, first, ctx.rank)),
         )
         set_train_mode(model, cfg)  # train / eval modes and the training glance interpolation
-        loss_sum, seen, correct_sum = 0.0, 0, torch.zeros(T, dtype=torch.float64)
-        t0 = time.time()
         bar = progress_bar(total=self.steps, desc=f"stage {cfg.stage} epoch {epoch + 1}/{cfg.epochs}",
                            enabled=cfg.progress and ctx.is_main)
         bar.update(first)
         for step, (images, labels) in enumerate(loader, start=first):
             images = images.to(ctx.device, non_blocking=True)
             labels = labels.to(ctx.device, non_blocking=True)
-            draws = focus_draws(cfg.stage, cfg.seed, epoch, step, cfg.batch_size, T)[ctx.rank :: ctx.world_size]
-            loss, correct = train_step(net, images, labels, draws.to(ctx.device), self.optimizer, self.scheduler)
-            self.position["step"] = step + 1
+            draws = focus_draws(cfg.stage, cfg.seed, epoch, step, cfg.batch_size, model.T)[ctx.rank :: ctx.world_size]
+            loss, correct = loss_and_gradients(net, images, labels, draws.to(ctx.device), self.optimizer)
             lv = float(loss)
             if not math.isfinite(lv):
                 raise FloatingPointError(f"loss became {lv} at epoch {epoch + 1}, step {step + 1}; "
                                          "lower the learning rates")
-            loss_sum += lv * labels.shape[0]
-            seen += labels.shape[0]
-            correct_sum += correct.detach().double().cpu()
+            with signals_held():  # the update and what records it happen together: Ctrl-C waits for the end
+                apply_update(self.optimizer, self.scheduler)
+                sums.add(lv, labels.shape[0], correct)
+                self.position["step"] = step + 1
+                self.boundary = StepBoundary.take(model, sums)
             bar.update(1)
             bar.set_postfix(loss=f"{lv:.3f}")
             gstep = epoch * self.steps + step
@@ -259,14 +285,14 @@ class _StageRun:
                 for g in self.optimizer.param_groups:
                     self.writer.add_scalar(f"lr/{g.get('name', 'group')}", g["lr"], gstep)
         bar.close()
-        stats = torch.tensor([loss_sum, float(seen), *correct_sum.tolist()], dtype=torch.float64)
+        stats = torch.tensor([sums.loss, float(sums.seen), *sums.correct.tolist()], dtype=torch.float64)
         if ctx.distributed:
             stats = stats.to(ctx.device)
             dist.all_reduce(stats)
             stats = stats.cpu()
         denom = max(float(stats[1]), 1.0)
         return {"epoch": epoch + 1, "train_loss": float(stats[0]) / denom,
-                "train_top1": [100.0 * float(c) / denom for c in stats[2:]], "train_seconds": time.time() - t0}
+                "train_top1": [100.0 * float(c) / denom for c in stats[2:]], "train_seconds": sums.seconds + time.time() - self.epoch_t0}
 
     def _validate(self, record: dict) -> list[float] | None:
         """Val top-1 per step (added to ``record`` with the losses), or None without a validation set."""
@@ -282,11 +308,12 @@ class _StageRun:
     def _finish_epoch(self, epoch: int, record: dict, anytime: list[float] | None) -> None:
         """Record the epoch, log it, write the checkpoints and ``history.json``, print one line."""
         cfg = self.cfg
-        self.history.append(record)
-        self.position.update(epoch=epoch + 1, step=0, anytime=anytime)
         improved = anytime is not None and (self.best_top1 is None or anytime[-1] > self.best_top1)
-        if improved:
-            self.best_top1 = anytime[-1]
+        with signals_held():  # the epoch is recorded, and the position moved past it, together
+            self.history.append(record)
+            self.position.update(epoch=epoch + 1, step=0, anytime=anytime)
+            if improved:
+                self.best_top1 = anytime[-1]
         if self.writer is not None:
             self._log_epoch(epoch, record, anytime)
         paths = [self.last_path]
@@ -319,12 +346,20 @@ class _StageRun:
             w.add_scalar("val/loss", float(np.mean(record["val_loss"])), epoch + 1)
         w.flush()
 
-    def _save(self, paths: Iterable[Path], epoch_done: int, step_in_epoch: int, anytime: list[float] | None) -> None:
-        """Rank 0: a checkpoint with the training state at each path, numbers in the inference glance mode."""
+    def _save(self, paths: Iterable[Path], epoch_done: int, step_in_epoch: int, anytime: list[float] | None,
+              boundary: StepBoundary | None = None) -> None:
+        """Rank 0: a checkpoint with the training state at each path, numbers in the inference glance mode; mid-epoch
+        (``boundary`` given) with the random state and epoch sums of that last complete step."""
         if not self.ctx.is_main:
             return
+        sums = None
+        if boundary is not None:
+            sums = boundary.sums.to_dict(self.ctx.world_size)
+            sums["seconds"] += time.time() - self.epoch_t0
         extra = training_state(self.cfg, self.optimizer, self.scheduler, epoch_done, step_in_epoch,
-                               self.best_top1, self.history, anytime)
+                               self.best_top1, self.history, anytime, rng=boundary.rng if boundary else None,
+                               epoch_sums=sums, train_samples=len(self.train_dataset),
+                               forced_settings=self.forced_settings)
         self.model.glance_interpolation = self.inference_interp
         for p in paths:
             save_checkpoint(self.model, p, madds=self.madds, **extra)

@@ -28,7 +28,7 @@ from .drop_connect import set_drop_connect
 from .recipes import TrainConfig
 
 __all__ = ["prepare_trainable", "set_train_mode", "param_groups", "build_optimizer", "cosine_schedule",
-           "build_schedule", "train_step"]
+           "build_schedule", "train_step", "loss_and_gradients", "apply_update"]
 
 
 def prepare_trainable(model: GFNet, cfg: TrainConfig) -> None:
@@ -108,7 +108,8 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step: the loss over all T steps, its gradient, one optimiser and one schedule step.
+    """One optimisation step: the loss over all T steps, its gradient, one optimiser and one schedule step
+    (:func:`loss_and_gradients`, then :func:`apply_update`).
 
     Args:
         stage_loss: a :class:`~feature_nets.training.stage_loss.StageLoss` (or its DDP wrapper).
@@ -121,10 +122,23 @@ def train_step(
     Returns:
         (loss, correct): the scalar loss before the update (detached) and the (T,) correct predictions per step.
     """
+    loss, correct = loss_and_gradients(stage_loss, images, labels, draws, optimizer)
+    apply_update(optimizer, scheduler)
+    return loss, correct
+
+
+def loss_and_gradients(stage_loss: nn.Module, images: torch.Tensor, labels: torch.Tensor, draws: torch.Tensor,
+                       optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first part of :func:`train_step`: forward pass (which updates the BatchNorm buffers) and gradients; the
+    weights and the optimiser state are not changed yet. Returns (detached loss, (T,) correct per step)."""
     loss, correct = stage_loss(images, labels, draws)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    return loss.detach(), correct
+
+
+def apply_update(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
+    """The second part of :func:`train_step`: one optimiser step with the gradients, then one schedule step."""
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return loss.detach(), correct

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..checkpoint import load_checkpoint, read_checkpoint_dict, strip_module_prefix
+from ..checkpoint import load_checked_state_dict, load_checkpoint, read_checkpoint_dict, strip_module_prefix
 from ..trust import NotACheckpointError, load_torch_file
 from ..gfnet import GFNet, build_gfnet
 from ..policy import PatchPolicy
@@ -59,8 +59,8 @@ def load_backbone_weights(model: GFNet, path: str | os.PathLike, trusted_pickle:
     if not isinstance(sd, dict):
         raise NotACheckpointError(f"{path} holds a {type(sd).__name__}, not a backbone state dict")
     sd = strip_module_prefix(sd)
-    model.global_encoder.load_official_state_dict(sd)
-    model.local_encoder.load_official_state_dict(sd)
+    for encoder in (model.global_encoder, model.local_encoder):  # keys, value types, shapes checked: one line each
+        load_checked_state_dict(encoder, sd, "backbone weights", path, is_encoder=True)
 
 
 def load_policy(model: GFNet, path: str | os.PathLike, trusted_pickle: bool = False) -> None:
@@ -75,7 +75,7 @@ def load_policy(model: GFNet, path: str | os.PathLike, trusted_pickle: bool = Fa
         cfg = model.spec.config
         c, h, _ = model.feature_map_shape
         model.policy = PatchPolicy(c, h, cfg.policy_hidden_dim, cfg.policy_conv)
-    model.policy.load_state_dict(sd)
+    load_checked_state_dict(model.policy, sd, "policy", path)
 
 
 def ensure_policy(model: GFNet, policy_checkpoint: str | os.PathLike | None, trusted_pickle: bool = False) -> None:

@@ -6,7 +6,8 @@ val/, transforms of the backbone), or the training data of a registered task (--
 the default, with --model small_cnn; --task imagenet; a task's name or env id). Defaults per backbone family follow the paper (learning rates, weight decay, dsn ratio,
 epochs, frozen global encoder for MobileNet-V3 / EfficientNet); every option below overrides them.
 Writes OUT/last.pth.tar every epoch, OUT/best.pth.tar (best last-step val top-1), OUT/history.json and
-TensorBoard logs in OUT/tensorboard; --resume continues exactly where a run stopped (Ctrl-C saves first).
+TensorBoard logs in OUT/tensorboard; --resume continues exactly where a run stopped (Ctrl-C saves its last
+complete step first); with other settings only with --force-settings.
 Under torchrun the same command trains on N processes (--batch-size is the global batch).
 --out is locked for the run (a second run on it is refused); a folder that holds a run (last.pth.tar,
 best.pth.tar, history.json) is continued with --resume or replaced with --overwrite, never started over.
@@ -111,6 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="replace the run that --out holds: its checkpoints, history.json and TensorBoard logs "
                             "are deleted once the inputs are checked (without --resume or --overwrite such a "
                             "folder is refused)")
+    g.add_argument("--force-settings", action="store_true",
+                   help="with --resume: continue even where the settings differ from the saved run's (they apply "
+                        "from the resumed step on and are recorded in the checkpoints' forced_settings)")
     g.add_argument("--trusted-pickle", action="store_true", help="allow full unpickling of --init files you trust")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -283,12 +287,10 @@ def _run(args: argparse.Namespace, clear: bool = False) -> int:
                       device=cfg.device or "cpu", progress=cfg.progress and _rank() == 0,
                       log=(lambda m: print(m, flush=True)) if _rank() == 0 else None)
     try:
-        result = train_stage(model, train, val, cfg, args.out, resume=args.resume)
-    except KeyboardInterrupt:
-        if _rank() == 0:
-            print(f"\ninterrupted; progress saved in {Path(args.out) / 'last.pth.tar'} (continue with --resume)",
-                  file=sys.stderr)
-        return 130
+        result = train_stage(model, train, val, cfg, args.out, resume=args.resume, force_settings=args.force_settings)
+    except KeyboardInterrupt:  # gfnet_cli/main.py prints it in one line, exit status 130
+        raise KeyboardInterrupt(f"progress saved in {Path(args.out) / 'last.pth.tar'} at the last complete step; "
+                                "continue with --resume") from None
     except FileNotFoundError as e:
         return _fail(str(e))
     if _rank() == 0:
@@ -302,7 +304,14 @@ def _run(args: argparse.Namespace, clear: bool = False) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gfnet train-features")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except KeyboardInterrupt as e:  # under torchrun (``python -m gfnet_cli.commands.train_features``)
+        from gfnet_cli.main import EXIT_INTERRUPTED, interrupted_line
+
+        if _rank() == 0:
+            print(interrupted_line("train-features", e), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

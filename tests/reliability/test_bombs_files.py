@@ -174,7 +174,10 @@ def results_folder(folder: Path, correct_shape, images: int = 4) -> Path:
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({
         "protocol": {"fingerprint": "f"}, "episodes": images, "T": 4, "seeds": 1, "reference": "random",
-        "agents": {"random": {"n_runs": 1}}}))
+        "env_id": "GFNet-ImageNet-v0", "eval_images": "", "fit": {}, "env_madds_per_step": [1] * 4,
+        "env_madds_cumulative": [1] * 4,  # the entries compare needs (agents.benchmark.merge.check_results)
+        "agents": {"random": {"n_runs": 1, "anytime_top1": [0.0] * 4, "mean_return": 0.0, "budgeted": {},
+                              "madds_per_step": [1] * 4, "madds": 4, "seconds": 0.0, "runs": []}}}))
     write_npz(folder / "per_image.npz", {"image_index": np.arange(images), "target": np.zeros(images, np.int64),
                                          "random/correct": (correct_shape, np.bool_)})
     return folder
