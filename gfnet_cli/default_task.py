@@ -89,6 +89,7 @@ class PipelineConfig:
         workers: DataLoader workers (0 is best on 2 cores).
         data_root: folder with the Fashion-MNIST IDX files (None: search).
         resume: continue an interrupted run in ``out``.
+        force_settings: with ``resume``, continue an interrupted stage whose saved settings differ (recorded).
         install: copy the final checkpoint (and the SB3 agent) to ``gfnet_env/weights/``.
         progress: show progress bars.
     """
@@ -109,6 +110,7 @@ class PipelineConfig:
     workers: int = 0
     data_root: str | None = None
     resume: bool = False
+    force_settings: bool = False
     install: bool = False
     progress: bool = True
 
@@ -297,7 +299,8 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
         tcfg = TrainConfig.for_model(model, stage=1, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                                      workers=cfg.workers, progress=cfg.progress, device="cpu")
         res = train_stage1(model, train, val, tcfg, out / "stage1",
-                           resume=cfg.resume and (out / "stage1" / "last.pth.tar").exists())
+                           resume=cfg.resume and (out / "stage1" / "last.pth.tar").exists(),
+                           force_settings=cfg.force_settings)
         seconds = time.time() - t0
         load_training_state(model, res.best_checkpoint)
         log(f"stage 1 done in {seconds / 60:.1f} min; evaluating on {len(test)} test canvases")
@@ -320,7 +323,8 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
     if not (cfg.resume and stage2_ckpt.exists()):
         t0 = time.time()
         agent = train_paper_ppo(ENV_ID, cfg.ppo_steps, out / "stage2", seed=cfg.seed, batch_size=cfg.ppo_batch_size,
-                                resume=cfg.resume, device="cpu", progress=cfg.progress, checkpoint=str(stage1_ckpt),
+                                resume=cfg.resume, force_settings=cfg.force_settings, device="cpu", progress=cfg.progress,
+                                checkpoint=str(stage1_ckpt),
                                 split="train", data_root=cfg.data_root)
         seconds = time.time() - t0
         save_policy_into_checkpoint(agent.policy.cpu(), stage1_ckpt, stage2_ckpt, stage=2)
@@ -343,7 +347,8 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
         tcfg3 = TrainConfig.for_model(model, stage=3, epochs=cfg.stage3_epochs, batch_size=cfg.batch_size,
                                       seed=cfg.seed, workers=cfg.workers, progress=cfg.progress, device="cpu")
         res = train_stage3(model, train, val, tcfg3, out / "stage3",
-                           resume=cfg.resume and (out / "stage3" / "last.pth.tar").exists())
+                           resume=cfg.resume and (out / "stage3" / "last.pth.tar").exists(),
+                           force_settings=cfg.force_settings)
         seconds = time.time() - t0
         load_training_state(model, res.best_checkpoint)
         ev = evaluate_default_task(model.eval(), test, modes=("random", "centre", "item", "policy"), seed=0)
@@ -364,6 +369,7 @@ def train_default_task(cfg: PipelineConfig, command: str | None = None) -> dict[
 
     t0 = time.time()
     train_sb3("ppo", ENV_ID, cfg.sb3_steps, out / "sb3_ppo", seed=cfg.seed, device="cpu", resume=cfg.resume,
+              force_settings=cfg.force_settings,
               progress_bar=cfg.progress, checkpoint=str(final), split="train", data_root=cfg.data_root,
               eval_episodes=200)  # the ppo recipe of agents/sb3/recipes.py
     report["stages"]["sb3"] = {"seconds": round(time.time() - t0, 1), "agent": str(out / "sb3_ppo")}

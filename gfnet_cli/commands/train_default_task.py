@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     again.add_argument("--overwrite", action="store_true",
                        help="replace the run that --out holds: everything in it is deleted first (without --resume "
                             "or --overwrite such a folder is refused)")
+    parser.add_argument("--force-settings", action="store_true",
+                        help="with --resume: continue the interrupted stage even if its settings differ from the saved "
+                             "run's (they apply from the resumed step on, and the checkpoint records it)")
     parser.add_argument("--install", action="store_true",
                         help="copy the final checkpoint to gfnet_env/weights/ (the env's default weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -100,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
                                  oracle=args.oracle)
         print(json.dumps(ev, indent=1))
         return 0
+    if args.force_settings and not args.resume:
+        raise ValueError("--force-settings only applies to a resumed run: add --resume (or drop --force-settings)")
     existing = [n for n in RUN_FILES if (Path(args.out) / n).exists()]
     if existing and not (args.resume or args.overwrite):
         raise ValueError(f"--out {args.out} holds a run ({', '.join(existing)}); continue it with --resume, replace it "
@@ -113,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
                          ppo_batch_size=args.ppo_batch_size, stage3_epochs=args.stage3_epochs,
                          sb3_steps=args.sb3_steps, ship=args.ship, train_samples=args.train_samples,
                          eval_samples=args.eval_samples, seed=args.seed, workers=args.workers,
-                         data_root=args.data_root, resume=args.resume, install=args.install,
+                         data_root=args.data_root, resume=args.resume, force_settings=args.force_settings,
+                         install=args.install,
                          progress=not args.no_progress)
     train_default_task(cfg, command="gfnet train-default-task " + " ".join(_argv(args)))
     return 0

@@ -253,3 +253,26 @@ def test_train_default_task_does_not_start_a_run_over(tmp_path, capsys):
     assert code == 0, text
     assert (out / "pretrained_encoder.pt").read_bytes() != b"the first stage of a run"
     assert "--overwrite" in json.loads((out / "pipeline.json").read_text())["commands"][0]
+
+
+def test_train_default_task_force_settings_reaches_every_stage(tmp_path, capsys, monkeypatch):
+    # A refused resume names --force-settings; the pipeline command must have it and hand it to each stage.
+    code, text = run_cli(["train-default-task", "--out", str(tmp_path / "p"), "--force-settings"], capsys)
+    assert "--force-settings only applies to a resumed run" in one_line(code, text, "train-default-task")
+
+    import gfnet_cli.default_task as pipeline
+
+    seen = {}
+
+    def stop_at_stage1(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stage 1 reached")
+
+    import feature_nets.training
+
+    monkeypatch.setattr(feature_nets.training, "train_stage1", stop_at_stage1)  # imported by the pipeline when run
+    cfg = pipeline.PipelineConfig(out=str(tmp_path / "p"), stop_after="stage1", pretrain_epochs=0, resume=True,
+                                  force_settings=True, train_samples=20, eval_samples=20, progress=False)
+    with pytest.raises(RuntimeError, match="stage 1 reached"):
+        pipeline.train_default_task(cfg)
+    assert seen.get("force_settings") is True
