@@ -138,7 +138,7 @@ def main() -> None:
         # the clipped PPO update over shuffled minibatches
         b_obs, b_actions = obs.reshape((-1,) + obs_shape), actions.reshape(-1)
         b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
-        b_returns, b_values = returns.reshape(-1), values.reshape(-1)
+        b_returns = returns.reshape(-1)
         b_inds = np.arange(batch_size)
         for _ in range(args.update_epochs):
             np.random.shuffle(b_inds)
