@@ -3,13 +3,13 @@ random patches.
 
 ``make_sb3_vec_env`` gives an SB3 ``VecEnv`` (in a ``VecMonitor``) over the batched env; the DQN settings are the
 ``sb3-dqn`` recipe's (feature-map observations, a 7×7 grid of patch locations, the exported
-``FeatureMapExtractor``). Training prints a line every tenth of its steps; the trained model is saved as a zip and
+``FeatureMapExtractor``). Training draws a progress bar of env steps (on stderr); the trained model is saved as a zip and
 benchmarked with ``agents.benchmark.run_benchmark`` (what ``gfnet benchmark --agent-dir sb3-dqn=dqn_fmnist.zip``
 runs) against random patches on the same test canvases.
 
 It prints lines starting with:
 
-* ``training:`` — steps done out of the total, and the mean episode return of the last episodes;
+* ``training:`` — the env steps trained, and the mean return of the last episodes;
 * ``saved:`` — the model's zip;
 * ``verdict:`` — sb3-dqn's last-step top-1 minus random's, in points, with its paired 95 % interval.
 
@@ -25,27 +25,10 @@ import tempfile
 from pathlib import Path
 
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.benchmark import run_benchmark
+from agents.sb3.callbacks import progress_callback
 from gfnet_env.sb3 import FeatureMapExtractor, make_sb3_vec_env
-
-
-class PrintProgress(BaseCallback):
-    """Print ``training: <steps>/<total> ...`` every tenth of the run (and at its end)."""
-
-    def __init__(self, total: int) -> None:
-        super().__init__()
-        self.total, self.every, self.next_print = total, max(1, total // 10), max(1, total // 10)
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.next_print or self.num_timesteps >= self.total:
-            self.next_print += self.every
-            returns = [ep["r"] for ep in self.model.ep_info_buffer]  # the VecMonitor's last episodes
-            mean = f"{sum(returns) / len(returns):+.3f}" if returns else "n/a"
-            print(f"training: {min(self.num_timesteps, self.total)}/{self.total} env steps, mean episode return "
-                  f"{mean} over the last {len(returns)} episodes", flush=True)
-        return True
 
 
 def main() -> None:
@@ -62,7 +45,10 @@ def main() -> None:
                 batch_size=128, learning_rate=3e-4, gamma=1.0, train_freq=1, gradient_steps=2,
                 target_update_interval=1_000, exploration_fraction=0.3, exploration_final_eps=0.05, seed=0,
                 policy_kwargs={"features_extractor_class": FeatureMapExtractor, "net_arch": [64, 64]})
-    model.learn(steps, callback=PrintProgress(steps))
+    model.learn(steps, callback=progress_callback(steps))  # a tqdm bar of env steps (SB3's own bar needs rich)
+    returns = [episode["r"] for episode in model.ep_info_buffer]  # the VecMonitor's last episodes
+    print(f"training: {steps} env steps, mean return of the last {len(returns)} episodes "
+          f"{sum(returns) / len(returns):+.3f}", flush=True)
     path = out / "dqn_fmnist.zip"
     model.save(path)
     vec_env.close()
