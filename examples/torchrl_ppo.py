@@ -15,10 +15,13 @@ With ``--workers K`` TorchRL's ``MultiSyncCollector`` steps K envs in K worker p
 ``--envs / K`` episodes in its batch, its own images seed) and the learner gathers their batches: the same
 script scales to more processes, GPUs (``--device cuda``) and nodes by TorchRL's distributed collectors.
 
-It prints one line per collected batch — ``frames F/TOTAL  episodes E  return R  top-1 A %  (S s)``: env steps so
-far, episodes that ended in the batch, their mean return (the gain in p(true class) from glance to last look)
-and the share of them answered correctly (training images, sampled actions) — then where the trained agent was
-saved and the exact ``gfnet benchmark`` command that evaluates it against random patches. The saved folder holds
+It prints lines starting with:
+
+* ``frames`` — one per collected batch (frames F/TOTAL, episodes E, return R, top-1 A %, seconds): env steps so
+  far, episodes that ended in the batch, their mean return (the gain in p(true class) from glance to last look)
+  and the share of them answered correctly (training images, sampled actions);
+* ``saved the agent to`` — where the trained agent was saved, then ``gfnet benchmark`` — the exact command that
+  evaluates it against random patches. The saved folder holds
 ``policy.pt`` (the actor's weights) and ``agent.json``; importing this file (``gfnet benchmark --import
 examples/torchrl_ppo.py``) registers the agent ``torchrl-ppo`` that loads it and acts greedily (the most likely
 cell).

@@ -1,12 +1,15 @@
 """Device selection shared by every package: ``"auto"`` means CUDA when available, else the CPU; a device that
 this machine does not have (``cuda`` without a GPU, ``cuda:3`` with two) is a ``ValueError`` naming it and what
-there is, before anything is built on it (:func:`check_device`)."""
+there is, before anything is built on it (:func:`check_device`); and the CPU cores this process may use, which
+bound its data-loader workers (:func:`default_workers`)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-__all__ = ["check_device", "resolve_device"]
+__all__ = ["available_cpus", "check_device", "default_workers", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -37,3 +40,20 @@ def check_device(device: str | torch.device, what: str = "device") -> torch.devi
     elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"{what} {device} but this machine has no usable Apple GPU (MPS); use --device cpu")
     return dev
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one, else the machine's
+    count; at least 1) — what PyTorch's DataLoader compares its worker count with."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity masks (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(wanted: int, cpus: int | None = None) -> int:
+    """Data-loader worker processes: ``wanted`` (a recipe's or a task's default), never more than the cores present
+    (:func:`available_cpus`), so that a small machine starts no more workers than it has cores (and PyTorch does
+    not warn about it); 0 stays 0 (loading in the main process)."""
+    cpus = available_cpus() if cpus is None else int(cpus)
+    return max(0, min(int(wanted), cpus))

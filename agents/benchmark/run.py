@@ -48,6 +48,7 @@ import torch
 
 from feature_nets import budgeted
 from feature_nets.madds import count_madds
+from feature_nets.sampling import spread_indices  # the evaluation and fit images (re-exported here)
 from gfnet_env.core import GFNetCore
 from gfnet_env.factory import build_core, env_id_of, load_task, settings_for_agent, shared_env_kwargs
 from gfnet_env.settings import EnvSettings
@@ -75,13 +76,6 @@ def image_source(dataset) -> str:
     """Where the evaluation images are read from: the dataset's own ``source`` (a prepared cache, an image
     folder), else its type."""
     return getattr(dataset, "source", None) or f"dataset {type(dataset).__name__}"
-
-
-def spread_indices(n: int, k: int) -> tuple[list[int], list[int]]:
-    """k indices spread evenly over range(n) (i·n // k), and the remaining indices."""
-    chosen = [(i * n) // k for i in range(k)]
-    taken = set(chosen)
-    return chosen, [i for i in range(n) if i not in taken]
 
 
 def resolve_runs(ctx: RunContext, agent_dirs: dict, trust_agent: bool = False) -> tuple[list[Run], str]:

@@ -3,7 +3,11 @@
 The agent acts on feature-map observations with the policy's own GRU memory, one state per env; its weights
 come from a GFNet checkpoint's ``policy`` entry (:meth:`PaperPPOAgent.from_checkpoint`, what the benchmark
 evaluates by default) or from a file :func:`agents.paper_ppo.train.train_paper_ppo` wrote
-(:meth:`PaperPPOAgent.load`). Training is docs/training.md, "Stage 2: policy (PPO)".
+(:meth:`PaperPPOAgent.load`). Training is docs/training.md, "Stage 2: policy (PPO)". Three ways to get one::
+
+    agents.make("paper-ppo")                                    # the shipped policy of the embedded task
+    agents.make("paper-ppo", checkpoint="runs/s2/best_stage2.pth.tar")   # the policy of any GFNet checkpoint
+    agents.load_agent("paper-ppo", "runs/ppo")                  # a trained copy (folder, paper_ppo.pt or *.pth.tar)
 
 :class:`PaperPPOStopAgent` (``paper-ppo-stop``) is the same policy with a Bernoulli stop head
 (:class:`~feature_nets.policy.StopPatchPolicy`): it acts in the env with the stop action and decides when to
@@ -24,7 +28,8 @@ from feature_nets.devices import resolve_device
 from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..base import Agent, Run, RunContext, train_hint
-from .files import AGENT_FILE, read_policy_file, write_policy_file
+from .files import (AGENT_FILE, check_policy_blob, is_gfnet_checkpoint, policy_from_blob, read_policy_file,
+                    read_torch_blob, write_policy_file)
 from .train import train_policy
 
 __all__ = ["PaperPPOAgent", "PaperPPOStopAgent", "train_paper_ppo", "untrained_policy_error"]
@@ -39,9 +44,13 @@ class PaperPPOAgent(Agent):
     and clamped to [0, 1], as in training.
 
     Args:
-        policy: a :class:`~feature_nets.policy.PatchPolicy` (used as is, not copied).
+        policy: a :class:`~feature_nets.policy.PatchPolicy` (used as is, not copied); None: the trained policy stored
+            in ``checkpoint`` (:meth:`from_checkpoint`).
         device: where the policy runs (``"auto"``: CUDA when available).
         seed: seed of the sampling noise for ``deterministic=False``.
+        checkpoint: with ``policy=None``, the GFNet checkpoint (a path or a loaded GFNet) whose policy to act with;
+            None: the embedded task's shipped checkpoint (``GFNet-ClutteredFashionMNIST-v0``'s networks).
+        trusted_pickle: let ``checkpoint`` be unpickled fully (the bool True; only for files you trust).
 
     Attributes:
         policy: the network; write it into a GFNet checkpoint with
@@ -53,7 +62,12 @@ class PaperPPOAgent(Agent):
     action_mode = "continuous"
     trainable = True
 
-    def __init__(self, policy: PatchPolicy, device: str | torch.device = "auto", seed: int = 0) -> None:
+    def __init__(self, policy: PatchPolicy | None = None, device: str | torch.device = "auto", seed: int = 0,
+                 checkpoint=None, trusted_pickle: bool = False) -> None:
+        if policy is None:
+            policy = self._checkpoint_policy(checkpoint, trusted_pickle)
+        elif checkpoint is not None:
+            raise ValueError(f"{self.name}: pass a policy or a checkpoint to take it from, not both")
         if isinstance(policy, StopPatchPolicy) != self.stop_action:
             raise ValueError(f"{self.name} needs a {'StopPatchPolicy' if self.stop_action else 'PatchPolicy'} "
                              f"(a policy {'with' if self.stop_action else 'without'} a stop head), got "
@@ -74,15 +88,28 @@ class PaperPPOAgent(Agent):
             ValueError: the checkpoint stores no policy, or only the untrained one of a stage-1 checkpoint
                 (:func:`untrained_policy_error`).
         """
+        return cls(cls._checkpoint_policy(model, trusted_pickle), device=device)
+
+    @classmethod
+    def _checkpoint_policy(cls, model, trusted_pickle: bool = False) -> PatchPolicy:
+        """A copy of the trained policy of a GFNet checkpoint (a path, a loaded GFNet, or None: the embedded task's
+        shipped checkpoint); the one-line refusals of :meth:`from_checkpoint` otherwise."""
+        if model is None:
+            from gfnet_env.tasks.cluttered_fashion_mnist import DEFAULT_FMNIST_CHECKPOINT
+
+            model = DEFAULT_FMNIST_CHECKPOINT
         if isinstance(model, (str, os.PathLike)):
+            from feature_nets.checkpoint import read_checkpoint_dict
             from gfnet_env.tasks.task import load_model
 
+            if "policy" not in read_checkpoint_dict(model, trusted_pickle=trusted_pickle):
+                raise _no_policy_error(model)
             model = load_model(model, trusted_pickle=trusted_pickle)
         if getattr(model, "policy", None) is None:
-            raise ValueError("this GFNet checkpoint has no policy; train one with `gfnet train-policy`")
+            raise _no_policy_error(getattr(model, "checkpoint_path", None))
         if getattr(model, "checkpoint_stage", None) == 1:
-            raise untrained_policy_error(model)
-        return cls(copy.deepcopy(model.policy), device=device)
+            raise untrained_policy_error(model, name=cls.name)
+        return copy.deepcopy(model.policy)
 
     # --- hooks for the benchmark and the CLI ---------------------------------------------------------
     @classmethod
@@ -132,12 +159,19 @@ class PaperPPOAgent(Agent):
 
     @classmethod
     def load(cls, path, device: str | torch.device = "auto") -> "PaperPPOAgent":
-        """Load a file written by :meth:`save` (or a training run's ``paper_ppo_latest.pt``)."""
+        """Load a file written by :meth:`save` (or a training run's ``paper_ppo_latest.pt``, or the folder holding
+        ``paper_ppo.pt``), or the trained policy of a GFNet checkpoint (:meth:`from_checkpoint`): both are read
+        without running code from the file."""
         path = Path(path)
         if path.is_dir():
             path = path / AGENT_FILE
-        policy, blob = read_policy_file(path)
-        agent = cls(policy, device=device)
+        if not path.exists():
+            read_policy_file(path)  # its FileNotFoundError says how to train one
+        blob = read_torch_blob(path)
+        if is_gfnet_checkpoint(blob):
+            return cls.from_checkpoint(path, device=device)
+        blob = check_policy_blob(blob, path)
+        agent = cls(policy_from_blob(blob, path), device=device)
         agent.metadata = dict(blob.get("metadata", {}))
         return agent
 
@@ -163,6 +197,14 @@ class PaperPPOStopAgent(PaperPPOAgent):
     stop_action = True
 
     @classmethod
+    def _checkpoint_policy(cls, model, trusted_pickle: bool = False) -> PatchPolicy:
+        """No GFNet checkpoint stores a stop policy: the refusal names the shipped files and how to train one."""
+        raise ValueError("paper-ppo-stop has no policy in a GFNet checkpoint (the format has no place for a stop "
+                         "head); load a trained one with agents.load_agent('paper-ppo-stop', PATH) — the package "
+                         "ships gfnet_env/weights/paper_ppo_stop_c*_cluttered_fmnist.pt — or train one with `gfnet "
+                         "train-agent --agent paper-ppo-stop --env ENV_ID --env-kwarg step_cost=C --out DIR`")
+
+    @classmethod
     def runs(cls, ctx: RunContext) -> tuple[list[Run], str]:
         """No GFNet checkpoint stores a stop policy: the benchmark needs a trained copy (``--agent-dir``)."""
         raise ValueError(train_hint(ctx.name, ctx.env_id) + " (with --env-kwarg step_cost=C: the price of a look)")
@@ -172,6 +214,12 @@ class PaperPPOStopAgent(PaperPPOAgent):
               **kwargs) -> "PaperPPOStopAgent":
         """:func:`train_paper_ppo` with ``stop=True``."""
         return train_paper_ppo(env_id, steps, out_dir, seed=seed, resume=resume, stop=True, **kwargs)
+
+
+def _no_policy_error(path) -> ValueError:
+    """The refusal of a GFNet checkpoint that stores no policy at all (``path``: its file, None when unknown)."""
+    return ValueError(f"the GFNet checkpoint {path or '(a model given without its file)'} has no policy; train one "
+                      f"with `gfnet train-policy --checkpoint {path or 'CHECKPOINT'} --env ENV_ID --steps N --out DIR`")
 
 
 def untrained_policy_error(model, env_id: str = "ENV_ID", name: str = "paper-ppo") -> ValueError:

@@ -23,8 +23,8 @@ from feature_nets.policy import PatchPolicy, StopPatchPolicy
 
 from ..trained import jsonable
 
-__all__ = ["AGENT_FILE", "AGENT_FORMAT", "LATEST_FILE", "load_policy_blob", "policy_config", "read_policy_file",
-           "write_policy_file"]
+__all__ = ["AGENT_FILE", "AGENT_FORMAT", "LATEST_FILE", "check_policy_blob", "is_gfnet_checkpoint", "load_policy_blob",
+           "policy_config", "policy_from_blob", "read_policy_file", "read_torch_blob", "write_policy_file"]
 
 #: ``format`` entry of the files written here.
 AGENT_FORMAT = "gfnet-paper-ppo"
@@ -50,12 +50,30 @@ def write_policy_file(policy: PatchPolicy, path: str | os.PathLike, metadata: di
     return atomic_save(blob, path)
 
 
+def read_torch_blob(path: str | os.PathLike) -> object:
+    """What a paper-ppo file (or a GFNet checkpoint given in its place) holds, read through the trust gate (tensors
+    and plain values only; there is no opt-in: these files never need full unpickling)."""
+    return load_torch_file(path, False, what="paper-ppo policy file", opt_in=None)
+
+
+def is_gfnet_checkpoint(blob: object) -> bool:
+    """Whether a file's dict is a GFNet checkpoint (official format: ``model_name`` and the encoders' state
+    dicts) rather than a paper-ppo policy file (which has none of them)."""
+    return (isinstance(blob, dict) and blob.get("format") != AGENT_FORMAT
+            and all(k in blob for k in ("model_name", "model_prime_state_dict", "model_state_dict")))
+
+
 def load_policy_blob(path: str | os.PathLike) -> dict:
-    """The whole dict of a paper-ppo file, read through the trust gate (tensors and plain values only; there is no
-    opt-in: these files never need full unpickling) and checked to be one."""
-    blob = load_torch_file(path, False, what="paper-ppo policy file", opt_in=None)
+    """The whole dict of a paper-ppo file (:func:`read_torch_blob`), checked to be one (:func:`check_policy_blob`)."""
+    return check_policy_blob(read_torch_blob(path), path)
+
+
+def check_policy_blob(blob: object, path: str | os.PathLike) -> dict:
+    """``blob`` when it is the dict of a paper-ppo file; a one-line ``ValueError`` naming what it lacks otherwise."""
     if not isinstance(blob, dict) or blob.get("format") != AGENT_FORMAT:
-        raise ValueError(f"{path} is not a paper-ppo agent file (no format={AGENT_FORMAT!r} entry)")
+        raise ValueError(f"{path} is neither a paper-ppo agent file (no format={AGENT_FORMAT!r} entry) nor a GFNet "
+                         "checkpoint; pass the paper_ppo.pt that `gfnet train-agent --agent paper-ppo` wrote, or a "
+                         "GFNet *.pth.tar with a trained policy (`gfnet train-policy`)")
     missing = [k for k in ("policy_config", "policy_state_dict") if not isinstance(blob.get(k), dict)]
     if missing:
         raise ValueError(f"{path} is not a complete paper-ppo agent file: {' and '.join(missing)} missing or not a "
@@ -73,12 +91,17 @@ def read_policy_file(path: str | os.PathLike) -> tuple[PatchPolicy, dict]:
         raise FileNotFoundError(f"no paper-ppo agent at {path}; train one with "
                                 "`gfnet train-agent --agent paper-ppo --env ID --out DIR`")
     blob = load_policy_blob(path)
+    return policy_from_blob(blob, path), blob
+
+
+def policy_from_blob(blob: dict, path: str | os.PathLike) -> PatchPolicy:
+    """The policy a checked paper-ppo file's dict (:func:`check_policy_blob`) describes, its weights loaded."""
     config = checked_policy_config(blob["policy_config"], path)
     cls = StopPatchPolicy if config.pop("stop_head", False) else PatchPolicy
     # sizes before allocation: the stored settings are checked against the stored weights on the meta device
     policy = build_to_fit(lambda: cls(**config), blob["policy_state_dict"], f"{path}: policy_state_dict")
     policy.load_state_dict(blob["policy_state_dict"])
-    return policy, blob
+    return policy
 
 
 def checked_policy_config(config: dict, path) -> dict:

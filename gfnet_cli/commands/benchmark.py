@@ -47,6 +47,21 @@ EXAMPLE = """  gfnet benchmark --env GFNet-ClutteredFashionMNIST-v0 \\
       --agent-dir sb3-a2c:gamma099=runs/a2c_g099 --out results/mine"""
 
 
+#: Episodes per batch without --batch-size, by the device the networks run on. CPU: measured on the embedded task
+#: against smaller and larger batches (benchmarks/RESULTS.md, "The benchmark's default batch size"). GPU: not
+#: measured; larger batches keep a GPU busy, and this size keeps a ResNet-50 env's images and activations well
+#: inside the memory of a 16 GB card.
+CPU_BATCH_SIZE = 250
+CUDA_BATCH_SIZE = 512
+
+
+def default_batch_size(device: str) -> int:
+    """The benchmark's episodes per batch for ``device`` (``"auto"`` resolved as the benchmark resolves it)."""
+    from feature_nets.devices import resolve_device
+
+    return CUDA_BATCH_SIZE if resolve_device(device).type == "cuda" else CPU_BATCH_SIZE
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     raw_formatter(parser, __doc__, EXAMPLE)
     parser.add_argument("--env", required=True, help="env id")
@@ -63,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split on which budgeted thresholds are fitted (default: val for the cluttered task, "
                              "else held-out images of the evaluation split, disjoint from the evaluated ones)")
     parser.add_argument("--fit-episodes", type=int, default=None, help="images used to fit thresholds (default N)")
-    parser.add_argument("--batch-size", type=int, default=64, help="episodes per batch (default 64)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"episodes per batch (default: {CPU_BATCH_SIZE} on the CPU, {CUDA_BATCH_SIZE} on a GPU)")
     parser.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--reference", default="auto",
@@ -103,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     # bad input raises; gfnet_cli.main prints it as one line and exits with 2
     run_benchmark(args.env, names, args.out, episodes=args.episodes, seeds=args.seeds,
                   agent_dirs=parse_agent_dirs(args.agent_dir), env_kwargs=parse_env_kwargs(args.env_kwarg),
-                  fit_split=args.fit_split, fit_episodes=args.fit_episodes, batch_size=args.batch_size,
+                  fit_split=args.fit_split, fit_episodes=args.fit_episodes,
+                  batch_size=args.batch_size if args.batch_size is not None else default_batch_size(args.device),
                   device=args.device, seed=args.seed, trust_agent=args.trust_agent,
                   reference=None if args.reference.lower() == "none" else args.reference, margin=args.margin,
                   thresholds=args.thresholds, tensorboard=args.tensorboard, shard=args.shard)

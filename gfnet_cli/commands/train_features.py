@@ -65,8 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--task-root", "--fmnist-root", dest="task_root", default=None,
                    help="the task's own data folder (the embedded task: the Fashion-MNIST IDX files, default: "
                         "search; imagenet: the ImageNet root, default GFNET_IMAGENET)")
-    g.add_argument("--train-samples", type=int, default=None, help="use only the first N training samples")
-    g.add_argument("--val-samples", type=int, default=None, help="use only the first N validation samples")
+    g.add_argument("--train-samples", type=int, default=None,
+                   help="use only N training samples, spread evenly over the split (every class in proportion)")
+    g.add_argument("--val-samples", type=int, default=None,
+                   help="use only N validation samples, spread evenly over the split (every class in proportion, "
+                        "as the benchmark's images)")
     g = parser.add_argument_group("training (defaults: the paper's recipe for the backbone family)")
     g.add_argument("--stage", type=int, choices=[1, 3], default=1, help="1: random patches; 3: the policy's patches")
     g.add_argument("--epochs", type=int, default=None)
@@ -98,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="stage 1 from scratch on a task with pretraining items (the default task): pretrain the "
                         "encoder on clean items for this many epochs first (default 2; 0 to skip)")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap optimiser steps per epoch (quick runs)")
-    g.add_argument("--workers", type=int, default=None, help="DataLoader workers per process (default 0 on the "
-                                                             "default task, 8 on an ImageFolder)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers per process (default: 0 on the default task, whose canvases are made in "
+                        "memory; else 8, but never more than the CPU cores this process may use)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU if there is one)")
     g.add_argument("--threads", type=int, default=None,
@@ -195,6 +199,22 @@ def _datasets(args, model, task):
     return task.training_sets(model, _training_options(args))
 
 
+#: DataLoader workers on an ImageFolder without --workers, before the cap by the cores present.
+IMAGE_FOLDER_WORKERS = 8
+
+
+def _workers(args, task) -> int:
+    """--workers, else the task's default (:attr:`~gfnet_env.tasks.Task.training_workers`; an ImageFolder:
+    :data:`IMAGE_FOLDER_WORKERS`) capped by the cores present (:func:`feature_nets.devices.default_workers`)."""
+    from feature_nets.devices import default_workers
+
+    if args.workers is not None:
+        if args.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+        return args.workers
+    return default_workers(task.training_workers if task is not None else IMAGE_FOLDER_WORKERS)
+
+
 def _train_config(args, model, task):
     from feature_nets.training import TrainConfig
 
@@ -202,7 +222,7 @@ def _train_config(args, model, task):
                      lr_classifier=args.lr_classifier, weight_decay=args.weight_decay, dsn_ratio=args.dsn_ratio,
                      seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch, device=args.device,
                      keep_epoch_checkpoints=args.keep_epoch_checkpoints, progress=not args.no_progress,
-                     workers=args.workers if args.workers is not None else (task.training_workers if task else 8))
+                     workers=_workers(args, task))
     if args.freeze_global is not None:
         overrides["freeze_global"] = args.freeze_global == "yes"
     for key in ("lr_schedule", "dropout", "drop_connect", "glance_logits"):

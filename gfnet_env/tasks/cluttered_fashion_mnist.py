@@ -12,6 +12,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from feature_nets.gfnet import GFNet
+from feature_nets.sampling import spread_subset
 
 from ..data.cluttered_fashion_mnist import FASHION_MNIST_CLASSES
 from ..data.image_folder import check_image_dataset
@@ -56,12 +57,13 @@ def cluttered_fashion_mnist_task(checkpoint=None, data_root=None, dataset: Datas
 
 
 def training_sets(model: GFNet, options: TrainingOptions) -> tuple[Dataset, Dataset]:
-    """The train and val canvases at the model's image size (``options.seed`` fixes them)."""
+    """The train and val canvases at the model's image size (``options.seed`` fixes them); the sample caps take
+    canvases spread evenly over each split (:func:`feature_nets.sampling.spread_subset`), as the benchmark does."""
     from ..data.cluttered_fashion_mnist import ClutteredFashionMNIST
 
     geo = dict(canvas_size=model.image_size, root=options.data_root, seed=options.seed)
-    return (ClutteredFashionMNIST("train", num_samples=options.train_samples, **geo),
-            ClutteredFashionMNIST("val", num_samples=options.val_samples, **geo))
+    return (spread_subset(ClutteredFashionMNIST("train", **geo), options.train_samples),
+            spread_subset(ClutteredFashionMNIST("val", **geo), options.val_samples))
 
 
 def pretraining_set(options: TrainingOptions) -> Dataset:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from feature_nets.gfnet import GFNet
+from feature_nets.sampling import spread_subset
 
 from ..data.image_folder import ImageFolderDataset, eval_transform, train_transform
 from .task import TrainingOptions
@@ -39,15 +40,12 @@ def image_folder_split(root: PathLike, split: str, model: GFNet) -> ImageFolderD
 
 
 def image_folder_training_sets(root: PathLike, model: GFNet, options: TrainingOptions) -> tuple[Dataset, Dataset]:
-    """(train, val) of ``root/train`` and ``root/val`` for training ``model`` (``options``' sample caps and crop
-    interpolation applied)."""
+    """(train, val) of ``root/train`` and ``root/val`` for training ``model`` (``options``' crop interpolation
+    applied; its sample caps take items spread evenly over each split, :func:`feature_nets.sampling.spread_subset`)."""
     cfg = _config(model)
     root = Path(root)
     train: Dataset = ImageFolderDataset(root / "train",
                                         transform=train_transform(cfg, options.train_crop_interpolation))
     val: Dataset = ImageFolderDataset(root / "val", transform=eval_transform(cfg))
-    if options.train_samples:
-        train = Subset(train, range(min(options.train_samples, len(train))))
-    if options.val_samples:
-        val = Subset(val, range(min(options.val_samples, len(val))))
-    return train, val
+    # subsets spread evenly over each split, which is sorted by class: every class in proportion
+    return spread_subset(train, options.train_samples), spread_subset(val, options.val_samples)

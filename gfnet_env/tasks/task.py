@@ -43,7 +43,8 @@ class TrainingOptions:
 
     #: the task's own data folder instead of its default (Fashion-MNIST IDX files, an ImageNet root, ...)
     data_root: str | None = None
-    #: use only the first N training / validation items (quick runs)
+    #: use only N training / validation items, spread evenly over each split (quick runs;
+    #: :func:`feature_nets.sampling.spread_subset`)
     train_samples: int | None = None
     val_samples: int | None = None
     #: fixes generated data (e.g. the cluttered canvases)
@@ -91,7 +92,8 @@ class Task:
     training_sets: Callable[[GFNet, TrainingOptions], tuple[Dataset, Dataset]] | None = None
     #: options → clean items to pretrain a fresh encoder on before stage 1 (None: no pretraining)
     pretraining_set: Callable[[TrainingOptions], Dataset] | None = None
-    #: DataLoader workers ``gfnet train-features`` uses by default (0 for data made in memory)
+    #: DataLoader workers ``gfnet train-features`` uses by default (0 for data made in memory), at most the cores
+    #: present (:func:`feature_nets.devices.default_workers`)
     training_workers: int = 8
     #: names of classes 0..K−1 when the images do not carry their own (:meth:`class_names`); None: not known
     default_class_names: tuple[str, ...] | None = None
