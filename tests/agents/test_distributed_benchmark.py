@@ -69,6 +69,19 @@ def assert_same(one: Path, other: Path, agents: list[str]) -> None:
     assert a["protocol"] == b["protocol"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Every run of this module on one torch thread, like each torchrun rank (torchrun sets ``OMP_NUM_THREADS=1``):
+    the contract is per thread count, as CPU kernels may sum in another order with more threads (last-bit changes).
+    Autouse, so it is in place before the module's other fixtures run."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("one")

@@ -29,8 +29,10 @@ pytestmark = pytest.mark.reliability
 EPOCHS, BATCH, N_TRAIN = 2, 16, 64
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
+    """Every run of this module on one torch thread (the uninterrupted one included: a module fixture that would
+    run before a function-scoped one): exactness is per thread count, as kernels may sum in another order."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
