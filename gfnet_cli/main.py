@@ -80,6 +80,9 @@ INTERRUPTED: dict[str, str] = {
     "prepare-data": "nothing was written: the previous cache is unchanged",
     "show": "nothing was written",
 }
+#: The commands that run as N processes under torchrun (docs/scaling.md); the others refuse a WORLD_SIZE > 1, since
+#: every rank would do the whole job and write the same --out.
+TORCHRUN_COMMANDS = ("benchmark", "train-policy", "train-features")
 #: Exit status of an interrupted command: 128 + SIGINT.
 EXIT_INTERRUPTED = 130
 #: Options that must be > 0 (learning rates), in every command that has them.
@@ -123,6 +126,12 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if value is not None and not value > 0:
             raise ValueError(f"--{dest.replace('_', '-')} must be > 0, got {value}")
+    world = os.environ.get("WORLD_SIZE", "1")
+    if args.command not in TORCHRUN_COMMANDS and world.strip() not in ("", "0", "1"):
+        raise ValueError(f"gfnet {args.command} runs in one process, but this is one of WORLD_SIZE={world} processes "
+                         "(torchrun): run it without torchrun. Under torchrun run "
+                         f"{', '.join(TORCHRUN_COMMANDS)} (docs/scaling.md: the paper's PPO with train-policy, "
+                         "other RL libraries through TorchRL's collectors)")
     device = getattr(args, "device", None)
     if isinstance(device, str) and device not in ("auto", "cpu"):
         from feature_nets.devices import check_device

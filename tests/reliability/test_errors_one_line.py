@@ -307,3 +307,18 @@ def test_ctrl_c_in_other_commands(tmp_path, capsys, monkeypatch, bench_folders, 
             "show": ["show", "--env", FMNIST, "--agent", "random", "--out", str(tmp_path / "x.png")]}[command]
     line = one_line(*run_cli(argv, capsys), command, 130)
     assert line.startswith(f"gfnet {command}: interrupted")
+
+
+# --- a one-process command under torchrun ------------------------------------------------------------------------
+
+def test_one_process_commands_refuse_torchrun(tmp_path, capsys, monkeypatch):
+    """``torchrun ... gfnet train-agent`` started N trainers racing for one --out; now one line, before any work."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = ["train-agent", "--agent", "sb3-ppo", "--env", FMNIST, "--steps", "8", "--out", str(tmp_path / "run")]
+    line = one_line(*run_cli(argv, capsys), "train-agent")
+    assert "WORLD_SIZE=2" in line and "without torchrun" in line and "train-policy" in line
+    assert not any(tmp_path.iterdir())
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process started by torchrun: as without it
+    code, text = run_cli(["train-agent", "--agent", "sb3-ppo", "--env", FMNIST, "--steps", "0", "--out",
+                          str(tmp_path / "run")], capsys)
+    assert "WORLD_SIZE" not in text
