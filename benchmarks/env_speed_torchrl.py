@@ -89,27 +89,16 @@ def time_face(face: str, args, kwargs: dict, acts: np.ndarray, warmup: int) -> f
             return rate(step, args.steps, n, warmup)
         finally:
             core.close()
-    if face == "torchrl":
-        env = gfnet_env.make_torchrl_env(args.env, num_envs=n, device=dev, seed=0, **kwargs)
-        acts_dev = torch.as_tensor(acts, device=env.device)
-        state = {"td": env.reset()}
+    if face in ("torchrl", "gymwrapper"):
+        if face == "torchrl":
+            env = gfnet_env.make_torchrl_env(args.env, num_envs=n, device=dev, seed=0, **kwargs)
+        else:
+            from torchrl.envs.libs.gym import GymWrapper
 
-        def step(k):
-            td = state["td"]
-            td.set("action", acts_dev[k])
-            _, state["td"] = env.step_and_maybe_reset(td)
-
-        try:
-            return rate(step, args.steps, n, warmup)
-        finally:
-            env.close()
-    if face == "gymwrapper":
-        from torchrl.envs.libs.gym import GymWrapper
-
-        venv = gym.make_vec(args.env, num_envs=n, vectorization_mode="vector_entry_point", device=dev,
-                            tensor_obs=True, **kwargs)
-        env = GymWrapper(venv, device=dev, categorical_action_encoding=True)
-        env.set_seed(0)
+            venv = gym.make_vec(args.env, num_envs=n, vectorization_mode="vector_entry_point", device=dev,
+                                tensor_obs=True, **kwargs)
+            env = GymWrapper(venv, device=dev, categorical_action_encoding=True)
+            env.set_seed(0)
         acts_dev = torch.as_tensor(acts, device=env.device)
         state = {"td": env.reset()}
 
