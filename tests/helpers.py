@@ -218,21 +218,25 @@ class Payload:
         return exec, (f"open({self.path!r}, 'w').write('code ran')",)
 
 
-def crafted_agent_zip(dest: Path, trace: Path, entry: str = "ep_success_buffer") -> Path:
-    """A copy of the shipped sb3-ppo zip whose ``data[entry]`` is a pickle that would write ``trace``."""
-    import cloudpickle
-
+def sb3_zip_with_pickled_entry(dest: Path, pickled: bytes, entry: str = "ep_success_buffer") -> Path:
+    """A copy of the shipped sb3-ppo zip whose ``data[entry]`` is the pickle ``pickled``, as SB3 stores objects."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(SHIPPED) as src, zipfile.ZipFile(dest, "w") as out:
         for item in src.infolist():
             blob = src.read(item.filename)
             if item.filename == "data":
                 data = json.loads(blob)
-                data[entry] = {":type:": "<class 'object'>",
-                               ":serialized:": base64.b64encode(cloudpickle.dumps(Payload(trace))).decode()}
+                data[entry] = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickled).decode()}
                 blob = json.dumps(data).encode()
             out.writestr(item, blob)
     return dest
+
+
+def crafted_agent_zip(dest: Path, trace: Path, entry: str = "ep_success_buffer") -> Path:
+    """A copy of the shipped sb3-ppo zip whose ``data[entry]`` is a pickle that would write ``trace``."""
+    import cloudpickle
+
+    return sb3_zip_with_pickled_entry(dest, cloudpickle.dumps(Payload(trace)), entry)
 
 
 def crafted_agent_dir(folder: Path, trace: Path) -> Path:

@@ -21,7 +21,6 @@ import re
 import struct
 import subprocess
 import sys
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SHIPPED, tiny_model
+from helpers import SHIPPED, sb3_zip_with_pickled_entry, tiny_model
 
 pytestmark = pytest.mark.reliability
 
@@ -84,19 +83,9 @@ def edited_checkpoint(path: Path, edit) -> Path:
 
 def sb3_zip_with_entry(path: Path, obj, entry: str = "ep_success_buffer") -> Path:
     """A copy of the shipped sb3-ppo zip whose data ``entry`` is the pickle of ``obj``."""
-    import base64
     import pickle
 
-    with zipfile.ZipFile(SHIPPED) as src, zipfile.ZipFile(path, "w") as out:
-        for item in src.infolist():
-            blob = src.read(item.filename)
-            if item.filename == "data":
-                data = json.loads(blob)
-                data[entry] = {":type:": "<class 'object'>",
-                               ":serialized:": base64.b64encode(pickle.dumps(obj, protocol=4)).decode()}
-                blob = json.dumps(data).encode()
-            out.writestr(item, blob)
-    return path
+    return sb3_zip_with_pickled_entry(path, pickle.dumps(obj, protocol=4), entry)
 
 
 class Calls:
